@@ -1,0 +1,1 @@
+//! Conformance runner for exec-server implementations; built out by the conformance issue.

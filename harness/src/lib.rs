@@ -1,0 +1,1 @@
+//! Test fixture for exec-server; built out by the harness issue.

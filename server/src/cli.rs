@@ -1,0 +1,75 @@
+//! Command-line interface (PROTOCOL.md §1): argument parsing and listen-URL rules.
+
+use std::net::{IpAddr, SocketAddr};
+
+use clap::Parser;
+
+use crate::server::{DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_OUTPUT_RETENTION_BYTES};
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    WebSocket(SocketAddr),
+    Stdio,
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        const FORMS: &str = "expected ws://IP:PORT (an IP literal, e.g. ws://127.0.0.1:0 or ws://[::1]:0), stdio, or stdio://";
+        if url == "stdio" || url == "stdio://" {
+            return Ok(Listen::Stdio);
+        }
+        let Some(authority) = url.strip_prefix("ws://") else {
+            return Err(format!("unsupported listen URL {url:?}: {FORMS}"));
+        };
+        let authority = authority.strip_suffix('/').unwrap_or(authority);
+        authority
+            .parse::<SocketAddr>()
+            .map(Listen::WebSocket)
+            .map_err(|_| format!("invalid listen URL {url:?}: {FORMS}"))
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "exec-server", version, about = "Run processes for remote clients over JSON-RPC (websocket or stdio)")]
+pub struct Args {
+    /// ws://IP:PORT (port 0 picks a free port), stdio, or stdio://
+    #[arg(long, default_value = "ws://127.0.0.1:0", value_name = "URL")]
+    pub listen: Listen,
+
+    /// Newest output bytes kept per process for process/read
+    #[arg(long, default_value_t = DEFAULT_OUTPUT_RETENTION_BYTES, value_name = "BYTES")]
+    pub output_retention: usize,
+
+    /// Largest inbound message accepted, in bytes
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES, value_name = "BYTES")]
+    pub max_message_bytes: usize,
+}
+
+impl Listen {
+    pub fn default_addr() -> SocketAddr {
+        SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!("stdio".parse(), Ok(Listen::Stdio));
+        assert_eq!("stdio://".parse(), Ok(Listen::Stdio));
+        assert_eq!(
+            "ws://127.0.0.1:0".parse(),
+            Ok(Listen::WebSocket(Listen::default_addr()))
+        );
+        assert!(matches!("ws://[::1]:9".parse(), Ok(Listen::WebSocket(addr)) if addr.is_ipv6()));
+        for bad in ["ws://localhost:1", "http://127.0.0.1:1", "ws://127.0.0.1", "tcp://x"] {
+            let err = bad.parse::<Listen>().unwrap_err();
+            assert!(err.contains("ws://IP:PORT"), "{bad}: {err}");
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The transport-independent JSON-RPC connection: reads frames from any transport,
+//! enforces the handshake (PROTOCOL.md §4), answers independent requests concurrently
+//! while keeping requests that name the same `processId` in arrival order, and bounds
+//! the work in flight. Transports hand it whole frames and drain its outbound queue.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::{oneshot, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::handlers::{self, Method};
+use crate::rpc::{self, Inbound, Request, RequestId, RpcError};
+use crate::server::ServerState;
+use crate::session::{Outbound, Session};
+
+/// Requests (and queued replies) one connection may have in flight. Reading pauses at
+/// this bound instead of buffering without limit; replies never wait on the reader.
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// Capacity, in messages, of a connection's outbound queue.
+pub const OUTBOUND_QUEUE_MESSAGES: usize = 128;
+
+/// One inbound unit from a transport.
+#[derive(Debug)]
+pub enum InboundFrame {
+    Message(String),
+    /// A message over the size limit; it was skipped and the connection goes on.
+    Oversized { limit: usize },
+    /// A binary frame or line that is not UTF-8.
+    NotUtf8,
+}
+
+/// The inbound half of a transport. `next_frame` returning `None` is a disconnect.
+/// It must be cancel-safe: the connection races it against other events.
+pub trait FrameSource: Send {
+    fn next_frame(&mut self) -> impl Future<Output = Option<InboundFrame>> + Send;
+}
+
+enum Phase {
+    AwaitingInitialize,
+    AwaitingInitialized(Arc<Session>),
+    Ready(Arc<Session>),
+}
+
+/// Lets requests that name the same process take effect in arrival order: each one
+/// waits for its predecessor's turn to finish before acting.
+pub struct Turn {
+    previous: Option<oneshot::Receiver<()>>,
+    finished: Option<oneshot::Sender<()>>,
+}
+
+impl Turn {
+    fn unordered() -> Self {
+        Turn {
+            previous: None,
+            finished: None,
+        }
+    }
+
+    pub async fn wait(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            // An error only means the predecessor finished (or was cancelled).
+            let _ = previous.await;
+        }
+    }
+
+    /// Lets the next request for this process proceed (also happens on drop).
+    pub fn finish(&mut self) {
+        self.finished.take();
+    }
+}
+
+struct Connection {
+    state: Arc<ServerState>,
+    outbound: Outbound,
+    phase: Phase,
+    tasks: JoinSet<()>,
+    in_flight: Arc<Semaphore>,
+    /// Per process id, the completion signal of the latest request naming it.
+    turns: HashMap<String, oneshot::Receiver<()>>,
+}
+
+/// Serves one connection until the transport disconnects or the server shuts down.
+/// In-flight requests are cancelled when it returns.
+pub async fn serve(state: Arc<ServerState>, mut source: impl FrameSource, outbound: Outbound) {
+    let shutdown = state.shutdown.clone();
+    let mut connection = Connection {
+        state,
+        outbound,
+        phase: Phase::AwaitingInitialize,
+        tasks: JoinSet::new(),
+        in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        turns: HashMap::new(),
+    };
+    loop {
+        tokio::select! {
+            frame = source.next_frame() => match frame {
+                Some(frame) => connection.on_frame(frame).await,
+                None => break,
+            },
+            Some(_) = connection.tasks.join_next(), if !connection.tasks.is_empty() => {}
+            _ = shutdown.triggered() => break,
+        }
+    }
+    connection.tasks.abort_all();
+    if let Phase::AwaitingInitialized(session) | Phase::Ready(session) = &connection.phase {
+        connection.state.registry.connection_ended(session);
+    }
+}
+
+impl Connection {
+    async fn on_frame(&mut self, frame: InboundFrame) {
+        let text = match frame {
+            InboundFrame::Message(text) => text,
+            InboundFrame::Oversized { limit } => {
+                let error = RpcError::invalid_request(format!("message exceeds {limit} bytes"));
+                return self.reply(Value::Null, Err(error)).await;
+            }
+            InboundFrame::NotUtf8 => {
+                let error = RpcError::parse("parse error: message is not UTF-8");
+                return self.reply(Value::Null, Err(error)).await;
+            }
+        };
+        match rpc::classify(&text) {
+            Inbound::Invalid { id, error } => {
+                tracing::debug!(%error, "invalid frame");
+                self.reply(id, Err(error)).await
+            }
+            Inbound::Response { id } => {
+                tracing::warn!(%id, "ignoring a response from the client; the server sends no requests");
+            }
+            Inbound::Notification(notification) => self.on_notification(&notification.method),
+            Inbound::Request(request) => self.on_request(request).await,
+        }
+    }
+
+    fn on_notification(&mut self, method: &str) {
+        if method != "initialized" {
+            tracing::warn!(method, "ignoring an unknown client notification");
+            return;
+        }
+        match std::mem::replace(&mut self.phase, Phase::AwaitingInitialize) {
+            Phase::AwaitingInitialized(session) => self.phase = Phase::Ready(session),
+            other => {
+                tracing::warn!("ignoring `initialized` outside the handshake");
+                self.phase = other;
+            }
+        }
+    }
+
+    async fn on_request(&mut self, request: Request) {
+        let Request { id, method, params } = request;
+        let Some(method) = Method::parse(&method) else {
+            return self.reply(id, Err(RpcError::method_not_found(&method))).await;
+        };
+        let session = match (&self.phase, method) {
+            (Phase::AwaitingInitialize, Method::Initialize) => {
+                let result = self.initialize(params);
+                return self.reply(id, result).await;
+            }
+            (_, Method::Initialize) => {
+                let error = RpcError::invalid_request("initialize may only be sent once per connection");
+                return self.reply(id, Err(error)).await;
+            }
+            (Phase::AwaitingInitialize, method) => {
+                let error = RpcError::invalid_request(format!(
+                    "client must call initialize before using {} methods",
+                    method.family()
+                ));
+                return self.reply(id, Err(error)).await;
+            }
+            (Phase::AwaitingInitialized(_), method) => {
+                let error = RpcError::invalid_request(format!(
+                    "client must send initialized before using {} methods",
+                    method.family()
+                ));
+                return self.reply(id, Err(error)).await;
+            }
+            (Phase::Ready(session), _) => Arc::clone(session),
+        };
+        let turn = self.take_turn(method, &params);
+        let state = Arc::clone(&self.state);
+        let outbound = self.outbound.clone();
+        self.spawn(async move {
+            let result = handlers::dispatch(&state, &session, method, params, turn).await;
+            send_reply(&outbound, &id, result).await;
+        })
+        .await;
+    }
+
+    fn initialize(&mut self, params: Value) -> Result<Value, RpcError> {
+        let params: crate::protocol::InitializeParams = rpc::decode_params(params)?;
+        if params.resume_session_id.is_some() {
+            return Err(RpcError::invalid_request(
+                "session resume is not supported by this server yet",
+            ));
+        }
+        tracing::info!(client = %params.client_name, "initialize");
+        let session = self.state.registry.create(self.outbound.clone());
+        let result = handlers::initialize::result(&self.state, session.id());
+        self.phase = Phase::AwaitingInitialized(session);
+        Ok(result)
+    }
+
+    fn take_turn(&mut self, method: Method, params: &Value) -> Turn {
+        let Some(process_id) = method
+            .is_process_scoped()
+            .then(|| params.get("processId").and_then(Value::as_str))
+            .flatten()
+        else {
+            return Turn::unordered();
+        };
+        if self.turns.len() > MAX_IN_FLIGHT {
+            // Forget ids whose last request has finished.
+            self.turns.retain(|_, finished| {
+                matches!(finished.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+            });
+        }
+        let (finished, receiver) = oneshot::channel();
+        let previous = self.turns.insert(process_id.to_owned(), receiver);
+        Turn {
+            previous,
+            finished: Some(finished),
+        }
+    }
+
+    async fn reply(&mut self, id: RequestId, result: Result<Value, RpcError>) {
+        let outbound = self.outbound.clone();
+        self.spawn(async move { send_reply(&outbound, &id, result).await })
+            .await;
+    }
+
+    /// Runs `work` as a connection task once an in-flight slot is free. Replies are
+    /// sent from tasks so the reader never blocks on a full outbound queue.
+    async fn spawn(&mut self, work: impl Future<Output = ()> + Send + 'static) {
+        let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
+            return;
+        };
+        self.tasks.spawn(async move {
+            work.await;
+            drop(permit);
+        });
+    }
+}
+
+async fn send_reply(outbound: &Outbound, id: &RequestId, result: Result<Value, RpcError>) {
+    let message = match result {
+        Ok(value) => rpc::encode_result(id, value),
+        Err(error) => rpc::encode_error(id, &error),
+    };
+    // A closed queue means the transport is gone; there is nobody left to answer.
+    let _ = outbound.send(message).await;
+}

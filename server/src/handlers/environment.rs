@@ -1,0 +1,20 @@
+//! `environment/info`: facts about the machine the server runs processes on.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::rpc::RpcError;
+use crate::server::ServerState;
+
+pub fn info(_state: &ServerState) -> Result<Value, RpcError> {
+    let path = std::env::var("SHELL")
+        .ok()
+        .filter(|shell| Path::new(shell).is_absolute())
+        .unwrap_or_else(|| "/bin/sh".to_owned());
+    let name = Path::new(&path)
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.clone());
+    Ok(json!({"shell": {"name": name, "path": path}}))
+}

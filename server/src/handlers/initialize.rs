@@ -1,0 +1,27 @@
+//! The `initialize` result: session id, server identity and advertised capabilities
+//! (PROTOCOL.md §4, §9). The handshake state machine itself is in `connection`.
+
+use serde_json::{json, Value};
+
+use crate::protocol::SignalName;
+use crate::server::ServerState;
+
+pub fn result(state: &ServerState, session_id: &str) -> Value {
+    json!({
+        "sessionId": session_id,
+        "serverInfo": {"name": "exec-server", "version": env!("CARGO_PKG_VERSION")},
+        "capabilities": {
+            "transports": ["ws", "stdio"],
+            "process": {
+                "tty": true,
+                "signal": SignalName::ALL,
+                "resize": true,
+                "closeStdin": true,
+                "firstRetainedSeq": true,
+                "outputRetentionBytes": state.options.output_retention_bytes,
+            },
+            "session": {"resume": false},
+            "auth": {"token": false},
+        },
+    })
+}

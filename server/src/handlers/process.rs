@@ -1,0 +1,115 @@
+//! `process/*` methods (PROTOCOL.md §6): validate params, look the process up in the
+//! session, and call into `process::Process`. Each handler waits for its `Turn` so that
+//! requests naming one process take effect in arrival order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::connection::Turn;
+use crate::process::env::child_environment;
+use crate::process::{Process, SpawnRequest};
+use crate::protocol::{
+    ProcessIdParams, ReadParams, ResizeParams, SignalParams, StartParams, WriteStatus,
+};
+use crate::rpc::{decode_params, RpcError};
+use crate::session::{Lookup, Session};
+
+pub async fn start(session: &Arc<Session>, params: Value, mut turn: Turn) -> Result<Value, RpcError> {
+    let params: StartParams = decode_params(params)?;
+    if params.argv.is_empty() {
+        return Err(RpcError::invalid_params("invalid params: argv: must not be empty"));
+    }
+    let env = child_environment(std::env::vars(), params.env_policy.as_ref(), &params.env);
+    let request = SpawnRequest {
+        argv: &params.argv,
+        arg0: params.arg0.as_deref(),
+        cwd: &params.cwd,
+        env: &env,
+        tty: params.tty,
+        pipe_stdin: params.pipe_stdin,
+    };
+    turn.wait().await;
+    session.start_process(&params.process_id, &request)?;
+    Ok(json!({"processId": params.process_id}))
+}
+
+fn running(session: &Session, process_id: &str) -> Result<Arc<Process>, RpcError> {
+    match session.lookup(process_id) {
+        Lookup::Running(process) => Ok(process),
+        Lookup::Unknown => Err(RpcError::invalid_request(format!("unknown process id {process_id}"))),
+        Lookup::Starting => Err(RpcError::invalid_request(format!("process id {process_id} is starting"))),
+    }
+}
+
+pub async fn read(session: &Arc<Session>, params: Value, mut turn: Turn) -> Result<Value, RpcError> {
+    let params: ReadParams = decode_params(params)?;
+    turn.wait().await;
+    let process = running(session, &params.process_id)?;
+    // A long-poll must not hold up later requests for the same process.
+    turn.finish();
+    let result = process
+        .read(params.after_seq, params.max_bytes, Duration::from_millis(params.wait_ms))
+        .await;
+    Ok(result.into_json())
+}
+
+pub async fn write(session: &Arc<Session>, params: Value, mut turn: Turn) -> Result<Value, RpcError> {
+    let params: crate::protocol::WriteParams = decode_params(params)?;
+    let data = BASE64
+        .decode(params.chunk.as_bytes())
+        .map_err(|err| RpcError::invalid_params(format!("invalid params: chunk: not base64: {err}")))?;
+    turn.wait().await;
+    let status = match session.lookup(&params.process_id) {
+        Lookup::Unknown => WriteStatus::UnknownProcess,
+        Lookup::Starting => WriteStatus::Starting,
+        Lookup::Running(process) => {
+            let status = process.enqueue_stdin(data, params.close_stdin);
+            turn.finish();
+            if status == WriteStatus::Accepted {
+                process.stdin_backlog_drained().await;
+            }
+            status
+        }
+    };
+    Ok(json!({"status": status}))
+}
+
+pub async fn signal(session: &Arc<Session>, params: Value, mut turn: Turn) -> Result<Value, RpcError> {
+    let params: SignalParams = decode_params(params)?;
+    turn.wait().await;
+    let process = running(session, &params.process_id)?;
+    process.send_signal(params.signal.to_signal()).await;
+    Ok(json!({}))
+}
+
+pub async fn terminate(session: &Arc<Session>, params: Value, mut turn: Turn) -> Result<Value, RpcError> {
+    let params: ProcessIdParams = decode_params(params)?;
+    turn.wait().await;
+    let running = match session.lookup(&params.process_id) {
+        Lookup::Running(process) => {
+            let was_running = !process.has_exited();
+            process.kill_tree();
+            was_running
+        }
+        Lookup::Unknown | Lookup::Starting => false,
+    };
+    Ok(json!({"running": running}))
+}
+
+pub async fn resize(session: &Arc<Session>, params: Value, mut turn: Turn) -> Result<Value, RpcError> {
+    let params: ResizeParams = decode_params(params)?;
+    turn.wait().await;
+    let process = running(session, &params.process_id)?;
+    match process.resize(params.rows, params.cols) {
+        None => Err(RpcError::invalid_request(format!(
+            "process {} is not attached to a pty",
+            params.process_id
+        ))),
+        Some(Err(err)) => Err(RpcError::internal(format!("resize failed: {err}"))),
+        Some(Ok(())) => Ok(json!({})),
+    }
+}

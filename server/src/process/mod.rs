@@ -1,0 +1,497 @@
+//! One managed child process: its output sequence (chunks, exit, close), retention,
+//! long-poll reads, the ordered stdin queue, signals and killing its process group.
+//!
+//! A process owns the tasks that pump its pipes and wait for its exit; they hold an
+//! `Arc<Process>` and end on their own once the streams close and the child is reaped.
+
+pub mod env;
+mod pty;
+mod spawn;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use futures_util::FutureExt as _;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::Instant;
+
+use crate::protocol::{Stream, WriteStatus};
+use crate::session::Notifier;
+use crate::watchdog::Watchdog;
+pub use spawn::SpawnRequest;
+use spawn::{InputWriter, OutputReader};
+
+/// Largest payload of one `process/output` notification.
+pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
+/// A `process/write` is answered once the stdin queue holds at most this much, so a
+/// child that never reads stdin cannot make the server buffer without bound.
+const STDIN_HIGH_WATER_BYTES: usize = 1024 * 1024;
+const PTY_INTERRUPT: u8 = 0x03;
+const PTY_END_OF_FILE: u8 = 0x04;
+
+pub struct Process {
+    id: String,
+    /// The child's pid, which is also its process-group id.
+    pid: i32,
+    pty: Option<pty::PtyMaster>,
+    retention_bytes: usize,
+    output: Mutex<OutputState>,
+    /// Bumped on every change of `output`; long-polls wait on it.
+    changes: watch::Sender<u64>,
+    stdin: StdinQueue,
+    notifier: Notifier,
+    watchdog: Option<Watchdog>,
+}
+
+struct RetainedChunk {
+    seq: u64,
+    stream: Stream,
+    data: Vec<u8>,
+}
+
+#[derive(Clone, Copy)]
+struct ExitInfo {
+    code: i32,
+    seq: u64,
+}
+
+struct OutputState {
+    next_seq: u64,
+    chunks: VecDeque<RetainedChunk>,
+    retained_bytes: usize,
+    /// Every chunk with a seq at or above this is still retained.
+    first_retained_seq: u64,
+    exit: Option<ExitInfo>,
+    open_streams: usize,
+    closed_seq: Option<u64>,
+}
+
+impl OutputState {
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// Assigns the close event once the exit is known and every stream is at EOF.
+    fn close_if_finished(&mut self) -> Option<u64> {
+        if self.closed_seq.is_none() && self.exit.is_some() && self.open_streams == 0 {
+            let seq = self.take_seq();
+            self.closed_seq = Some(seq);
+            return Some(seq);
+        }
+        None
+    }
+}
+
+/// What `process/read` returns (PROTOCOL.md §6.3).
+pub struct ReadResult(Value);
+
+impl ReadResult {
+    pub fn into_json(self) -> Value {
+        self.0
+    }
+}
+
+impl Process {
+    /// Spawns the child described by `request` and starts its pump, stdin and wait tasks.
+    pub fn spawn(
+        id: String,
+        request: &SpawnRequest<'_>,
+        retention_bytes: usize,
+        notifier: Notifier,
+        watchdog: Option<Watchdog>,
+    ) -> std::io::Result<Arc<Process>> {
+        let spawned = spawn::spawn(request)?;
+        if let Some(watchdog) = &watchdog {
+            watchdog.register(spawned.pid);
+        }
+        let process = Arc::new(Process {
+            id,
+            pid: spawned.pid,
+            pty: spawned.pty,
+            retention_bytes,
+            output: Mutex::new(OutputState {
+                next_seq: 1,
+                chunks: VecDeque::new(),
+                retained_bytes: 0,
+                first_retained_seq: 1,
+                exit: None,
+                open_streams: spawned.outputs.len(),
+                closed_seq: None,
+            }),
+            changes: watch::Sender::new(0),
+            stdin: StdinQueue::new(),
+            notifier,
+            watchdog,
+        });
+        for (stream, reader) in spawned.outputs {
+            tokio::spawn(Arc::clone(&process).pump_output(stream, reader));
+        }
+        if let Some(writer) = spawned.stdin {
+            let commands = process.stdin.open();
+            let is_pty = process.pty.is_some();
+            tokio::spawn(Arc::clone(&process).write_stdin(writer, commands, is_pty));
+        }
+        let mut child = spawned.child;
+        let waiter = Arc::clone(&process);
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            waiter.publish_exit(status).await;
+        });
+        Ok(process)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn lock_output(&self) -> MutexGuard<'_, OutputState> {
+        // A poisoned lock means a panic mid-update elsewhere; the state is still usable.
+        self.output.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    pub fn has_exited(&self) -> bool {
+        self.lock_output().exit.is_some()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock_output().closed_seq.is_some()
+    }
+
+    /// Resolves once the process has exited and every output stream reached EOF.
+    pub async fn closed(&self) {
+        let mut changes = self.changes.subscribe();
+        while !self.is_closed() {
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// SIGKILLs the whole process group unless the process is already closed.
+    pub fn kill_tree(&self) {
+        if !self.is_closed() {
+            self.signal_group(Signal::SIGKILL);
+        }
+    }
+
+    /// Sends `signal` to the process group; a PTY gets its interrupt character instead
+    /// of SIGINT so that whatever holds the terminal's foreground sees it.
+    pub async fn send_signal(&self, signal: Signal) {
+        if let (Signal::SIGINT, Some(pty)) = (signal, &self.pty) {
+            let mut pty = pty.clone();
+            if pty.write_all(&[PTY_INTERRUPT]).await.is_ok() {
+                return;
+            }
+        }
+        if !self.is_closed() {
+            self.signal_group(signal);
+        }
+    }
+
+    fn signal_group(&self, signal: Signal) {
+        if let Err(err) = killpg(Pid::from_raw(self.pid), signal) {
+            if err != nix::errno::Errno::ESRCH {
+                tracing::warn!(process_id = %self.id, pid = self.pid, %err, "killpg failed");
+            }
+        }
+    }
+
+    pub fn resize(&self, rows: u16, cols: u16) -> Option<std::io::Result<()>> {
+        self.pty.as_ref().map(|pty| pty.resize(rows, cols))
+    }
+
+    /// Queues `data` for the child's stdin (and closes it after if asked). The effect
+    /// is ordered when this returns; await [`Process::stdin_backlog_drained`] before answering.
+    pub fn enqueue_stdin(&self, data: Vec<u8>, close_after: bool) -> WriteStatus {
+        self.stdin.enqueue(data, close_after)
+    }
+
+    pub async fn stdin_backlog_drained(&self) {
+        self.stdin.drained_below(STDIN_HIGH_WATER_BYTES).await
+    }
+
+    /// Long-poll read (PROTOCOL.md §6.3).
+    pub async fn read(&self, after_seq: u64, max_bytes: Option<u64>, wait: Duration) -> ReadResult {
+        let deadline = Instant::now() + wait;
+        let mut changes = self.changes.subscribe();
+        loop {
+            {
+                let state = self.lock_output();
+                let ready = state.closed_seq.is_some()
+                    || state.exit.is_some_and(|exit| exit.seq > after_seq)
+                    || state.chunks.back().is_some_and(|chunk| chunk.seq > after_seq);
+                if ready || Instant::now() >= deadline {
+                    return self.read_now(&state, after_seq, max_bytes);
+                }
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() {
+                    return self.read_now(&self.lock_output(), after_seq, max_bytes);
+                },
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    fn read_now(&self, state: &OutputState, after_seq: u64, max_bytes: Option<u64>) -> ReadResult {
+        let budget = max_bytes.unwrap_or(u64::MAX);
+        let mut used = 0u64;
+        let mut chunks = Vec::new();
+        let mut last_seq = None;
+        for chunk in state.chunks.iter().filter(|chunk| chunk.seq > after_seq) {
+            let size = chunk.data.len() as u64;
+            if last_seq.is_some() && used + size > budget {
+                break;
+            }
+            used += size;
+            last_seq = Some(chunk.seq);
+            chunks.push(json!({
+                "seq": chunk.seq,
+                "stream": chunk.stream,
+                "chunk": BASE64.encode(&chunk.data),
+            }));
+        }
+        let next_seq = last_seq.map_or(state.next_seq, |seq| seq + 1);
+        ReadResult(json!({
+            "chunks": chunks,
+            "nextSeq": next_seq,
+            "exited": state.exit.is_some(),
+            "exitCode": state.exit.map(|exit| exit.code),
+            "closed": state.closed_seq.is_some(),
+            "failure": Value::Null,
+            "firstRetainedSeq": state.first_retained_seq,
+        }))
+    }
+
+    async fn pump_output(self: Arc<Self>, stream: Stream, mut reader: OutputReader) {
+        let mut buffer = vec![0u8; MAX_CHUNK_BYTES];
+        let mut at_eof = false;
+        while !at_eof {
+            let mut filled = match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            // Coalesce whatever else is already readable, without waiting for more.
+            while filled < buffer.len() {
+                match reader.read(&mut buffer[filled..]).now_or_never() {
+                    Some(Ok(0)) | Some(Err(_)) => {
+                        at_eof = true;
+                        break;
+                    }
+                    Some(Ok(n)) => filled += n,
+                    None => break,
+                }
+            }
+            self.publish_output(stream, buffer[..filled].to_vec()).await;
+        }
+        let notification = {
+            let mut state = self.lock_output();
+            state.open_streams -= 1;
+            state.close_if_finished().map(|seq| self.closed_notification(seq))
+        };
+        self.changes.send_modify(|version| *version += 1);
+        if let Some(notification) = notification {
+            self.on_closed();
+            self.notifier.send(notification).await;
+        }
+    }
+
+    async fn publish_output(&self, stream: Stream, data: Vec<u8>) {
+        let notification = {
+            let mut state = self.lock_output();
+            let seq = state.take_seq();
+            let notification = output_notification(&self.id, seq, stream, &data);
+            state.retained_bytes += data.len();
+            state.chunks.push_back(RetainedChunk { seq, stream, data });
+            while state.retained_bytes > self.retention_bytes && state.chunks.len() > 1 {
+                if let Some(evicted) = state.chunks.pop_front() {
+                    state.retained_bytes -= evicted.data.len();
+                    state.first_retained_seq = evicted.seq + 1;
+                }
+            }
+            notification
+        };
+        self.changes.send_modify(|version| *version += 1);
+        // Awaiting a slow connection here stops us reading the pipe: backpressure.
+        self.notifier.send(notification).await;
+    }
+
+    async fn publish_exit(&self, status: std::io::Result<std::process::ExitStatus>) {
+        let (code, signal) = match status {
+            Ok(status) => exit_code_and_signal(status),
+            Err(err) => {
+                tracing::error!(process_id = %self.id, %err, "waiting for child failed");
+                (-1, None)
+            }
+        };
+        let notifications = {
+            let mut state = self.lock_output();
+            let seq = state.take_seq();
+            state.exit = Some(ExitInfo { code, seq });
+            let mut params = json!({"processId": self.id, "seq": seq, "exitCode": code});
+            if let Some(signal) = signal {
+                params["signal"] = json!(signal);
+            }
+            let exited = crate::rpc::encode_notification("process/exited", params);
+            let closed = state.close_if_finished().map(|seq| self.closed_notification(seq));
+            [Some(exited), closed]
+        };
+        self.changes.send_modify(|version| *version += 1);
+        let closed_now = notifications[1].is_some();
+        if closed_now {
+            self.on_closed();
+        }
+        for notification in notifications.into_iter().flatten() {
+            self.notifier.send(notification).await;
+        }
+    }
+
+    fn on_closed(&self) {
+        if let Some(watchdog) = &self.watchdog {
+            watchdog.unregister(self.pid);
+        }
+    }
+
+    fn closed_notification(&self, seq: u64) -> String {
+        crate::rpc::encode_notification("process/closed", json!({"processId": self.id, "seq": seq}))
+    }
+
+    async fn write_stdin(
+        self: Arc<Self>,
+        mut writer: InputWriter,
+        mut commands: mpsc::UnboundedReceiver<Vec<u8>>,
+        is_pty: bool,
+    ) {
+        let mut failed = false;
+        while let Some(data) = commands.recv().await {
+            let result = writer.write_all(&data).await;
+            let result = match result {
+                Ok(()) => writer.flush().await,
+                Err(err) => Err(err),
+            };
+            self.stdin.written(data.len());
+            if result.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        drop(commands);
+        self.stdin.shut();
+        if is_pty && !failed {
+            // A PTY has no separate stdin to close: EOF is the terminal's EOF character.
+            let _ = writer.write_all(&[PTY_END_OF_FILE]).await;
+        }
+    }
+}
+
+fn output_notification(process_id: &str, seq: u64, stream: Stream, data: &[u8]) -> String {
+    let stream = match stream {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+        Stream::Pty => "pty",
+    };
+    let mut message = String::with_capacity(data.len() * 4 / 3 + 160);
+    message.push_str(r#"{"jsonrpc":"2.0","method":"process/output","params":{"processId":"#);
+    message.push_str(&Value::String(process_id.to_owned()).to_string());
+    message.push_str(&format!(r#","seq":{seq},"stream":"{stream}","chunk":""#));
+    BASE64.encode_string(data, &mut message);
+    message.push_str("\"}}");
+    message
+}
+
+fn exit_code_and_signal(status: std::process::ExitStatus) -> (i32, Option<&'static str>) {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        return (code, None);
+    }
+    match status.signal() {
+        Some(number) => (128 + number, Signal::try_from(number).ok().map(Signal::as_str)),
+        None => (-1, None),
+    }
+}
+
+/// The ordered queue in front of a child's stdin, with a byte count so that writers
+/// can wait for the child to catch up.
+struct StdinQueue {
+    sender: Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>,
+    pending_bytes: AtomicUsize,
+    drained: Notify,
+}
+
+impl StdinQueue {
+    fn new() -> Self {
+        Self {
+            sender: Mutex::new(None),
+            pending_bytes: AtomicUsize::new(0),
+            drained: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<mpsc::UnboundedSender<Vec<u8>>>> {
+        self.sender.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn open(&self) -> mpsc::UnboundedReceiver<Vec<u8>> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        *self.lock() = Some(sender);
+        receiver
+    }
+
+    fn enqueue(&self, data: Vec<u8>, close_after: bool) -> WriteStatus {
+        let mut sender = self.lock();
+        let Some(queue) = sender.as_ref() else {
+            return WriteStatus::StdinClosed;
+        };
+        let size = data.len();
+        self.pending_bytes.fetch_add(size, Ordering::SeqCst);
+        if size > 0 && queue.send(data).is_err() {
+            self.written(size);
+            *sender = None;
+            return WriteStatus::StdinClosed;
+        }
+        if size == 0 {
+            self.written(0);
+        }
+        if close_after {
+            // Dropping the sender lets the writer drain what is queued, then close.
+            *sender = None;
+        }
+        WriteStatus::Accepted
+    }
+
+    fn written(&self, size: usize) {
+        self.pending_bytes.fetch_sub(size, Ordering::SeqCst);
+        self.drained.notify_waiters();
+    }
+
+    /// The writer is gone: nothing queued will be written, so nobody should wait for it.
+    fn shut(&self) {
+        *self.lock() = None;
+        self.pending_bytes.store(0, Ordering::SeqCst);
+        self.drained.notify_waiters();
+    }
+
+    async fn drained_below(&self, limit: usize) {
+        loop {
+            let notified = self.drained.notified();
+            if self.pending_bytes.load(Ordering::SeqCst) <= limit {
+                return;
+            }
+            notified.await;
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The server side of a pseudo-terminal: a non-blocking master fd driven by tokio's
+//! reactor (no blocking reader threads), window-size changes, and the EIO-means-EOF rule.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::pty::{openpty, Winsize};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+pub const DEFAULT_ROWS: u16 = 24;
+pub const DEFAULT_COLS: u16 = 80;
+
+/// A freshly opened PTY pair. The slave is handed to the child and must be dropped in
+/// the server right after spawning, or the master never sees EOF.
+pub struct PtyPair {
+    pub master: PtyMaster,
+    pub slave: OwnedFd,
+}
+
+pub fn open() -> io::Result<PtyPair> {
+    let size = Winsize {
+        ws_row: DEFAULT_ROWS,
+        ws_col: DEFAULT_COLS,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pair = openpty(Some(&size), None)?;
+    for fd in [&pair.master, &pair.slave] {
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    }
+    let flags = OFlag::from_bits_truncate(fcntl(&pair.master, FcntlArg::F_GETFL)?);
+    fcntl(&pair.master, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    // SAFETY: an OwnedFd stays open and keeps its number until the AsyncFd drops it.
+    let master = unsafe { AsyncFd::register(pair.master) }?;
+    Ok(PtyPair {
+        master: PtyMaster {
+            fd: Arc::new(master),
+        },
+        slave: pair.slave,
+    })
+}
+
+/// Shared handle to the master side; clones read, write and resize the same terminal.
+#[derive(Clone)]
+pub struct PtyMaster {
+    fd: Arc<AsyncFd<OwnedFd>>,
+}
+
+impl PtyMaster {
+    pub fn resize(&self, rows: u16, cols: u16) -> io::Result<()> {
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize struct from the pointer we pass.
+        let rc = unsafe { libc::ioctl(self.fd.get_ref().as_raw_fd(), libc::TIOCSWINSZ, &size) };
+        if rc == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl AsyncRead for PtyMaster {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            let result = guard.try_io(|fd| {
+                // SAFETY: reading into a valid, initialised buffer of the given length.
+                let n = unsafe {
+                    libc::read(fd.get_ref().as_raw_fd(), unfilled.as_mut_ptr().cast(), unfilled.len())
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match result {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                // Linux reports EIO on the master once every slave fd is closed: that is EOF.
+                Ok(Err(err)) if err.raw_os_error() == Some(libc::EIO) => return Poll::Ready(Ok(())),
+                Ok(Err(err)) => return Poll::Ready(Err(err)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for PtyMaster {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
+            let result = guard.try_io(|fd| {
+                // SAFETY: writing from a valid buffer of the given length.
+                let n = unsafe { libc::write(fd.get_ref().as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match result {
+                Ok(result) => return Poll::Ready(result),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

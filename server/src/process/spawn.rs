@@ -1,0 +1,126 @@
+//! Turns a validated `process/start` request into a running child: its own session and
+//! process group, a parent-death signal, exact environment, and pipes or a PTY.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::process::Stdio;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::process::{Child, Command};
+
+use super::pty::{self, PtyMaster};
+use crate::protocol::Stream;
+
+pub struct SpawnRequest<'a> {
+    pub argv: &'a [String],
+    pub arg0: Option<&'a str>,
+    pub cwd: &'a str,
+    pub env: &'a BTreeMap<String, String>,
+    pub tty: bool,
+    pub pipe_stdin: bool,
+}
+
+pub type OutputReader = Box<dyn AsyncRead + Send + Unpin>;
+pub type InputWriter = Box<dyn AsyncWrite + Send + Unpin>;
+
+pub struct Spawned {
+    pub child: Child,
+    /// Process id of the child, which is also its process-group and session id.
+    pub pid: i32,
+    pub outputs: Vec<(Stream, OutputReader)>,
+    pub stdin: Option<InputWriter>,
+    pub pty: Option<PtyMaster>,
+}
+
+/// Spawns the child. Must run on a long-lived thread: Linux delivers the parent-death
+/// signal when the *thread* that forked the child exits.
+pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
+    let (program, args) = request
+        .argv
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "argv must not be empty"))?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .current_dir(request.cwd)
+        .env_clear()
+        .envs(request.env)
+        .kill_on_drop(false);
+    if let Some(arg0) = request.arg0 {
+        command.arg0(arg0);
+    }
+    let tty = request.tty;
+    let server_pid = std::process::id() as libc::pid_t;
+    let pty_pair = if tty { Some(pty::open()?) } else { None };
+    match &pty_pair {
+        Some(pair) => {
+            command
+                .stdin(Stdio::from(pair.slave.try_clone()?))
+                .stdout(Stdio::from(pair.slave.try_clone()?))
+                .stderr(Stdio::from(pair.slave.try_clone()?));
+        }
+        None => {
+            command
+                .stdin(if request.pipe_stdin { Stdio::piped() } else { Stdio::null() })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        }
+    }
+    // SAFETY: the closure only makes async-signal-safe system calls (setsid, ioctl,
+    // prctl, getppid) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setsid() == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            if tty && libc::ioctl(0, libc::TIOCSCTTY as _, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            // The server may have died between fork and prctl; then nobody would signal us.
+            if libc::getppid() != server_pid {
+                return Err(io::Error::other("exec-server exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn()?;
+    let pid = child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .ok_or_else(|| io::Error::other("spawned child has no pid"))?;
+    match pty_pair {
+        Some(pair) => {
+            // Dropping our slave copy (inside `command` and `pair`) lets EOF reach the master.
+            drop(command);
+            drop(pair.slave);
+            let master = pair.master;
+            Ok(Spawned {
+                child,
+                pid,
+                outputs: vec![(Stream::Pty, Box::new(master.clone()))],
+                stdin: Some(Box::new(master.clone())),
+                pty: Some(master),
+            })
+        }
+        None => {
+            let mut outputs: Vec<(Stream, OutputReader)> = Vec::with_capacity(2);
+            if let Some(stdout) = child.stdout.take() {
+                outputs.push((Stream::Stdout, Box::new(stdout)));
+            }
+            if let Some(stderr) = child.stderr.take() {
+                outputs.push((Stream::Stderr, Box::new(stderr)));
+            }
+            let stdin = child.stdin.take().map(|stdin| Box::new(stdin) as InputWriter);
+            Ok(Spawned {
+                child,
+                pid,
+                outputs,
+                stdin,
+                pty: None,
+            })
+        }
+    }
+}

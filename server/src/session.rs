@@ -1,0 +1,221 @@
+//! Sessions and their registry. A session owns a table of processes and a `Notifier`
+//! pointing at the connection it is attached to; the registry is shared by every
+//! connection of one server.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::process::{Process, SpawnRequest};
+use crate::rpc::RpcError;
+use crate::watchdog::Watchdog;
+
+/// Sender of serialized outbound messages for one connection.
+pub type Outbound = mpsc::Sender<String>;
+
+/// How long a closed process stays readable before its entry (and id) is released.
+pub const CLOSED_PROCESS_RETENTION: Duration = Duration::from_secs(30);
+
+/// Where a session's notifications go: the attached connection, or nowhere.
+#[derive(Clone, Default)]
+pub struct Notifier {
+    target: Arc<Mutex<Option<Outbound>>>,
+}
+
+impl Notifier {
+    fn lock(&self) -> MutexGuard<'_, Option<Outbound>> {
+        self.target.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    pub fn attach(&self, outbound: Outbound) {
+        *self.lock() = Some(outbound);
+    }
+
+    pub fn detach(&self) {
+        *self.lock() = None;
+    }
+
+    /// Delivers one notification, waiting while the connection's queue is full.
+    pub async fn send(&self, message: String) {
+        let target = self.lock().clone();
+        if let Some(outbound) = target {
+            // A closed queue means the connection is going away; the output is retained.
+            let _ = outbound.send(message).await;
+        }
+    }
+}
+
+/// Settings every session of a server shares.
+#[derive(Clone)]
+pub struct SessionSettings {
+    pub output_retention_bytes: usize,
+    pub watchdog: Option<Watchdog>,
+}
+
+enum Slot {
+    /// Reserved by a `process/start` that has not finished spawning.
+    Starting,
+    Running(Arc<Process>),
+}
+
+pub enum Lookup {
+    Unknown,
+    Starting,
+    Running(Arc<Process>),
+}
+
+pub struct Session {
+    id: String,
+    settings: SessionSettings,
+    processes: Mutex<HashMap<String, Slot>>,
+    notifier: Notifier,
+    /// Cancelled when the session is destroyed; stops eviction timers.
+    destroyed: CancellationToken,
+}
+
+impl Session {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    fn table(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        self.processes.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    pub fn lookup(&self, process_id: &str) -> Lookup {
+        match self.table().get(process_id) {
+            None => Lookup::Unknown,
+            Some(Slot::Starting) => Lookup::Starting,
+            Some(Slot::Running(process)) => Lookup::Running(Arc::clone(process)),
+        }
+    }
+
+    /// Starts a process under `process_id`. Of two racing starts with one id exactly one
+    /// succeeds; a failed start leaves nothing behind.
+    pub fn start_process(
+        self: &Arc<Self>,
+        process_id: &str,
+        request: &SpawnRequest<'_>,
+    ) -> Result<(), RpcError> {
+        {
+            let mut table = self.table();
+            if table.contains_key(process_id) {
+                return Err(RpcError::invalid_request(format!(
+                    "process {process_id} already exists"
+                )));
+            }
+            table.insert(process_id.to_owned(), Slot::Starting);
+        }
+        let spawned = Process::spawn(
+            process_id.to_owned(),
+            request,
+            self.settings.output_retention_bytes,
+            self.notifier.clone(),
+            self.settings.watchdog.clone(),
+        );
+        let mut table = self.table();
+        let process = match spawned {
+            Ok(process) => process,
+            Err(err) => {
+                table.remove(process_id);
+                let program = request.argv.first().map(String::as_str).unwrap_or_default();
+                return Err(RpcError::internal(format!("failed to start {program}: {err}")));
+            }
+        };
+        if self.destroyed.is_cancelled() {
+            process.kill_tree();
+            table.remove(process_id);
+            return Err(RpcError::invalid_request("session has been destroyed"));
+        }
+        table.insert(process_id.to_owned(), Slot::Running(Arc::clone(&process)));
+        drop(table);
+        tokio::spawn(Arc::clone(self).evict_after_close(process));
+        Ok(())
+    }
+
+    async fn evict_after_close(self: Arc<Self>, process: Arc<Process>) {
+        tokio::select! {
+            _ = async {
+                process.closed().await;
+                tokio::time::sleep(CLOSED_PROCESS_RETENTION).await;
+            } => {
+                let mut table = self.table();
+                if matches!(table.get(process.id()), Some(Slot::Running(current)) if Arc::ptr_eq(current, &process)) {
+                    table.remove(process.id());
+                }
+            }
+            _ = self.destroyed.cancelled() => {}
+        }
+    }
+
+    /// Kills every process tree this session owns and stops delivering notifications.
+    pub fn destroy(&self) {
+        self.destroyed.cancel();
+        self.notifier.detach();
+        let processes: Vec<Arc<Process>> = self
+            .table()
+            .drain()
+            .filter_map(|(_, slot)| match slot {
+                Slot::Running(process) => Some(process),
+                Slot::Starting => None,
+            })
+            .collect();
+        for process in processes {
+            process.kill_tree();
+        }
+    }
+}
+
+/// Every live session of one server.
+pub struct SessionRegistry {
+    settings: SessionSettings,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+impl SessionRegistry {
+    pub fn new(settings: SessionSettings) -> Self {
+        Self {
+            settings,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Creates a session attached to `outbound`, under a fresh UUID v4.
+    pub fn create(&self, outbound: Outbound) -> Arc<Session> {
+        let session = Arc::new(Session {
+            id: uuid::Uuid::new_v4().to_string(),
+            settings: self.settings.clone(),
+            processes: Mutex::new(HashMap::new()),
+            notifier: Notifier::default(),
+            destroyed: CancellationToken::new(),
+        });
+        session.notifier.attach(outbound);
+        self.sessions().insert(session.id.clone(), Arc::clone(&session));
+        session
+    }
+
+    /// Called when the session's connection ends: its processes are killed.
+    pub fn connection_ended(&self, session: &Session) {
+        self.sessions().remove(session.id());
+        session.destroy();
+    }
+
+    /// Destroys every session (server shutdown).
+    pub fn destroy_all(&self) {
+        let sessions: Vec<Arc<Session>> = self.sessions().drain().map(|(_, s)| s).collect();
+        for session in sessions {
+            session.destroy();
+        }
+    }
+}

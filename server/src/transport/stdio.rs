@@ -1,0 +1,147 @@
+//! The stdio transport: JSON Lines on stdin/stdout, one connection per process.
+//! Stdout carries protocol frames and nothing else; EOF on stdin is the disconnect.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+use crate::connection::{self, FrameSource, InboundFrame, OUTBOUND_QUEUE_MESSAGES};
+use crate::server::ServerState;
+
+/// Serves one connection over the process's stdin and stdout until stdin reaches EOF.
+pub async fn serve(state: Arc<ServerState>) {
+    let limit = state.options.max_message_bytes;
+    serve_streams(state, tokio::io::stdin(), tokio::io::stdout(), limit).await
+}
+
+async fn serve_streams(
+    state: Arc<ServerState>,
+    input: impl tokio::io::AsyncRead + Send + Unpin,
+    output: impl AsyncWrite + Send + Unpin + 'static,
+    limit: usize,
+) {
+    let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE_MESSAGES);
+    let writer = tokio::spawn(write_lines(output, queue));
+    let source = LineSource {
+        reader: BufReader::with_capacity(64 * 1024, input),
+        limit,
+        line: Vec::new(),
+        discarding: false,
+    };
+    connection::serve(state, source, outbound).await;
+    // The writer ends once the connection and its session have dropped their senders.
+    let _ = writer.await;
+}
+
+async fn write_lines(mut output: impl AsyncWrite + Unpin, mut queue: mpsc::Receiver<String>) {
+    while let Some(message) = queue.recv().await {
+        let mut batch = message;
+        batch.push('\n');
+        // Everything already queued goes out in the same write.
+        while let Ok(more) = queue.try_recv() {
+            batch.push_str(&more);
+            batch.push('\n');
+            if batch.len() > 1 << 20 {
+                break;
+            }
+        }
+        if output.write_all(batch.as_bytes()).await.is_err() || output.flush().await.is_err() {
+            tracing::warn!("stdout closed; dropping outbound messages");
+            return;
+        }
+    }
+}
+
+/// Reads newline-delimited frames, skipping blank lines. A line longer than `limit`
+/// is discarded up to its newline and reported as `Oversized`.
+struct LineSource<R> {
+    reader: R,
+    limit: usize,
+    /// The partial line read so far; kept across cancellations of `next_frame`.
+    line: Vec<u8>,
+    discarding: bool,
+}
+
+impl<R: AsyncBufRead + Send + Unpin> FrameSource for LineSource<R> {
+    async fn next_frame(&mut self) -> Option<InboundFrame> {
+        loop {
+            let buffer = match self.reader.fill_buf().await {
+                Ok(buffer) => buffer,
+                Err(err) => {
+                    tracing::warn!(%err, "stdin read failed");
+                    return None;
+                }
+            };
+            if buffer.is_empty() {
+                return None;
+            }
+            let (taken, complete) = match buffer.iter().position(|&byte| byte == b'\n') {
+                Some(newline) => (newline + 1, true),
+                None => (buffer.len(), false),
+            };
+            if !self.discarding {
+                self.line.extend_from_slice(&buffer[..taken]);
+                if self.line.len() > self.limit + 1 {
+                    self.line = Vec::new();
+                    self.discarding = true;
+                }
+            }
+            self.reader.consume(taken);
+            if !complete {
+                continue;
+            }
+            if std::mem::take(&mut self.discarding) {
+                return Some(InboundFrame::Oversized { limit: self.limit });
+            }
+            let line = std::mem::take(&mut self.line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return Some(match String::from_utf8(line) {
+                Ok(text) => InboundFrame::Message(text),
+                Err(_) => InboundFrame::NotUtf8,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn frames(input: &[u8], limit: usize) -> Vec<String> {
+        let mut source = LineSource {
+            reader: BufReader::with_capacity(8, input),
+            limit,
+            line: Vec::new(),
+            discarding: false,
+        };
+        let mut seen = Vec::new();
+        while let Some(frame) = source.next_frame().await {
+            seen.push(match frame {
+                InboundFrame::Message(text) => text.trim_end().to_owned(),
+                InboundFrame::Oversized { .. } => "<oversized>".to_owned(),
+                InboundFrame::NotUtf8 => "<not-utf8>".to_owned(),
+            });
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn splits_lines_and_skips_blank_ones() {
+        assert_eq!(frames(b"{\"a\":1}\n\n  \n{\"b\":2}\n", 100).await, ["{\"a\":1}", "{\"b\":2}"]);
+    }
+
+    #[tokio::test]
+    async fn oversized_line_is_reported_and_the_next_line_survives() {
+        let mut input = vec![b'x'; 50];
+        input.extend_from_slice(b"\n{}\n");
+        assert_eq!(frames(&input, 20).await, ["<oversized>", "{}"]);
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_is_reported() {
+        assert_eq!(frames(b"\xff\xfe\n{}\n", 100).await, ["<not-utf8>", "{}"]);
+    }
+}

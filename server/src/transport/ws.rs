@@ -1,0 +1,123 @@
+//! The websocket transport: an axum HTTP listener with the websocket upgrade on `/`
+//! and `GET /readyz`. Every accepted socket gets TCP_NODELAY, so small notifications
+//! are not held back by the peer's delayed ACK.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use axum::serve::ListenerExt as _;
+use axum::Router;
+use futures_util::stream::{SplitStream, StreamExt};
+use futures_util::SinkExt;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::connection::{self, FrameSource, InboundFrame, OUTBOUND_QUEUE_MESSAGES};
+use crate::server::ServerState;
+
+/// Upper bound on bytes the websocket layer buffers for a slow reader.
+const MAX_WRITE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// A bound websocket listener, not yet serving.
+pub struct WebSocketListener {
+    listener: TcpListener,
+    state: Arc<ServerState>,
+}
+
+impl WebSocketListener {
+    pub async fn bind(addr: SocketAddr, state: Arc<ServerState>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The public URL, `ws://IP:PORT`.
+    pub fn url(&self) -> std::io::Result<String> {
+        Ok(format!("ws://{}", self.local_addr()?))
+    }
+
+    /// Serves until shutdown is triggered.
+    pub async fn serve(self) -> std::io::Result<()> {
+        let shutdown = self.state.shutdown.clone();
+        let app = Router::new()
+            .route("/", get(upgrade))
+            .route("/readyz", get(|| async { StatusCode::OK }))
+            .fallback(|| async { StatusCode::NOT_FOUND })
+            .with_state(self.state);
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::warn!(%err, "could not set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.triggered().await })
+            .await
+    }
+}
+
+async fn upgrade(upgrade: WebSocketUpgrade, State(state): State<Arc<ServerState>>) -> Response {
+    let limit = state.options.max_message_bytes;
+    upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
+        .on_upgrade(move |socket| serve_socket(socket, state))
+}
+
+async fn serve_socket(socket: WebSocket, state: Arc<ServerState>) {
+    let (mut sink, stream) = socket.split();
+    let (outbound, mut queue) = mpsc::channel::<String>(OUTBOUND_QUEUE_MESSAGES);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = queue.recv().await {
+            if sink.feed(Message::Text(message.into())).await.is_err() {
+                return;
+            }
+            while let Ok(more) = queue.try_recv() {
+                if sink.feed(Message::Text(more.into())).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+    });
+    connection::serve(state, MessageSource { stream }, outbound).await;
+    let _ = writer.await;
+}
+
+struct MessageSource {
+    stream: SplitStream<WebSocket>,
+}
+
+impl FrameSource for MessageSource {
+    async fn next_frame(&mut self) -> Option<InboundFrame> {
+        loop {
+            let message = match self.stream.next().await? {
+                Ok(message) => message,
+                Err(err) => {
+                    tracing::debug!(%err, "websocket read failed");
+                    return None;
+                }
+            };
+            return Some(match message {
+                Message::Text(text) => InboundFrame::Message(text.as_str().to_owned()),
+                Message::Binary(bytes) => match String::from_utf8(bytes.to_vec()) {
+                    Ok(text) => InboundFrame::Message(text),
+                    Err(_) => InboundFrame::NotUtf8,
+                },
+                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Close(_) => return None,
+            });
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The orphan watchdog: a tiny process forked at start-up that outlives a crashed
+//! server. The server tells it, over a pipe, which process groups it manages; when the
+//! pipe reaches EOF (the server exited, even by `kill -9`) the watchdog SIGKILLs every
+//! group still registered. The parent-death signal alone only reaches direct children.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+use nix::sys::signal::{killpg, signal, SigHandler, Signal};
+use nix::unistd::{fork, pipe2, setsid, ForkResult, Pid};
+
+/// Handle used by the server to register and unregister process groups.
+#[derive(Clone)]
+pub struct Watchdog {
+    pipe: Arc<Mutex<File>>,
+}
+
+impl Watchdog {
+    /// Forks the watchdog process.
+    ///
+    /// Call this before any other thread exists (before building the tokio runtime):
+    /// forking a multi-threaded process may leave the child deadlocked on a lock.
+    pub fn start() -> io::Result<Watchdog> {
+        let (reader, writer) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        // SAFETY: called while the process is single-threaded (see above).
+        match unsafe { fork() }? {
+            ForkResult::Child => {
+                drop(writer);
+                run_watchdog(reader)
+            }
+            ForkResult::Parent { .. } => {
+                drop(reader);
+                Ok(Watchdog {
+                    pipe: Arc::new(Mutex::new(File::from(writer))),
+                })
+            }
+        }
+    }
+
+    pub fn register(&self, pgid: i32) {
+        self.send(&format!("+{pgid}\n"));
+    }
+
+    pub fn unregister(&self, pgid: i32) {
+        self.send(&format!("-{pgid}\n"));
+    }
+
+    fn send(&self, line: &str) {
+        let mut pipe = self.pipe.lock().unwrap_or_else(|poison| poison.into_inner());
+        // Lines are shorter than PIPE_BUF, so each write is atomic.
+        if let Err(err) = pipe.write_all(line.as_bytes()) {
+            tracing::warn!(%err, "orphan watchdog is gone; process groups are unguarded");
+        }
+    }
+}
+
+fn run_watchdog(reader: OwnedFd) -> ! {
+    // Leave the server's process group and session, so that killing the server's group
+    // (as test harnesses do) does not take the watchdog with it; ignore terminal signals.
+    let _ = setsid();
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGPIPE] {
+        // SAFETY: installing SIG_IGN has no handler code to be unsafe.
+        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+    }
+    if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
+        for target in 0..=2 {
+            // SAFETY: dup2 onto the standard descriptors; `null` stays valid during the call.
+            unsafe { libc::dup2(null.as_raw_fd(), target) };
+        }
+    }
+    let mut groups: Vec<i32> = Vec::new();
+    for line in BufReader::new(File::from(reader)).lines() {
+        let Ok(line) = line else { break };
+        match line.split_at_checked(1) {
+            Some(("+", pgid)) => groups.extend(pgid.parse::<i32>().ok()),
+            Some(("-", pgid)) => {
+                if let Ok(pgid) = pgid.parse::<i32>() {
+                    groups.retain(|&known| known != pgid);
+                }
+            }
+            _ => {}
+        }
+    }
+    for pgid in groups {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+    // SAFETY: _exit skips the parent's atexit handlers and buffered-output flushes,
+    // which belong to the server, not to this forked copy.
+    unsafe { libc::_exit(0) }
+}
