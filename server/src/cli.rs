@@ -33,7 +33,11 @@ impl std::str::FromStr for Listen {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "exec-server", version, about = "Run processes for remote clients over JSON-RPC (websocket or stdio)")]
+#[command(
+    name = "exec-server",
+    version,
+    about = "Run processes for remote clients over JSON-RPC (websocket or stdio)"
+)]
 pub struct Args {
     /// ws://IP:PORT (port 0 picks a free port), stdio, or stdio://
     #[arg(long, default_value = "ws://127.0.0.1:0", value_name = "URL")]
@@ -67,7 +71,12 @@ mod tests {
             Ok(Listen::WebSocket(Listen::default_addr()))
         );
         assert!(matches!("ws://[::1]:9".parse(), Ok(Listen::WebSocket(addr)) if addr.is_ipv6()));
-        for bad in ["ws://localhost:1", "http://127.0.0.1:1", "ws://127.0.0.1", "tcp://x"] {
+        for bad in [
+            "ws://localhost:1",
+            "http://127.0.0.1:1",
+            "ws://127.0.0.1",
+            "tcp://x",
+        ] {
             let err = bad.parse::<Listen>().unwrap_err();
             assert!(err.contains("ws://IP:PORT"), "{bad}: {err}");
         }

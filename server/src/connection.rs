@@ -28,7 +28,9 @@ pub const OUTBOUND_QUEUE_MESSAGES: usize = 128;
 pub enum InboundFrame {
     Message(String),
     /// A message over the size limit; it was skipped and the connection goes on.
-    Oversized { limit: usize },
+    Oversized {
+        limit: usize,
+    },
     /// A binary frame or line that is not UTF-8.
     NotUtf8,
 }
@@ -154,7 +156,9 @@ impl Connection {
     async fn on_request(&mut self, request: Request) {
         let Request { id, method, params } = request;
         let Some(method) = Method::parse(&method) else {
-            return self.reply(id, Err(RpcError::method_not_found(&method))).await;
+            return self
+                .reply(id, Err(RpcError::method_not_found(&method)))
+                .await;
         };
         let session = match (&self.phase, method) {
             (Phase::AwaitingInitialize, Method::Initialize) => {
@@ -162,7 +166,8 @@ impl Connection {
                 return self.reply(id, result).await;
             }
             (_, Method::Initialize) => {
-                let error = RpcError::invalid_request("initialize may only be sent once per connection");
+                let error =
+                    RpcError::invalid_request("initialize may only be sent once per connection");
                 return self.reply(id, Err(error)).await;
             }
             (Phase::AwaitingInitialize, method) => {
@@ -216,7 +221,10 @@ impl Connection {
         if self.turns.len() > MAX_IN_FLIGHT {
             // Forget ids whose last request has finished.
             self.turns.retain(|_, finished| {
-                matches!(finished.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+                matches!(
+                    finished.try_recv(),
+                    Err(oneshot::error::TryRecvError::Empty)
+                )
             });
         }
         let (finished, receiver) = oneshot::channel();

@@ -65,10 +65,15 @@ pub enum Inbound {
     Request(Request),
     Notification(Notification),
     /// A response from the client; the server never sends requests, so it is ignored.
-    Response { id: RequestId },
+    Response {
+        id: RequestId,
+    },
     /// A frame that is not a usable JSON-RPC message; answered with this error and
     /// the id it carried, if any could be recovered.
-    Invalid { id: RequestId, error: RpcError },
+    Invalid {
+        id: RequestId,
+        error: RpcError,
+    },
 }
 
 /// Classifies one frame. Never fails: every problem becomes `Inbound::Invalid`.
@@ -103,7 +108,9 @@ pub fn classify(frame: &str) -> Inbound {
     let params = object.remove("params").unwrap_or(Value::Null);
     match (object.remove("method"), id) {
         (Some(Value::String(method)), Some(id)) => Inbound::Request(Request { id, method, params }),
-        (Some(Value::String(method)), None) => Inbound::Notification(Notification { method, params }),
+        (Some(Value::String(method)), None) => {
+            Inbound::Notification(Notification { method, params })
+        }
         (Some(_), id) => invalid(id.unwrap_or(Value::Null), "method must be a string"),
         (None, Some(id)) if object.contains_key("result") || object.contains_key("error") => {
             Inbound::Response { id }
@@ -183,14 +190,23 @@ mod tests {
 
     #[test]
     fn notifications_and_responses_are_recognised() {
-        assert!(matches!(classify(r#"{"method":"initialized"}"#), Inbound::Notification(_)));
-        assert!(matches!(classify(r#"{"id":3,"result":{}}"#), Inbound::Response { .. }));
+        assert!(matches!(
+            classify(r#"{"method":"initialized"}"#),
+            Inbound::Notification(_)
+        ));
+        assert!(matches!(
+            classify(r#"{"id":3,"result":{}}"#),
+            Inbound::Response { .. }
+        ));
     }
 
     #[test]
     fn float_or_object_ids_are_invalid() {
         for frame in [r#"{"id":1.5,"method":"m"}"#, r#"{"id":{},"method":"m"}"#] {
-            assert!(matches!(classify(frame), Inbound::Invalid { .. }), "{frame}");
+            assert!(
+                matches!(classify(frame), Inbound::Invalid { .. }),
+                "{frame}"
+            );
         }
     }
 

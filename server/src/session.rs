@@ -27,7 +27,9 @@ pub struct Notifier {
 
 impl Notifier {
     fn lock(&self) -> MutexGuard<'_, Option<Outbound>> {
-        self.target.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.target
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     pub fn attach(&self, outbound: Outbound) {
@@ -86,7 +88,9 @@ impl Session {
     }
 
     fn table(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
-        self.processes.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.processes
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     pub fn lookup(&self, process_id: &str) -> Lookup {
@@ -126,7 +130,9 @@ impl Session {
             Err(err) => {
                 table.remove(process_id);
                 let program = request.argv.first().map(String::as_str).unwrap_or_default();
-                return Err(RpcError::internal(format!("failed to start {program}: {err}")));
+                return Err(RpcError::internal(format!(
+                    "failed to start {program}: {err}"
+                )));
             }
         };
         if self.destroyed.is_cancelled() {
@@ -188,7 +194,9 @@ impl SessionRegistry {
     }
 
     fn sessions(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
-        self.sessions.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.sessions
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Creates a session attached to `outbound`, under a fresh UUID v4.
@@ -201,7 +209,8 @@ impl SessionRegistry {
             destroyed: CancellationToken::new(),
         });
         session.notifier.attach(outbound);
-        self.sessions().insert(session.id.clone(), Arc::clone(&session));
+        self.sessions()
+            .insert(session.id.clone(), Arc::clone(&session));
         session
     }
 

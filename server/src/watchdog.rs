@@ -48,7 +48,10 @@ impl Watchdog {
     }
 
     fn send(&self, line: &str) {
-        let mut pipe = self.pipe.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut pipe = self
+            .pipe
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         // Lines are shorter than PIPE_BUF, so each write is atomic.
         if let Err(err) = pipe.write_all(line.as_bytes()) {
             tracing::warn!(%err, "orphan watchdog is gone; process groups are unguarded");
@@ -60,7 +63,12 @@ fn run_watchdog(reader: OwnedFd) -> ! {
     // Leave the server's process group and session, so that killing the server's group
     // (as test harnesses do) does not take the watchdog with it; ignore terminal signals.
     let _ = setsid();
-    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGPIPE] {
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGPIPE,
+    ] {
         // SAFETY: installing SIG_IGN has no handler code to be unsafe.
         let _ = unsafe { signal(sig, SigHandler::SigIgn) };
     }

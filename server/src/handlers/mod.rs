@@ -62,7 +62,9 @@ pub async fn dispatch(
     turn: Turn,
 ) -> Result<Value, RpcError> {
     match method {
-        Method::Initialize => Err(RpcError::internal("initialize is handled by the connection")),
+        Method::Initialize => Err(RpcError::internal(
+            "initialize is handled by the connection",
+        )),
         Method::ProcessStart => process::start(session, params, turn).await,
         Method::ProcessRead => process::read(session, params, turn).await,
         Method::ProcessWrite => process::write(session, params, turn).await,

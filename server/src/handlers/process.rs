@@ -18,10 +18,16 @@ use crate::protocol::{
 use crate::rpc::{decode_params, RpcError};
 use crate::session::{Lookup, Session};
 
-pub async fn start(session: &Arc<Session>, params: Value, mut turn: Turn) -> Result<Value, RpcError> {
+pub async fn start(
+    session: &Arc<Session>,
+    params: Value,
+    mut turn: Turn,
+) -> Result<Value, RpcError> {
     let params: StartParams = decode_params(params)?;
     if params.argv.is_empty() {
-        return Err(RpcError::invalid_params("invalid params: argv: must not be empty"));
+        return Err(RpcError::invalid_params(
+            "invalid params: argv: must not be empty",
+        ));
     }
     let env = child_environment(std::env::vars(), params.env_policy.as_ref(), &params.env);
     let request = SpawnRequest {
@@ -40,28 +46,44 @@ pub async fn start(session: &Arc<Session>, params: Value, mut turn: Turn) -> Res
 fn running(session: &Session, process_id: &str) -> Result<Arc<Process>, RpcError> {
     match session.lookup(process_id) {
         Lookup::Running(process) => Ok(process),
-        Lookup::Unknown => Err(RpcError::invalid_request(format!("unknown process id {process_id}"))),
-        Lookup::Starting => Err(RpcError::invalid_request(format!("process id {process_id} is starting"))),
+        Lookup::Unknown => Err(RpcError::invalid_request(format!(
+            "unknown process id {process_id}"
+        ))),
+        Lookup::Starting => Err(RpcError::invalid_request(format!(
+            "process id {process_id} is starting"
+        ))),
     }
 }
 
-pub async fn read(session: &Arc<Session>, params: Value, mut turn: Turn) -> Result<Value, RpcError> {
+pub async fn read(
+    session: &Arc<Session>,
+    params: Value,
+    mut turn: Turn,
+) -> Result<Value, RpcError> {
     let params: ReadParams = decode_params(params)?;
     turn.wait().await;
     let process = running(session, &params.process_id)?;
     // A long-poll must not hold up later requests for the same process.
     turn.finish();
     let result = process
-        .read(params.after_seq, params.max_bytes, Duration::from_millis(params.wait_ms))
+        .read(
+            params.after_seq,
+            params.max_bytes,
+            Duration::from_millis(params.wait_ms),
+        )
         .await;
     Ok(result.into_json())
 }
 
-pub async fn write(session: &Arc<Session>, params: Value, mut turn: Turn) -> Result<Value, RpcError> {
+pub async fn write(
+    session: &Arc<Session>,
+    params: Value,
+    mut turn: Turn,
+) -> Result<Value, RpcError> {
     let params: crate::protocol::WriteParams = decode_params(params)?;
-    let data = BASE64
-        .decode(params.chunk.as_bytes())
-        .map_err(|err| RpcError::invalid_params(format!("invalid params: chunk: not base64: {err}")))?;
+    let data = BASE64.decode(params.chunk.as_bytes()).map_err(|err| {
+        RpcError::invalid_params(format!("invalid params: chunk: not base64: {err}"))
+    })?;
     turn.wait().await;
     let status = match session.lookup(&params.process_id) {
         Lookup::Unknown => WriteStatus::UnknownProcess,
@@ -78,7 +100,11 @@ pub async fn write(session: &Arc<Session>, params: Value, mut turn: Turn) -> Res
     Ok(json!({"status": status}))
 }
 
-pub async fn signal(session: &Arc<Session>, params: Value, mut turn: Turn) -> Result<Value, RpcError> {
+pub async fn signal(
+    session: &Arc<Session>,
+    params: Value,
+    mut turn: Turn,
+) -> Result<Value, RpcError> {
     let params: SignalParams = decode_params(params)?;
     turn.wait().await;
     let process = running(session, &params.process_id)?;
@@ -86,7 +112,11 @@ pub async fn signal(session: &Arc<Session>, params: Value, mut turn: Turn) -> Re
     Ok(json!({}))
 }
 
-pub async fn terminate(session: &Arc<Session>, params: Value, mut turn: Turn) -> Result<Value, RpcError> {
+pub async fn terminate(
+    session: &Arc<Session>,
+    params: Value,
+    mut turn: Turn,
+) -> Result<Value, RpcError> {
     let params: ProcessIdParams = decode_params(params)?;
     turn.wait().await;
     let running = match session.lookup(&params.process_id) {
@@ -100,7 +130,11 @@ pub async fn terminate(session: &Arc<Session>, params: Value, mut turn: Turn) ->
     Ok(json!({"running": running}))
 }
 
-pub async fn resize(session: &Arc<Session>, params: Value, mut turn: Turn) -> Result<Value, RpcError> {
+pub async fn resize(
+    session: &Arc<Session>,
+    params: Value,
+    mut turn: Turn,
+) -> Result<Value, RpcError> {
     let params: ResizeParams = decode_params(params)?;
     turn.wait().await;
     let process = running(session, &params.process_id)?;

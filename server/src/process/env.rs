@@ -34,7 +34,12 @@ pub fn child_environment(
             .collect();
         result.extend(policy.set.iter().map(|(k, v)| (k.clone(), v.clone())));
         if !policy.include_only.is_empty() {
-            result.retain(|name, _| policy.include_only.iter().any(|glob| glob_matches(glob, name)));
+            result.retain(|name, _| {
+                policy
+                    .include_only
+                    .iter()
+                    .any(|glob| glob_matches(glob, name))
+            });
         }
     }
     result.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -89,7 +94,10 @@ mod tests {
     }
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -112,13 +120,19 @@ mod tests {
             ..Default::default()
         };
         let result = child_environment(server_env(), Some(&policy), &BTreeMap::new());
-        assert_eq!(result.keys().collect::<Vec<_>>(), ["EDITOR", "HOME", "PATH"]);
+        assert_eq!(
+            result.keys().collect::<Vec<_>>(),
+            ["EDITOR", "HOME", "PATH"]
+        );
         let policy = EnvPolicy {
             inherit: Inherit::All,
             ignore_default_excludes: true,
             ..Default::default()
         };
-        assert_eq!(child_environment(server_env(), Some(&policy), &BTreeMap::new()).len(), 6);
+        assert_eq!(
+            child_environment(server_env(), Some(&policy), &BTreeMap::new()).len(),
+            6
+        );
     }
 
     #[test]
@@ -131,7 +145,10 @@ mod tests {
             ..Default::default()
         };
         let result = child_environment(server_env(), Some(&policy), &map(&[("Z", "2")]));
-        assert_eq!(result, map(&[("PATH", "/usr/bin"), ("X_SET", "1"), ("Z", "2")]));
+        assert_eq!(
+            result,
+            map(&[("PATH", "/usr/bin"), ("X_SET", "1"), ("Z", "2")])
+        );
     }
 
     #[test]

@@ -160,7 +160,9 @@ impl Process {
 
     fn lock_output(&self) -> MutexGuard<'_, OutputState> {
         // A poisoned lock means a panic mid-update elsewhere; the state is still usable.
-        self.output.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.output
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     pub fn has_exited(&self) -> bool {
@@ -233,7 +235,10 @@ impl Process {
                 let state = self.lock_output();
                 let ready = state.closed_seq.is_some()
                     || state.exit.is_some_and(|exit| exit.seq > after_seq)
-                    || state.chunks.back().is_some_and(|chunk| chunk.seq > after_seq);
+                    || state
+                        .chunks
+                        .back()
+                        .is_some_and(|chunk| chunk.seq > after_seq);
                 if ready || Instant::now() >= deadline {
                     return self.read_now(&state, after_seq, max_bytes);
                 }
@@ -301,7 +306,9 @@ impl Process {
         let notification = {
             let mut state = self.lock_output();
             state.open_streams -= 1;
-            state.close_if_finished().map(|seq| self.closed_notification(seq))
+            state
+                .close_if_finished()
+                .map(|seq| self.closed_notification(seq))
         };
         self.changes.send_modify(|version| *version += 1);
         if let Some(notification) = notification {
@@ -347,7 +354,9 @@ impl Process {
                 params["signal"] = json!(signal);
             }
             let exited = crate::rpc::encode_notification("process/exited", params);
-            let closed = state.close_if_finished().map(|seq| self.closed_notification(seq));
+            let closed = state
+                .close_if_finished()
+                .map(|seq| self.closed_notification(seq));
             [Some(exited), closed]
         };
         self.changes.send_modify(|version| *version += 1);
@@ -419,7 +428,10 @@ fn exit_code_and_signal(status: std::process::ExitStatus) -> (i32, Option<&'stat
         return (code, None);
     }
     match status.signal() {
-        Some(number) => (128 + number, Signal::try_from(number).ok().map(Signal::as_str)),
+        Some(number) => (
+            128 + number,
+            Signal::try_from(number).ok().map(Signal::as_str),
+        ),
         None => (-1, None),
     }
 }
@@ -442,7 +454,9 @@ impl StdinQueue {
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<mpsc::UnboundedSender<Vec<u8>>>> {
-        self.sender.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.sender
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn open(&self) -> mpsc::UnboundedReceiver<Vec<u8>> {

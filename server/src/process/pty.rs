@@ -80,7 +80,11 @@ impl AsyncRead for PtyMaster {
             let result = guard.try_io(|fd| {
                 // SAFETY: reading into a valid, initialised buffer of the given length.
                 let n = unsafe {
-                    libc::read(fd.get_ref().as_raw_fd(), unfilled.as_mut_ptr().cast(), unfilled.len())
+                    libc::read(
+                        fd.get_ref().as_raw_fd(),
+                        unfilled.as_mut_ptr().cast(),
+                        unfilled.len(),
+                    )
                 };
                 if n < 0 {
                     Err(io::Error::last_os_error())
@@ -94,7 +98,9 @@ impl AsyncRead for PtyMaster {
                     return Poll::Ready(Ok(()));
                 }
                 // Linux reports EIO on the master once every slave fd is closed: that is EOF.
-                Ok(Err(err)) if err.raw_os_error() == Some(libc::EIO) => return Poll::Ready(Ok(())),
+                Ok(Err(err)) if err.raw_os_error() == Some(libc::EIO) => {
+                    return Poll::Ready(Ok(()))
+                }
                 Ok(Err(err)) => return Poll::Ready(Err(err)),
                 Err(_would_block) => continue,
             }
@@ -103,12 +109,18 @@ impl AsyncRead for PtyMaster {
 }
 
 impl AsyncWrite for PtyMaster {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         loop {
             let mut guard = ready!(self.fd.poll_write_ready(cx))?;
             let result = guard.try_io(|fd| {
                 // SAFETY: writing from a valid buffer of the given length.
-                let n = unsafe { libc::write(fd.get_ref().as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+                let n = unsafe {
+                    libc::write(fd.get_ref().as_raw_fd(), buf.as_ptr().cast(), buf.len())
+                };
                 if n < 0 {
                     Err(io::Error::last_os_error())
                 } else {

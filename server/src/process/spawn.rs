@@ -61,7 +61,11 @@ pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
         }
         None => {
             command
-                .stdin(if request.pipe_stdin { Stdio::piped() } else { Stdio::null() })
+                .stdin(if request.pipe_stdin {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
         }
@@ -113,7 +117,10 @@ pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
             if let Some(stderr) = child.stderr.take() {
                 outputs.push((Stream::Stderr, Box::new(stderr)));
             }
-            let stdin = child.stdin.take().map(|stdin| Box::new(stdin) as InputWriter);
+            let stdin = child
+                .stdin
+                .take()
+                .map(|stdin| Box::new(stdin) as InputWriter);
             Ok(Spawned {
                 child,
                 pid,

@@ -130,7 +130,10 @@ mod tests {
 
     #[tokio::test]
     async fn splits_lines_and_skips_blank_ones() {
-        assert_eq!(frames(b"{\"a\":1}\n\n  \n{\"b\":2}\n", 100).await, ["{\"a\":1}", "{\"b\":2}"]);
+        assert_eq!(
+            frames(b"{\"a\":1}\n\n  \n{\"b\":2}\n", 100).await,
+            ["{\"a\":1}", "{\"b\":2}"]
+        );
     }
 
     #[tokio::test]
