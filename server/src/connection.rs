@@ -5,8 +5,10 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures_util::FutureExt as _;
 use serde_json::Value;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
@@ -105,6 +107,8 @@ pub async fn serve(state: Arc<ServerState>, mut source: impl FrameSource, outbou
             },
             Some(_) = connection.tasks.join_next(), if !connection.tasks.is_empty() => {}
             _ = shutdown.triggered() => break,
+            // The transport's writer is gone (socket or stdout failed): nobody hears us.
+            _ = connection.outbound.closed() => break,
         }
     }
     connection.tasks.abort_all();
@@ -190,7 +194,16 @@ impl Connection {
         let state = Arc::clone(&self.state);
         let outbound = self.outbound.clone();
         self.spawn(async move {
-            let result = handlers::dispatch(&state, &session, method, params, turn).await;
+            let handler = handlers::dispatch(&state, &session, method, params, turn);
+            let result = AssertUnwindSafe(handler)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::error!(?method, "handler panicked");
+                    Err(RpcError::internal(
+                        "internal error while handling the request",
+                    ))
+                });
             send_reply(&outbound, &id, result).await;
         })
         .await;
@@ -244,7 +257,13 @@ impl Connection {
     /// Runs `work` as a connection task once an in-flight slot is free. Replies are
     /// sent from tasks so the reader never blocks on a full outbound queue.
     async fn spawn(&mut self, work: impl Future<Output = ()> + Send + 'static) {
-        let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
+        let permit = tokio::select! {
+            permit = Arc::clone(&self.in_flight).acquire_owned() => permit,
+            // Dropping the work here is fine: the connection is ending anyway.
+            _ = self.state.shutdown.triggered() => return,
+            _ = self.outbound.closed() => return,
+        };
+        let Ok(permit) = permit else {
             return;
         };
         self.tasks.spawn(async move {

@@ -32,7 +32,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(args, watchdog)) {
+    let outcome = runtime.block_on(run(args, watchdog));
+    // Tokio reads stdin on a blocking thread that cannot be interrupted; waiting for it
+    // would hang a stdio server shut down by a signal until its client writes again.
+    runtime.shutdown_background();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("exec-server: {err:#}");

@@ -136,7 +136,7 @@ impl Session {
             }
         };
         if self.destroyed.is_cancelled() {
-            process.kill_tree();
+            process.release();
             table.remove(process_id);
             return Err(RpcError::invalid_request("session has been destroyed"));
         }
@@ -156,6 +156,9 @@ impl Session {
                 if matches!(table.get(process.id()), Some(Slot::Running(current)) if Arc::ptr_eq(current, &process)) {
                     table.remove(process.id());
                 }
+                drop(table);
+                // Whatever is left in the group closed its output and would otherwise leak.
+                process.release();
             }
             _ = self.destroyed.cancelled() => {}
         }
@@ -174,7 +177,7 @@ impl Session {
             })
             .collect();
         for process in processes {
-            process.kill_tree();
+            process.release();
         }
     }
 }
@@ -226,5 +229,56 @@ impl SessionRegistry {
         for session in sessions {
             session.destroy();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tokio::time::Instant;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn closed_processes_are_evicted_after_the_retention_period() {
+        let registry = SessionRegistry::new(SessionSettings {
+            output_retention_bytes: 1024,
+            watchdog: None,
+        });
+        let (outbound, _queue) = mpsc::channel(16);
+        let session = registry.create(outbound);
+        let argv = ["/bin/true".to_owned()];
+        let env = BTreeMap::new();
+        let request = SpawnRequest {
+            argv: &argv,
+            arg0: None,
+            cwd: "/",
+            env: &env,
+            tty: false,
+            pipe_stdin: false,
+        };
+        session.start_process("p", &request).expect("start");
+        let Lookup::Running(process) = session.lookup("p") else {
+            panic!("process is running");
+        };
+        process.closed().await;
+        let closed_at = Instant::now();
+        assert!(
+            matches!(session.lookup("p"), Lookup::Running(_)),
+            "kept after close"
+        );
+        for _ in 0..600 {
+            if matches!(session.lookup("p"), Lookup::Unknown) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(matches!(session.lookup("p"), Lookup::Unknown), "evicted");
+        assert!(closed_at.elapsed() >= CLOSED_PROCESS_RETENTION - Duration::from_millis(200));
+        session
+            .start_process("p", &request)
+            .expect("the id is free again");
+        registry.destroy_all();
     }
 }

@@ -47,9 +47,16 @@ fn an_address_in_use_is_a_runtime_error_with_exit_1() {
 }
 
 async fn http_get(url: &str, path: &str) -> String {
+    http_request(url, "GET", path).await
+}
+
+/// Sends one HTTP/1.1 request and returns the status line.
+async fn http_request(url: &str, method: &str, path: &str) -> String {
     let addr = url.trim_start_matches("ws://");
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = String::new();
     tokio::time::timeout(DEADLINE, stream.read_to_string(&mut response))
@@ -65,6 +72,10 @@ async fn readyz_is_200_and_other_paths_404_on_the_websocket_port() {
     let url = server.url.clone().expect("url");
     assert_eq!(http_get(&url, "/readyz").await, "HTTP/1.1 200 OK");
     assert_eq!(http_get(&url, "/nope").await, "HTTP/1.1 404 Not Found");
+    assert_eq!(
+        http_request(&url, "POST", "/readyz").await,
+        "HTTP/1.1 404 Not Found"
+    );
 }
 
 #[tokio::test]
@@ -106,6 +117,26 @@ async fn a_killed_server_leaves_no_orphans_thanks_to_the_watchdog() {
     // SAFETY: SIGKILL to the server process only (not its group), as a crash would.
     unsafe { libc::kill(server.pid(), libc::SIGKILL) };
     server.wait_exit().await;
+    for pid in pids {
+        assert_pid_gone(pid).await;
+    }
+}
+
+#[tokio::test]
+async fn a_stdio_server_exits_on_sigterm_while_its_client_is_silent() {
+    let mut server = TestServer::start(Transport::Stdio, &[]).await;
+    let mut client = server.session().await;
+    let pids = start_reporting_pids(
+        &mut client,
+        "tree",
+        "sleep 1000 & echo $!; echo $$; wait",
+        2,
+    )
+    .await;
+    // SAFETY: signalling the server we started.
+    unsafe { libc::kill(server.pid(), libc::SIGTERM) };
+    let status = server.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
     for pid in pids {
         assert_pid_gone(pid).await;
     }

@@ -531,6 +531,22 @@ async fn five_mib_byte_exact_through_notifications_and_read() {
             after_seq = read["nextSeq"].as_u64().expect("nextSeq") - 1;
         }
         assert!(via_read == expected, "{transport:?}: process/read differs");
+        // One read without maxBytes returns everything retained in a single message
+        // of ~7 MiB: outbound messages are not size-limited.
+        let whole = client
+            .call("process/read", json!({"processId": "seq"}))
+            .await;
+        let whole: Vec<u8> = whole["chunks"]
+            .as_array()
+            .expect("chunks")
+            .iter()
+            .flat_map(|chunk| unb64(&chunk["chunk"]))
+            .collect();
+        assert!(
+            whole == expected,
+            "{transport:?}: single large read differs"
+        );
+        client.call("environment/info", json!({})).await;
     }
 }
 
@@ -657,4 +673,61 @@ async fn a_client_that_stops_reading_backpressures_the_child_not_server_memory()
     client
         .call("process/terminate", json!({"processId": "flood"}))
         .await;
+}
+
+#[tokio::test]
+async fn a_background_job_that_closed_its_output_dies_with_terminate_and_with_the_session() {
+    let mut server = TestServer::start(Transport::Ws, &[]).await;
+    let mut client = server.session().await;
+    let daemon = "sleep 1000 </dev/null >/dev/null 2>&1 & echo $!";
+    let first = start_reporting_pids(&mut client, "first", daemon, 1).await[0];
+    client.output_until_closed("first").await;
+    assert!(pid_alive(first), "outlives its parent's close");
+    client
+        .call("process/terminate", json!({"processId": "first"}))
+        .await;
+    assert_pid_gone(first).await;
+
+    let second = start_reporting_pids(&mut client, "second", daemon, 1).await[0];
+    client.output_until_closed("second").await;
+    client.close().await;
+    assert_pid_gone(second).await;
+}
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| dir.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn finished_processes_release_their_pipes_and_ptys() {
+    let mut server = TestServer::start(Transport::Ws, &[]).await;
+    let mut client = server.session().await;
+    client.start("warm-up", &["true"]).await;
+    client.output_until_closed("warm-up").await;
+    let baseline = open_fds(server.pid());
+    for i in 0..20 {
+        let tty = i % 2 == 0;
+        let id = format!("p{i}");
+        client
+            .start_with(
+                &id,
+                &["sh", "-c", "exit 0"],
+                json!({"pipeStdin": true, "tty": tty}),
+            )
+            .await;
+        client.output_until_closed(&id).await;
+    }
+    let released = tokio::time::timeout(DEADLINE, async {
+        while open_fds(server.pid()) > baseline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        released.is_ok(),
+        "server holds {} fds, {baseline} before the processes ran",
+        open_fds(server.pid())
+    );
 }

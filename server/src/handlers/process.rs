@@ -29,7 +29,10 @@ pub async fn start(
             "invalid params: argv: must not be empty",
         ));
     }
-    let env = child_environment(std::env::vars(), params.env_policy.as_ref(), &params.env);
+    // Variables whose name or value is not UTF-8 cannot travel in JSON; skip them.
+    let server_env = std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)));
+    let env = child_environment(server_env, params.env_policy.as_ref(), &params.env);
     let request = SpawnRequest {
         argv: &params.argv,
         arg0: params.arg0.as_deref(),
@@ -108,7 +111,7 @@ pub async fn signal(
     let params: SignalParams = decode_params(params)?;
     turn.wait().await;
     let process = running(session, &params.process_id)?;
-    process.send_signal(params.signal.to_signal()).await;
+    process.send_signal(params.signal.to_signal());
     Ok(json!({}))
 }
 

@@ -41,12 +41,15 @@ pub struct Process {
     id: String,
     /// The child's pid, which is also its process-group id.
     pid: i32,
-    pty: Option<pty::PtyMaster>,
+    is_pty: bool,
+    /// Kept for resizing while the process runs; dropped at close to free the fd.
+    pty: Mutex<Option<pty::PtyMaster>>,
     retention_bytes: usize,
     output: Mutex<OutputState>,
     /// Bumped on every change of `output`; long-polls wait on it.
     changes: watch::Sender<u64>,
-    stdin: StdinQueue,
+    /// Shared with the stdin writer task, which must not keep the whole process alive.
+    stdin: Arc<StdinQueue>,
     notifier: Notifier,
     watchdog: Option<Watchdog>,
 }
@@ -117,7 +120,8 @@ impl Process {
         let process = Arc::new(Process {
             id,
             pid: spawned.pid,
-            pty: spawned.pty,
+            is_pty: spawned.pty.is_some(),
+            pty: Mutex::new(spawned.pty),
             retention_bytes,
             output: Mutex::new(OutputState {
                 next_seq: 1,
@@ -129,7 +133,7 @@ impl Process {
                 closed_seq: None,
             }),
             changes: watch::Sender::new(0),
-            stdin: StdinQueue::new(),
+            stdin: Arc::new(StdinQueue::new()),
             notifier,
             watchdog,
         });
@@ -138,8 +142,12 @@ impl Process {
         }
         if let Some(writer) = spawned.stdin {
             let commands = process.stdin.open();
-            let is_pty = process.pty.is_some();
-            tokio::spawn(Arc::clone(&process).write_stdin(writer, commands, is_pty));
+            tokio::spawn(write_stdin(
+                Arc::clone(&process.stdin),
+                writer,
+                commands,
+                process.is_pty,
+            ));
         }
         let mut child = spawned.child;
         let waiter = Arc::clone(&process);
@@ -183,25 +191,33 @@ impl Process {
         }
     }
 
-    /// SIGKILLs the whole process group unless the process is already closed.
+    /// SIGKILLs the whole process group, including members that closed their output
+    /// and so outlived `closed`. Safe until the entry is released: the group id is the
+    /// leader's pid, which the kernel does not hand out again before pids wrap around.
     pub fn kill_tree(&self) {
-        if !self.is_closed() {
-            self.signal_group(Signal::SIGKILL);
+        self.signal_group(Signal::SIGKILL);
+    }
+
+    /// Kills what is left of the tree and stops guarding it: the entry is going away.
+    pub fn release(&self) {
+        self.kill_tree();
+        self.stdin.shut();
+        if let Some(watchdog) = &self.watchdog {
+            watchdog.unregister(self.pid);
         }
     }
 
-    /// Sends `signal` to the process group; a PTY gets its interrupt character instead
-    /// of SIGINT so that whatever holds the terminal's foreground sees it.
-    pub async fn send_signal(&self, signal: Signal) {
-        if let (Signal::SIGINT, Some(pty)) = (signal, &self.pty) {
-            let mut pty = pty.clone();
-            if pty.write_all(&[PTY_INTERRUPT]).await.is_ok() {
-                return;
-            }
+    /// Sends `signal` to the process group. On a PTY an interrupt is the terminal's
+    /// interrupt character, queued behind earlier stdin writes, so that whatever holds
+    /// the terminal's foreground sees it in order.
+    pub fn send_signal(&self, signal: Signal) {
+        if signal == Signal::SIGINT
+            && self.is_pty
+            && self.stdin.enqueue_interrupt() == WriteStatus::Accepted
+        {
+            return;
         }
-        if !self.is_closed() {
-            self.signal_group(signal);
-        }
+        self.signal_group(signal);
     }
 
     fn signal_group(&self, signal: Signal) {
@@ -212,8 +228,13 @@ impl Process {
         }
     }
 
+    /// Resizes the PTY; `None` if the process has no PTY. After close it is a no-op.
     pub fn resize(&self, rows: u16, cols: u16) -> Option<std::io::Result<()>> {
-        self.pty.as_ref().map(|pty| pty.resize(rows, cols))
+        if !self.is_pty {
+            return None;
+        }
+        let pty = self.pty.lock().unwrap_or_else(|poison| poison.into_inner());
+        Some(pty.as_ref().map_or(Ok(()), |pty| pty.resize(rows, cols)))
     }
 
     /// Queues `data` for the child's stdin (and closes it after if asked). The effect
@@ -369,42 +390,47 @@ impl Process {
         }
     }
 
+    /// Nothing can read the child's stdin any more once every stream is closed and
+    /// the child is reaped; ending the queue ends the writer task and closes the pipe.
     fn on_closed(&self) {
-        if let Some(watchdog) = &self.watchdog {
-            watchdog.unregister(self.pid);
-        }
+        self.stdin.shut();
+        self.pty
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
     }
 
     fn closed_notification(&self, seq: u64) -> String {
         crate::rpc::encode_notification("process/closed", json!({"processId": self.id, "seq": seq}))
     }
+}
 
-    async fn write_stdin(
-        self: Arc<Self>,
-        mut writer: InputWriter,
-        mut commands: mpsc::UnboundedReceiver<Vec<u8>>,
-        is_pty: bool,
-    ) {
-        let mut failed = false;
-        while let Some(data) = commands.recv().await {
-            let result = writer.write_all(&data).await;
-            let result = match result {
-                Ok(()) => writer.flush().await,
-                Err(err) => Err(err),
-            };
-            self.stdin.written(data.len());
-            if result.is_err() {
-                failed = true;
-                break;
-            }
-        }
-        drop(commands);
-        self.stdin.shut();
-        if is_pty && !failed {
+/// Feeds queued writes to the child's stdin in order. Holds only the queue, so the
+/// task ends when the queue is shut even if the child never reads.
+async fn write_stdin(
+    queue: Arc<StdinQueue>,
+    mut writer: InputWriter,
+    mut commands: mpsc::UnboundedReceiver<StdinCommand>,
+    is_pty: bool,
+) {
+    while let Some(command) = commands.recv().await {
+        let data = match command {
+            StdinCommand::Write(data) => data,
             // A PTY has no separate stdin to close: EOF is the terminal's EOF character.
-            let _ = writer.write_all(&[PTY_END_OF_FILE]).await;
+            StdinCommand::Close if is_pty => vec![PTY_END_OF_FILE],
+            StdinCommand::Close => break,
+        };
+        let result = match writer.write_all(&data).await {
+            Ok(()) => writer.flush().await,
+            Err(err) => Err(err),
+        };
+        queue.written(data.len());
+        if result.is_err() {
+            break;
         }
     }
+    drop(commands);
+    queue.shut();
 }
 
 fn output_notification(process_id: &str, seq: u64, stream: Stream, data: &[u8]) -> String {
@@ -436,10 +462,16 @@ fn exit_code_and_signal(status: std::process::ExitStatus) -> (i32, Option<&'stat
     }
 }
 
+enum StdinCommand {
+    Write(Vec<u8>),
+    /// Close stdin once everything before it is written (`closeStdin`).
+    Close,
+}
+
 /// The ordered queue in front of a child's stdin, with a byte count so that writers
 /// can wait for the child to catch up.
 struct StdinQueue {
-    sender: Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>,
+    sender: Mutex<Option<mpsc::UnboundedSender<StdinCommand>>>,
     pending_bytes: AtomicUsize,
     drained: Notify,
 }
@@ -453,13 +485,13 @@ impl StdinQueue {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<mpsc::UnboundedSender<Vec<u8>>>> {
+    fn lock(&self) -> MutexGuard<'_, Option<mpsc::UnboundedSender<StdinCommand>>> {
         self.sender
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    fn open(&self) -> mpsc::UnboundedReceiver<Vec<u8>> {
+    fn open(&self) -> mpsc::UnboundedReceiver<StdinCommand> {
         let (sender, receiver) = mpsc::unbounded_channel();
         *self.lock() = Some(sender);
         receiver
@@ -471,28 +503,36 @@ impl StdinQueue {
             return WriteStatus::StdinClosed;
         };
         let size = data.len();
-        self.pending_bytes.fetch_add(size, Ordering::SeqCst);
-        if size > 0 && queue.send(data).is_err() {
-            self.written(size);
-            *sender = None;
-            return WriteStatus::StdinClosed;
-        }
-        if size == 0 {
-            self.written(0);
+        if size > 0 {
+            self.pending_bytes.fetch_add(size, Ordering::SeqCst);
+            if queue.send(StdinCommand::Write(data)).is_err() {
+                self.written(size);
+                *sender = None;
+                return WriteStatus::StdinClosed;
+            }
         }
         if close_after {
-            // Dropping the sender lets the writer drain what is queued, then close.
+            let _ = queue.send(StdinCommand::Close);
             *sender = None;
         }
         WriteStatus::Accepted
     }
 
+    fn enqueue_interrupt(&self) -> WriteStatus {
+        self.enqueue(vec![PTY_INTERRUPT], false)
+    }
+
     fn written(&self, size: usize) {
-        self.pending_bytes.fetch_sub(size, Ordering::SeqCst);
+        // Saturating: `shut` may have zeroed the count while a write was in progress.
+        let _ = self
+            .pending_bytes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |pending| {
+                Some(pending.saturating_sub(size))
+            });
         self.drained.notify_waiters();
     }
 
-    /// The writer is gone: nothing queued will be written, so nobody should wait for it.
+    /// Nothing more will be written: refuse new writes and release anyone waiting.
     fn shut(&self) {
         *self.lock() = None;
         self.pending_bytes.store(0, Ordering::SeqCst);

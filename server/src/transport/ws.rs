@@ -20,9 +20,6 @@ use tokio::sync::mpsc;
 use crate::connection::{self, FrameSource, InboundFrame, OUTBOUND_QUEUE_MESSAGES};
 use crate::server::ServerState;
 
-/// Upper bound on bytes the websocket layer buffers for a slow reader.
-const MAX_WRITE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
-
 /// A bound websocket listener, not yet serving.
 pub struct WebSocketListener {
     listener: TcpListener,
@@ -51,6 +48,7 @@ impl WebSocketListener {
             .route("/", get(upgrade))
             .route("/readyz", get(|| async { StatusCode::OK }))
             .fallback(|| async { StatusCode::NOT_FOUND })
+            .method_not_allowed_fallback(|| async { StatusCode::NOT_FOUND })
             .with_state(self.state);
         let listener = self.listener.tap_io(|tcp| {
             if let Err(err) = tcp.set_nodelay(true) {
@@ -68,7 +66,10 @@ async fn upgrade(upgrade: WebSocketUpgrade, State(state): State<Arc<ServerState>
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
-        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
+        // Outbound messages are not limited (a read result may be many MiB), so the
+        // write buffer must take any one message. Memory stays bounded anyway: the
+        // writer awaits the sink, which flushes before accepting the next message.
+        .max_write_buffer_size(usize::MAX)
         .on_upgrade(move |socket| serve_socket(socket, state))
 }
 
