@@ -17,5 +17,5 @@ pub mod shutdown;
 pub mod transport;
 pub mod watchdog;
 
-pub use server::{BoundServer, Server, ServerOptions};
+pub use server::{BoundServer, Server, ServerHandle, ServerOptions};
 pub use shutdown::Shutdown;

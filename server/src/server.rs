@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::io::{AsyncRead, AsyncWrite};
+
 use crate::session::{SessionRegistry, SessionSettings};
 use crate::shutdown::Shutdown;
 use crate::transport::{stdio, ws::WebSocketListener};
@@ -71,7 +73,41 @@ impl Server {
     /// Serves one JSON-RPC connection over stdin/stdout until EOF or shutdown, then
     /// kills every managed process.
     pub async fn serve_stdio(self) {
-        stdio::serve(Arc::clone(&self.state)).await;
+        let limit = self.state.options.max_message_bytes;
+        self.serve_stdio_streams(tokio::io::stdin(), tokio::io::stdout(), limit)
+            .await
+    }
+
+    /// The stdio transport over any byte streams (e.g. an in-memory pipe in tests):
+    /// JSON Lines in, JSON Lines out, until `input` reaches EOF or shutdown.
+    pub async fn serve_stdio_streams(
+        self,
+        input: impl AsyncRead + Send + Unpin,
+        output: impl AsyncWrite + Send + Unpin + 'static,
+        max_line_bytes: usize,
+    ) {
+        stdio::serve(Arc::clone(&self.state), input, output, max_line_bytes).await;
+        self.state.registry.destroy_all();
+    }
+
+    /// A handle that can stop this server from anywhere, even from a `Drop`.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            state: Arc::clone(&self.state),
+        }
+    }
+}
+
+/// Stops a server: triggers shutdown and kills every managed process tree at once,
+/// without waiting for any task (usable in `Drop`).
+#[derive(Clone)]
+pub struct ServerHandle {
+    state: Arc<ServerState>,
+}
+
+impl ServerHandle {
+    pub fn shutdown(&self) {
+        self.state.shutdown.trigger();
         self.state.registry.destroy_all();
     }
 }
@@ -89,6 +125,12 @@ impl BoundServer {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            state: Arc::clone(&self.state),
+        }
     }
 
     /// Serves until shutdown is triggered, then kills every managed process.

@@ -9,13 +9,9 @@ use tokio::sync::mpsc;
 use crate::connection::{self, FrameSource, InboundFrame, OUTBOUND_QUEUE_MESSAGES};
 use crate::server::ServerState;
 
-/// Serves one connection over the process's stdin and stdout until stdin reaches EOF.
-pub async fn serve(state: Arc<ServerState>) {
-    let limit = state.options.max_message_bytes;
-    serve_streams(state, tokio::io::stdin(), tokio::io::stdout(), limit).await
-}
-
-async fn serve_streams(
+/// Serves one connection over `input`/`output` (the process's stdin and stdout, or any
+/// byte streams) until `input` reaches EOF.
+pub async fn serve(
     state: Arc<ServerState>,
     input: impl tokio::io::AsyncRead + Send + Unpin,
     output: impl AsyncWrite + Send + Unpin + 'static,

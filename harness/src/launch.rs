@@ -1,0 +1,295 @@
+//! Starting and stopping the server under test: the in-tree server in-process, or any
+//! binary or command line as a child in its own process group. Teardown is bounded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+use crate::error::{HarnessError, Result};
+use crate::trace::Tail;
+use crate::wire::{self, ByteReader, ByteWriter};
+
+/// Which transport the server is started on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    WebSocket,
+    Stdio,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub(crate) enum Program {
+    InTree,
+    Command(Vec<String>),
+}
+
+/// A running server.
+pub(crate) enum Running {
+    InProcess {
+        handle: exec_server::ServerHandle,
+        task: tokio::task::JoinHandle<()>,
+    },
+    Child {
+        child: Child,
+        stderr: Arc<Tail>,
+        /// Anything a websocket server printed on stdout after its start-up line.
+        extra_stdout: Arc<Tail>,
+        /// A websocket server's stdin, held open: EOF there is not a signal to it.
+        stdin: Option<tokio::process::ChildStdin>,
+    },
+}
+
+/// The stdio pipes of a server started on stdio, handed to the first connection.
+pub(crate) type StdioPipes = (ByteReader, ByteWriter);
+
+pub(crate) struct Launched {
+    pub running: Running,
+    pub url: Option<String>,
+    pub stdio: Option<StdioPipes>,
+}
+
+pub(crate) async fn launch(
+    program: &Program,
+    transport: Transport,
+    args: &[String],
+    env: &[(String, String)],
+    startup_deadline: Duration,
+) -> Result<Launched> {
+    match program {
+        Program::InTree => launch_in_process(transport, args).await,
+        Program::Command(words) => {
+            launch_child(words, transport, args, env, startup_deadline).await
+        }
+    }
+}
+
+async fn launch_in_process(transport: Transport, args: &[String]) -> Result<Launched> {
+    use clap::Parser as _;
+    let argv = std::iter::once("exec-server".to_owned()).chain(args.iter().cloned());
+    let parsed = exec_server::cli::Args::try_parse_from(argv)
+        .map_err(|err| HarnessError::Startup(format!("bad in-process server arguments: {err}")))?;
+    let options = exec_server::ServerOptions {
+        output_retention_bytes: parsed.output_retention,
+        max_message_bytes: parsed.max_message_bytes,
+        watchdog: None,
+    };
+    let server = exec_server::Server::new(options, exec_server::Shutdown::new());
+    let handle = server.handle();
+    match transport {
+        Transport::WebSocket => {
+            let addr = match parsed.listen {
+                exec_server::cli::Listen::WebSocket(addr) => addr,
+                exec_server::cli::Listen::Stdio => exec_server::cli::Listen::default_addr(),
+            };
+            let bound = server.bind_websocket(addr).await?;
+            let url = bound.url()?;
+            let task = tokio::spawn(async move {
+                if let Err(err) = bound.serve().await {
+                    eprintln!("in-process exec-server stopped: {err}");
+                }
+            });
+            Ok(Launched {
+                running: Running::InProcess { handle, task },
+                url: Some(url),
+                stdio: None,
+            })
+        }
+        Transport::Stdio => {
+            let (client_side, server_side) = tokio::io::duplex(1 << 16);
+            let (server_read, server_write) = tokio::io::split(server_side);
+            let limit = parsed.max_message_bytes;
+            let task = tokio::spawn(server.serve_stdio_streams(server_read, server_write, limit));
+            let (client_read, client_write) = tokio::io::split(client_side);
+            Ok(Launched {
+                running: Running::InProcess { handle, task },
+                url: None,
+                stdio: Some((Box::new(client_read), Box::new(client_write))),
+            })
+        }
+    }
+}
+
+async fn launch_child(
+    words: &[String],
+    transport: Transport,
+    args: &[String],
+    env: &[(String, String)],
+    startup_deadline: Duration,
+) -> Result<Launched> {
+    let (program, leading) = words
+        .split_first()
+        .ok_or_else(|| HarnessError::Startup("empty server command".into()))?;
+    let listen = match transport {
+        Transport::WebSocket => "ws://127.0.0.1:0",
+        Transport::Stdio => "stdio",
+    };
+    let mut command = Command::new(program);
+    command
+        .args(leading)
+        .arg("--listen")
+        .arg(listen)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    let mut child = command
+        .spawn()
+        .map_err(|err| HarnessError::Startup(format!("cannot run {program}: {err}")))?;
+    let stderr = Arc::new(Tail::default());
+    if let Some(pipe) = child.stderr.take() {
+        tokio::spawn(copy_into(Box::new(pipe), Arc::clone(&stderr)));
+    }
+    let stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| HarnessError::Startup("no stdin pipe".into()))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| HarnessError::Startup("no stdout pipe".into()))?;
+    let extra_stdout = Arc::new(Tail::default());
+    let mut launched = Launched {
+        running: Running::Child {
+            child,
+            stderr: Arc::clone(&stderr),
+            extra_stdout: Arc::clone(&extra_stdout),
+            stdin: None,
+        },
+        url: None,
+        stdio: None,
+    };
+    match transport {
+        Transport::Stdio => {
+            launched.stdio = Some((Box::new(stdout), Box::new(stdin)));
+            Ok(launched)
+        }
+        Transport::WebSocket => {
+            let startup = async {
+                let mut stdout = BufReader::new(stdout);
+                let mut line = String::new();
+                stdout.read_line(&mut line).await?;
+                Ok::<_, std::io::Error>((line, stdout))
+            };
+            let (line, stdout) = match tokio::time::timeout(startup_deadline, startup).await {
+                Ok(Ok(read)) => read,
+                Ok(Err(err)) => {
+                    return Err(startup_failure(
+                        &mut launched,
+                        format!("reading stdout: {err}"),
+                    ));
+                }
+                Err(_) => {
+                    let message = format!("no start-up line on stdout within {startup_deadline:?}");
+                    return Err(startup_failure(&mut launched, message));
+                }
+            };
+            let url = line.trim_end().to_owned();
+            if !url.starts_with("ws://") {
+                let message = format!("start-up line must be ws://IP:PORT, got {line:?}");
+                return Err(startup_failure(&mut launched, message));
+            }
+            if let Running::Child { stdin: held, .. } = &mut launched.running {
+                *held = Some(stdin);
+            }
+            // Keep draining stdout, recording anything more it prints.
+            tokio::spawn(copy_into(Box::new(stdout.into_inner()), extra_stdout));
+            if let Err(err) = wait_ready(&url, startup_deadline).await {
+                return Err(startup_failure(&mut launched, err));
+            }
+            launched.url = Some(url);
+            Ok(launched)
+        }
+    }
+}
+
+fn startup_failure(launched: &mut Launched, message: String) -> HarnessError {
+    let stderr = match &launched.running {
+        Running::Child { stderr, .. } => stderr.text(),
+        Running::InProcess { .. } => String::new(),
+    };
+    stop(&mut launched.running, Duration::from_millis(500));
+    HarnessError::Startup(format!("{message}\n---- server stderr ----\n{stderr}"))
+}
+
+async fn copy_into(mut pipe: ByteReader, tail: Arc<Tail>) {
+    let mut buffer = [0u8; 8192];
+    while let Ok(n) = pipe.read(&mut buffer).await {
+        if n == 0 {
+            break;
+        }
+        tail.push(&buffer[..n]);
+    }
+}
+
+/// Polls `GET /readyz` until it answers 200.
+async fn wait_ready(url: &str, deadline: Duration) -> Result<(), String> {
+    let addr = url
+        .trim_start_matches("ws://")
+        .trim_end_matches('/')
+        .to_owned();
+    let poll = async {
+        loop {
+            if readyz(&addr).await.unwrap_or(false) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(deadline, poll)
+        .await
+        .map_err(|_| format!("GET {url}/readyz did not answer 200 within {deadline:?}"))
+}
+
+async fn readyz(addr: &str) -> std::io::Result<bool> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = TcpStream::connect(addr).await?;
+    let request = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    Ok(response.starts_with(b"HTTP/1.1 200"))
+}
+
+/// Stops the server: in-process at once; a child gets SIGTERM, `grace` to exit, then
+/// SIGKILL to its whole process group. Never blocks longer than `grace` plus a reap.
+pub(crate) fn stop(running: &mut Running, grace: Duration) {
+    match running {
+        Running::InProcess { handle, task } => {
+            handle.shutdown();
+            task.abort();
+        }
+        Running::Child { child, .. } => {
+            let Some(pid) = child.id() else { return };
+            let pgid = pid as libc::pid_t;
+            // SAFETY: signalling the process group of a child we started in its own group.
+            unsafe { libc::killpg(pgid, libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + grace;
+            while std::time::Instant::now() < deadline {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // SAFETY: as above; also reaches anything the server left in its group.
+            unsafe { libc::killpg(pgid, libc::SIGKILL) };
+            let _ = child.start_kill();
+            let reap_deadline = std::time::Instant::now() + Duration::from_secs(1);
+            while std::time::Instant::now() < reap_deadline {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+pub(crate) async fn connect(url: &str) -> Result<(wire::Writer, wire::Reader)> {
+    Ok(wire::connect_ws(url).await?)
+}
