@@ -7,15 +7,21 @@ use serde_json::Value;
 /// One notification from the server, e.g. `process/output`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
+    /// The notification method, e.g. `process/output`.
     pub method: String,
+    /// Its params (JSON `null` when absent).
     pub params: Value,
+    /// The whole message as received.
+    pub message: Value,
 }
 
 impl Event {
+    /// `params.processId`, if any.
     pub fn process_id(&self) -> Option<&str> {
         self.params.get("processId").and_then(Value::as_str)
     }
 
+    /// `params.seq`, if any.
     pub fn seq(&self) -> Option<u64> {
         self.params.get("seq").and_then(Value::as_u64)
     }

@@ -15,7 +15,9 @@ use crate::wire::{self, ByteReader, ByteWriter};
 /// Which transport the server is started on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
+    /// `--listen ws://127.0.0.1:0`: one websocket per connection.
     WebSocket,
+    /// `--listen stdio`: JSON Lines on the server's stdin and stdout (one connection).
     Stdio,
 }
 
@@ -33,7 +35,7 @@ pub(crate) enum Running {
         task: tokio::task::JoinHandle<()>,
     },
     Child {
-        child: Child,
+        child: Box<Child>,
         stderr: Arc<Tail>,
         /// Anything a websocket server printed on stdout after its start-up line.
         extra_stdout: Arc<Tail>,
@@ -54,6 +56,7 @@ pub(crate) struct Launched {
 pub(crate) async fn launch(
     program: &Program,
     transport: Transport,
+    listen: Option<&str>,
     args: &[String],
     env: &[(String, String)],
     startup_deadline: Duration,
@@ -61,7 +64,7 @@ pub(crate) async fn launch(
     match program {
         Program::InTree => launch_in_process(transport, args).await,
         Program::Command(words) => {
-            launch_child(words, transport, args, env, startup_deadline).await
+            launch_child(words, transport, listen, args, env, startup_deadline).await
         }
     }
 }
@@ -115,6 +118,7 @@ async fn launch_in_process(transport: Transport, args: &[String]) -> Result<Laun
 async fn launch_child(
     words: &[String],
     transport: Transport,
+    listen: Option<&str>,
     args: &[String],
     env: &[(String, String)],
     startup_deadline: Duration,
@@ -122,10 +126,10 @@ async fn launch_child(
     let (program, leading) = words
         .split_first()
         .ok_or_else(|| HarnessError::Startup("empty server command".into()))?;
-    let listen = match transport {
+    let listen = listen.unwrap_or(match transport {
         Transport::WebSocket => "ws://127.0.0.1:0",
         Transport::Stdio => "stdio",
-    };
+    });
     let mut command = Command::new(program);
     command
         .args(leading)
@@ -156,7 +160,7 @@ async fn launch_child(
     let extra_stdout = Arc::new(Tail::default());
     let mut launched = Launched {
         running: Running::Child {
-            child,
+            child: Box::new(child),
             stderr: Arc::clone(&stderr),
             extra_stdout: Arc::clone(&extra_stdout),
             stdin: None,
@@ -225,6 +229,7 @@ async fn copy_into(mut pipe: ByteReader, tail: Arc<Tail>) {
         }
         tail.push(&buffer[..n]);
     }
+    tail.close();
 }
 
 /// Polls `GET /readyz` until it answers 200.

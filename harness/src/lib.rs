@@ -25,6 +25,8 @@
 //! Every wait defaults to 5 s, multiplied by `EXEC_HARNESS_TIME_SCALE` (e.g. `3` on a
 //! slow CI machine) or by [`ExecServerBuilder::time_scale`].
 
+#![warn(missing_docs)]
+
 mod error;
 mod event;
 mod launch;

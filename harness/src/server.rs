@@ -46,6 +46,7 @@ const TEARDOWN_GRACE: Duration = Duration::from_secs(2);
 pub struct ExecServerBuilder {
     transport: Transport,
     program: Program,
+    listen: Option<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
     time_scale: Option<f64>,
@@ -64,6 +65,7 @@ impl ExecServerBuilder {
         self
     }
 
+    /// Serve over the given transport.
     pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
         self
@@ -87,12 +89,20 @@ impl ExecServerBuilder {
         self
     }
 
+    /// Overrides the value passed to `--listen` for a binary or command (e.g. `stdio://`);
+    /// it must still select the builder's transport.
+    pub fn listen(mut self, url: impl Into<String>) -> Self {
+        self.listen = Some(url.into());
+        self
+    }
+
     /// One extra server argument, e.g. `--output-retention`.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
         self
     }
 
+    /// Several extra server arguments.
     pub fn args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -122,6 +132,7 @@ impl ExecServerBuilder {
         let mut launched = launch::launch(
             &self.program,
             self.transport,
+            self.listen.as_deref(),
             &self.args,
             &self.env,
             default_wait * 2,
@@ -172,7 +183,8 @@ fn time_scale_from_env() -> f64 {
 /// Everything received on the current connection and not yet consumed.
 #[derive(Default)]
 struct Inbox {
-    responses: HashMap<String, Value>,
+    /// Responses by id; a queue because several errors may carry `id: null`.
+    responses: HashMap<String, VecDeque<Value>>,
     events: VecDeque<Event>,
     /// Frames that were not JSON-RPC messages (a protocol violation by the server).
     invalid: Vec<String>,
@@ -239,16 +251,23 @@ impl Inner {
         self.trace.record(Direction::Received, &text);
         let mut inbox = self.inbox();
         match serde_json::from_str::<Value>(&text) {
-            Ok(Value::Object(mut object)) => match object.remove("method") {
+            Ok(message @ Value::Object(_)) => match message.get("method") {
                 Some(Value::String(method)) => {
-                    let params = object.remove("params").unwrap_or(Value::Null);
-                    inbox.events.push_back(Event { method, params });
+                    let method = method.clone();
+                    let params = message.get("params").cloned().unwrap_or(Value::Null);
+                    inbox.events.push_back(Event {
+                        method,
+                        params,
+                        message,
+                    });
                 }
                 _ => {
-                    let id = object.get("id").cloned().unwrap_or(Value::Null);
+                    let id = message.get("id").cloned().unwrap_or(Value::Null);
                     inbox
                         .responses
-                        .insert(id.to_string(), Value::Object(object));
+                        .entry(id.to_string())
+                        .or_default()
+                        .push_back(message);
                 }
             },
             _ => inbox.invalid.push(text),
@@ -312,6 +331,7 @@ impl Inner {
             inbox
                 .responses
                 .values()
+                .flatten()
                 .take(10)
                 .map(|response| format!("response {}", abbreviate(&response.to_string(), 200))),
         );
@@ -343,9 +363,14 @@ pub struct ExecServer {
 /// A response to one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
+    /// The id the response carries (`null` for errors about unreadable frames).
     pub id: Value,
+    /// The `result` member, for a success.
     pub result: Option<Value>,
+    /// The `error` member, for a failure.
     pub error: Option<RpcFailure>,
+    /// The whole message as received (to check envelope members such as `jsonrpc`).
+    pub message: Value,
 }
 
 impl Response {
@@ -373,7 +398,12 @@ impl Response {
                 "{method}: a response needs exactly one of result and error: {message}"
             )));
         }
-        Ok(Response { id, result, error })
+        Ok(Response {
+            id,
+            result,
+            error,
+            message,
+        })
     }
 
     /// The result, or the server's error as [`HarnessError::Rpc`].
@@ -395,6 +425,7 @@ impl ExecServer {
         ExecServerBuilder {
             transport: Transport::WebSocket,
             program: Program::InTree,
+            listen: None,
             args: Vec::new(),
             env: Vec::new(),
             time_scale: None,
@@ -406,6 +437,7 @@ impl ExecServer {
         self.inner.url.as_deref()
     }
 
+    /// The transport the server was started on.
     pub fn transport(&self) -> Transport {
         self.inner.transport
     }
@@ -435,6 +467,23 @@ impl ExecServer {
             Running::Child { extra_stdout, .. } => extra_stdout.text(),
             Running::InProcess { .. } => String::new(),
         }
+    }
+
+    /// Waits until a websocket child server's stdout reaches EOF (it exited), then
+    /// returns everything it printed after the start-up line.
+    pub async fn stdout_after_startup_line(&self, within: Duration) -> Result<String> {
+        let tail = match &*self.inner.running.lock().unwrap_or_else(|p| p.into_inner()) {
+            Running::Child { extra_stdout, .. } => Arc::clone(extra_stdout),
+            Running::InProcess { .. } => return Ok(String::new()),
+        };
+        tokio::time::timeout(within, tail.closed())
+            .await
+            .map_err(|_| HarnessError::Timeout {
+                expected: "EOF on the server's stdout".into(),
+                waited: within,
+                arrived: format!("so far: {:?}", tail.text()),
+            })?;
+        Ok(tail.text())
     }
 
     /// The wire trace so far.
@@ -491,12 +540,18 @@ impl ExecServer {
         self.response_within(id, self.inner.default_wait).await
     }
 
+    /// Like [`response`](Self::response) with an explicit deadline.
     pub async fn response_within(&self, id: &Value, within: Duration) -> Result<Response> {
         let key = id.to_string();
         let message = self
             .inner
             .wait_for(&format!("the response to request {key}"), within, |inbox| {
-                inbox.responses.remove(&key)
+                let queue = inbox.responses.get_mut(&key)?;
+                let message = queue.pop_front();
+                if queue.is_empty() {
+                    inbox.responses.remove(&key);
+                }
+                message
             })
             .await?;
         Response::from_message(&key, message)
@@ -641,12 +696,12 @@ impl ExecServer {
 
     /// Closes the connection cleanly: a websocket Close frame, or EOF on a stdio server's
     /// stdin. Pending waits then fail with [`HarnessError::Disconnected`].
+    /// The reader stays open, so whatever the server still sends (until it closes its
+    /// side) can be awaited; after that, waits fail with `Disconnected`.
     pub async fn disconnect(&self) -> Result<()> {
         if let Some(mut writer) = self.inner.writer.lock().await.take() {
             writer.close().await;
         }
-        self.inner.reader.lock().await.take();
-        self.inner.inbox().disconnected = true;
         self.inner.trace.record(Direction::Note, "disconnected");
         Ok(())
     }

@@ -32,17 +32,23 @@ impl std::fmt::Display for ProcessId {
 /// Everything a process wrote, by stream, and how it ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProcessOutput {
+    /// Bytes of the `stdout` stream.
     pub stdout: Vec<u8>,
+    /// Bytes of the `stderr` stream.
     pub stderr: Vec<u8>,
+    /// Bytes of the `pty` stream (processes started with `tty`).
     pub pty: Vec<u8>,
+    /// The exit code (128 + N for a signal), once known.
     pub exit_code: Option<i32>,
 }
 
 impl ProcessOutput {
+    /// `stdout` as (lossy) UTF-8.
     pub fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
 
+    /// `stderr` as (lossy) UTF-8.
     pub fn stderr_text(&self) -> String {
         String::from_utf8_lossy(&self.stderr).into_owned()
     }
@@ -65,6 +71,7 @@ pub struct ProcessSpec {
 }
 
 impl ProcessSpec {
+    /// A spec for `argv` with the defaults above.
     pub fn new<I, S>(argv: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -85,11 +92,13 @@ impl ProcessSpec {
         }
     }
 
+    /// Uses this `processId` instead of a generated one.
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
         self
     }
 
+    /// The working directory (absolute).
     pub fn cwd(mut self, cwd: impl Into<String>) -> Self {
         self.params.insert("cwd".into(), json!(cwd.into()));
         self
@@ -110,16 +119,19 @@ impl ProcessSpec {
         self
     }
 
+    /// Runs the process on a PTY (24×80); output arrives on the `pty` stream.
     pub fn tty(mut self, tty: bool) -> Self {
         self.params.insert("tty".into(), json!(tty));
         self
     }
 
+    /// Gives the process a writable stdin pipe.
     pub fn pipe_stdin(mut self, pipe_stdin: bool) -> Self {
         self.params.insert("pipeStdin".into(), json!(pipe_stdin));
         self
     }
 
+    /// Overrides `argv[0]` as the process sees it.
     pub fn arg0(mut self, arg0: impl Into<String>) -> Self {
         self.params.insert("arg0".into(), json!(arg0.into()));
         self
@@ -166,6 +178,7 @@ impl Session {
         &self.initialize_result
     }
 
+    /// The server this session lives on.
     pub fn server(&self) -> &ExecServer {
         &self.server
     }
@@ -267,6 +280,7 @@ impl Session {
         .await
     }
 
+    /// Like [`read_to_end`](Self::read_to_end) with an explicit deadline.
     pub async fn read_to_end_within(
         &self,
         process_id: impl AsRef<str>,

@@ -13,17 +13,24 @@ const MAX_TRACE_ENTRIES: usize = 5_000;
 pub const STDERR_TAIL_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which way a trace entry went.
 pub enum Direction {
+    /// From the harness to the server.
     Sent,
+    /// From the server to the harness.
     Received,
     /// Not a message: a connect, disconnect or reset.
     Note,
 }
 
 #[derive(Debug, Clone)]
+/// One line of the wire trace.
 pub struct TraceEntry {
+    /// Time since the server was started.
     pub at: Duration,
+    /// Which way it went.
     pub direction: Direction,
+    /// The message, shortened if very long.
     pub text: String,
 }
 
@@ -80,13 +87,32 @@ impl Trace {
     }
 }
 
-/// A bounded tail of a byte stream (the server's stderr).
+/// A bounded tail of a byte stream (the server's stderr), and whether it has ended.
 #[derive(Default)]
 pub(crate) struct Tail {
     bytes: Mutex<VecDeque<u8>>,
+    closed: tokio::sync::Notify,
+    is_closed: std::sync::atomic::AtomicBool,
 }
 
 impl Tail {
+    pub fn close(&self) {
+        self.is_closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.closed.notify_waiters();
+    }
+
+    /// Resolves once the stream has reached EOF.
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.closed.notified();
+            if self.is_closed.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     pub fn push(&self, data: &[u8]) {
         let mut bytes = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
         bytes.extend(data);

@@ -2,7 +2,10 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
+use exec_server_harness::{wait_for_process_gone, HarnessError, Transport};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -46,133 +49,118 @@ fn an_address_in_use_is_a_runtime_error_with_exit_1() {
     assert!(!output.stderr.is_empty());
 }
 
-async fn http_get(url: &str, path: &str) -> String {
-    http_request(url, "GET", path).await
+async fn http_get(url: &str, path: &str, within: Duration) -> String {
+    http_request(url, "GET", path, within).await
 }
 
 /// Sends one HTTP/1.1 request and returns the status line.
-async fn http_request(url: &str, method: &str, path: &str) -> String {
+async fn http_request(url: &str, method: &str, path: &str, within: Duration) -> String {
     let addr = url.trim_start_matches("ws://");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    tokio::time::timeout(DEADLINE, stream.read_to_string(&mut response))
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        response
+    };
+    let response = tokio::time::timeout(within, exchange)
         .await
-        .expect("response within deadline")
-        .expect("read");
+        .expect("response within deadline");
     response.lines().next().unwrap_or_default().to_owned()
 }
 
 #[tokio::test]
-async fn readyz_is_200_and_other_paths_404_on_the_websocket_port() {
-    let server = TestServer::start(Transport::Ws, &[]).await;
-    let url = server.url.clone().expect("url");
-    assert_eq!(http_get(&url, "/readyz").await, "HTTP/1.1 200 OK");
-    assert_eq!(http_get(&url, "/nope").await, "HTTP/1.1 404 Not Found");
+async fn readyz_is_200_and_other_paths_404_on_the_websocket_port() -> TestResult {
+    let server = start_server(Transport::WebSocket, &[]).await?;
+    let url = server.url().expect("url").to_owned();
+    let within = server.default_wait();
+    assert_eq!(http_get(&url, "/readyz", within).await, "HTTP/1.1 200 OK");
     assert_eq!(
-        http_request(&url, "POST", "/readyz").await,
+        http_get(&url, "/nope", within).await,
         "HTTP/1.1 404 Not Found"
     );
-}
-
-#[tokio::test]
-async fn stdout_holds_exactly_the_url_line_and_sigterm_exits_0_killing_the_tree() {
-    let mut server = TestServer::start(Transport::Ws, &[]).await;
-    let mut client = server.session().await;
-    let pids = start_reporting_pids(
-        &mut client,
-        "tree",
-        "sleep 1000 & echo $!; echo $$; wait",
-        2,
-    )
-    .await;
-    // SAFETY: signalling the server we started.
-    unsafe { libc::kill(server.pid(), libc::SIGTERM) };
-    let status = server.wait_exit().await;
-    assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
-    for pid in pids {
-        assert_pid_gone(pid).await;
-    }
     assert_eq!(
-        server.rest_of_stdout().await,
-        "",
-        "nothing after the start-up line"
+        http_request(&url, "POST", "/readyz", within).await,
+        "HTTP/1.1 404 Not Found"
     );
+    Ok(())
 }
 
 #[tokio::test]
-async fn a_killed_server_leaves_no_orphans_thanks_to_the_watchdog() {
-    let mut server = TestServer::start(Transport::Ws, &[]).await;
-    let mut client = server.session().await;
-    let pids = start_reporting_pids(
-        &mut client,
-        "tree",
-        "sleep 1000 & echo $!; echo $$; wait",
-        2,
-    )
-    .await;
-    // SAFETY: SIGKILL to the server process only (not its group), as a crash would.
-    unsafe { libc::kill(server.pid(), libc::SIGKILL) };
-    server.wait_exit().await;
-    for pid in pids {
-        assert_pid_gone(pid).await;
-    }
-}
-
-#[tokio::test]
-async fn a_stdio_server_exits_on_sigterm_while_its_client_is_silent() {
-    let mut server = TestServer::start(Transport::Stdio, &[]).await;
-    let mut client = server.session().await;
-    let pids = start_reporting_pids(
-        &mut client,
-        "tree",
-        "sleep 1000 & echo $!; echo $$; wait",
-        2,
-    )
-    .await;
-    // SAFETY: signalling the server we started.
-    unsafe { libc::kill(server.pid(), libc::SIGTERM) };
-    let status = server.wait_exit().await;
+async fn stdout_holds_exactly_the_url_line_and_sigterm_exits_0_killing_the_tree() -> TestResult {
+    let server = start_server(Transport::WebSocket, &[]).await?;
+    let session = server.initialize(CLIENT).await?;
+    let pids =
+        start_reporting_pids(&session, "tree", "sleep 1000 & echo $!; echo $$; wait", 2).await?;
+    server.signal(libc::SIGTERM)?;
+    let status = server.wait_exit(server.default_wait()).await?;
     assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
     for pid in pids {
-        assert_pid_gone(pid).await;
+        wait_for_process_gone(pid, server.default_wait()).await?;
     }
+    let rest = server
+        .stdout_after_startup_line(server.default_wait())
+        .await?;
+    assert_eq!(rest, "", "nothing after the start-up line");
+    Ok(())
 }
 
 #[tokio::test]
-async fn stdio_eof_kills_children_and_exits_0() {
-    let mut server = TestServer::start(Transport::Stdio, &[]).await;
-    let mut client = server.session().await;
-    let pids = start_reporting_pids(
-        &mut client,
-        "tree",
-        "sleep 1000 & echo $!; echo $$; wait",
-        2,
-    )
-    .await;
-    client.close().await;
-    let status = server.wait_exit().await;
+async fn a_killed_server_leaves_no_orphans_thanks_to_the_watchdog() -> TestResult {
+    let server = start_server(Transport::WebSocket, &[]).await?;
+    let session = server.initialize(CLIENT).await?;
+    let pids =
+        start_reporting_pids(&session, "tree", "sleep 1000 & echo $!; echo $$; wait", 2).await?;
+    // SIGKILL to the server process only (not its group), as a crash would.
+    server.signal(libc::SIGKILL)?;
+    server.wait_exit(server.default_wait()).await?;
+    for pid in pids {
+        wait_for_process_gone(pid, server.default_wait()).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stdio_server_exits_on_sigterm_while_its_client_is_silent() -> TestResult {
+    let server = start_server(Transport::Stdio, &[]).await?;
+    let session = server.initialize(CLIENT).await?;
+    let pids =
+        start_reporting_pids(&session, "tree", "sleep 1000 & echo $!; echo $$; wait", 2).await?;
+    server.signal(libc::SIGTERM)?;
+    let status = server.wait_exit(server.default_wait()).await?;
     assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
     for pid in pids {
-        assert_pid_gone(pid).await;
+        wait_for_process_gone(pid, server.default_wait()).await?;
     }
+    Ok(())
 }
 
 #[tokio::test]
-async fn stdio_stdout_carries_only_protocol_frames_even_with_logging_on() {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_exec-server"));
-    command
-        .args(["--listen", "stdio://"])
+async fn stdio_eof_kills_children_and_exits_0() -> TestResult {
+    let server = start_server(Transport::Stdio, &[]).await?;
+    let session = server.initialize(CLIENT).await?;
+    let pids =
+        start_reporting_pids(&session, "tree", "sleep 1000 & echo $!; echo $$; wait", 2).await?;
+    server.disconnect().await?;
+    let status = server.wait_exit(server.default_wait()).await?;
+    assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
+    for pid in pids {
+        wait_for_process_gone(pid, server.default_wait()).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn stdio_stdout_carries_only_protocol_frames_even_with_logging_on() -> TestResult {
+    let server = exec_server_bin()
+        .stdio()
+        .listen("stdio://")
         .env("RUST_LOG", "trace")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = command.spawn().expect("spawn");
-    let mut stdin = Some(child.stdin.take().expect("stdin"));
+        .start()
+        .await?;
     let script = [
         json!({"id": 1, "method": "initialize", "params": {"clientName": "t"}}),
         json!({"method": "initialized"}),
@@ -180,48 +168,42 @@ async fn stdio_stdout_carries_only_protocol_frames_even_with_logging_on() {
         json!({"id": 3, "method": "process/read", "params": {"processId": "p", "waitMs": 5000, "afterSeq": 1}}),
     ];
     for message in script {
-        let pipe = stdin.as_mut().expect("stdin open");
-        pipe.write_all(format!("{message}\n").as_bytes())
-            .await
-            .expect("write");
+        server.send_raw(message.to_string()).await?;
     }
-    let output = tokio::time::timeout(DEADLINE, async {
-        // Wait for the read's reply before closing stdin, then collect everything.
-        let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("stdout"));
-        let mut lines = Vec::new();
-        loop {
-            let mut line = String::new();
-            if tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
-                .await
-                .expect("read")
-                == 0
-            {
-                break;
+    for id in [1, 2, 3] {
+        let reply = server.response(&json!(id)).await?;
+        assert_eq!(reply.message["jsonrpc"], "2.0", "{:?}", reply.message);
+    }
+    server.disconnect().await?; // EOF on stdin: the server must exit
+    server.wait_exit(server.default_wait()).await?;
+    // Everything else the server wrote to stdout, up to EOF, must be protocol frames.
+    let mut events = 0;
+    loop {
+        match server.next_event().await {
+            Ok(event) => {
+                assert_eq!(event.message["jsonrpc"], "2.0", "{:?}", event.message);
+                events += 1;
             }
-            let done = line.contains("\"id\":3");
-            lines.push(line);
-            if done {
-                stdin.take(); // EOF: the server must exit
-            }
+            Err(HarnessError::Disconnected { .. }) => break,
+            Err(other) => return Err(other),
         }
-        let mut stderr = String::new();
-        child
-            .stderr
-            .take()
-            .expect("stderr")
-            .read_to_string(&mut stderr)
-            .await
-            .expect("stderr");
-        (lines, stderr)
-    })
-    .await
-    .expect("server finishes within deadline");
-    let (lines, stderr) = output;
-    assert!(lines.len() >= 4, "{lines:?}");
-    for line in &lines {
-        let value: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|_| panic!("non-protocol stdout line {line:?}"));
-        assert_eq!(value["jsonrpc"], "2.0", "{line}");
     }
-    assert!(!stderr.is_empty(), "trace logs go to stderr");
+    assert!(
+        events >= 3,
+        "output, exited and closed notifications: {events}"
+    );
+    assert!(
+        server.invalid_frames().is_empty(),
+        "non-protocol stdout lines {:?}",
+        server.invalid_frames()
+    );
+    // stderr is drained in the background: wait, within the deadline, for the logs.
+    let _ = tokio::time::timeout(server.default_wait(), async {
+        while server.stderr().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(!server.stderr().is_empty(), "trace logs go to stderr");
+    Ok(())
 }
