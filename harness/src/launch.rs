@@ -74,11 +74,7 @@ async fn launch_in_process(transport: Transport, args: &[String]) -> Result<Laun
     let argv = std::iter::once("exec-server".to_owned()).chain(args.iter().cloned());
     let parsed = exec_server::cli::Args::try_parse_from(argv)
         .map_err(|err| HarnessError::Startup(format!("bad in-process server arguments: {err}")))?;
-    let options = exec_server::ServerOptions {
-        output_retention_bytes: parsed.output_retention,
-        max_message_bytes: parsed.max_message_bytes,
-        watchdog: None,
-    };
+    let options = parsed.server_options(None);
     let server = exec_server::Server::new(options, exec_server::Shutdown::new());
     let handle = server.handle();
     match transport {

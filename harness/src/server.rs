@@ -155,20 +155,35 @@ impl ExecServerBuilder {
             }
         };
         let Launched { running, url, .. } = launched;
-        let inner = Arc::new(Inner {
-            transport: self.transport,
+        let process = Arc::new(ServerProcess {
+            running: Mutex::new(running),
+        });
+        Ok(ExecServer::over(
+            process,
+            self.transport,
             url,
             default_wait,
-            running: Mutex::new(running),
-            writer: tokio::sync::Mutex::new(Some(writer)),
-            reader: tokio::sync::Mutex::new(Some(reader)),
-            inbox: Mutex::new(Inbox::default()),
-            trace: Trace::new(),
-            next_id: AtomicU64::new(1),
-            next_process: AtomicU64::new(1),
-        });
-        inner.trace.record(Direction::Note, "connected");
-        Ok(ExecServer { inner })
+            writer,
+            reader,
+        ))
+    }
+}
+
+/// The server itself, shared by every connection to it; dropping the last handle
+/// stops it.
+struct ServerProcess {
+    running: Mutex<Running>,
+}
+
+impl ServerProcess {
+    fn running(&self) -> MutexGuard<'_, Running> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        launch::stop(&mut self.running(), TEARDOWN_GRACE);
     }
 }
 
@@ -191,11 +206,12 @@ struct Inbox {
     disconnected: bool,
 }
 
+/// One connection to a server, with everything received on it.
 pub(crate) struct Inner {
+    server: Arc<ServerProcess>,
     transport: Transport,
     url: Option<String>,
     default_wait: Duration,
-    running: Mutex<Running>,
     writer: tokio::sync::Mutex<Option<Writer>>,
     reader: tokio::sync::Mutex<Option<Reader>>,
     inbox: Mutex<Inbox>,
@@ -209,8 +225,6 @@ impl Drop for Inner {
         if std::thread::panicking() {
             eprintln!("{}", self.failure_report());
         }
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        launch::stop(&mut running, TEARDOWN_GRACE);
     }
 }
 
@@ -220,7 +234,7 @@ impl Inner {
     }
 
     fn stderr_tail(&self) -> Option<String> {
-        match &*self.running.lock().unwrap_or_else(|p| p.into_inner()) {
+        match &*self.server.running() {
             Running::Child { stderr, .. } => Some(stderr.text()),
             Running::InProcess { .. } => None,
         }
@@ -420,6 +434,59 @@ impl Response {
 }
 
 impl ExecServer {
+    fn over(
+        server: Arc<ServerProcess>,
+        transport: Transport,
+        url: Option<String>,
+        default_wait: Duration,
+        writer: Writer,
+        reader: Reader,
+    ) -> ExecServer {
+        let inner = Arc::new(Inner {
+            server,
+            transport,
+            url,
+            default_wait,
+            writer: tokio::sync::Mutex::new(Some(writer)),
+            reader: tokio::sync::Mutex::new(Some(reader)),
+            inbox: Mutex::new(Inbox::default()),
+            trace: Trace::new(),
+            next_id: AtomicU64::new(1),
+            next_process: AtomicU64::new(1),
+        });
+        inner.trace.record(Direction::Note, "connected");
+        ExecServer { inner }
+    }
+
+    /// A second, independent connection to the same websocket server, with its own
+    /// buffers and trace. The server keeps running until every handle is dropped.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), exec_server_harness::HarnessError> {
+    /// let first = exec_server_harness::exec_server().await?;
+    /// let second = first.new_connection().await?;
+    /// let a = first.initialize("a").await?;
+    /// let b = second.initialize("b").await?;
+    /// assert_ne!(a.id(), b.id());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn new_connection(&self) -> Result<ExecServer> {
+        let url = self.inner.url.clone().ok_or_else(|| {
+            HarnessError::Startup("a stdio server has exactly one connection".into())
+        })?;
+        let (writer, reader) = launch::connect(&url).await?;
+        Ok(ExecServer::over(
+            Arc::clone(&self.inner.server),
+            self.inner.transport,
+            Some(url),
+            self.inner.default_wait,
+            writer,
+            reader,
+        ))
+    }
+
     /// A builder: in-tree server on websocket unless told otherwise.
     pub fn builder() -> ExecServerBuilder {
         ExecServerBuilder {
@@ -449,7 +516,7 @@ impl ExecServer {
 
     /// The pid of a child server (`None` in-process); it leads its own process group.
     pub fn pid(&self) -> Option<i32> {
-        match &*self.inner.running.lock().unwrap_or_else(|p| p.into_inner()) {
+        match &*self.inner.server.running() {
             Running::Child { child, .. } => child.id().map(|pid| pid as i32),
             Running::InProcess { .. } => None,
         }
@@ -463,7 +530,7 @@ impl ExecServer {
     /// What a websocket child server printed on stdout after its start-up line (the
     /// protocol allows nothing).
     pub fn extra_stdout(&self) -> String {
-        match &*self.inner.running.lock().unwrap_or_else(|p| p.into_inner()) {
+        match &*self.inner.server.running() {
             Running::Child { extra_stdout, .. } => extra_stdout.text(),
             Running::InProcess { .. } => String::new(),
         }
@@ -472,7 +539,7 @@ impl ExecServer {
     /// Waits until a websocket child server's stdout reaches EOF (it exited), then
     /// returns everything it printed after the start-up line.
     pub async fn stdout_after_startup_line(&self, within: Duration) -> Result<String> {
-        let tail = match &*self.inner.running.lock().unwrap_or_else(|p| p.into_inner()) {
+        let tail = match &*self.inner.server.running() {
             Running::Child { extra_stdout, .. } => Arc::clone(extra_stdout),
             Running::InProcess { .. } => return Ok(String::new()),
         };
@@ -756,7 +823,7 @@ impl ExecServer {
         let deadline = Instant::now() + within;
         loop {
             {
-                let mut running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+                let mut running = self.inner.server.running();
                 match &mut *running {
                     Running::Child { child, .. } => {
                         if let Some(status) = child.try_wait()? {

@@ -1,10 +1,12 @@
 //! Command-line interface (PROTOCOL.md §1): argument parsing and listen-URL rules.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use clap::Parser;
 
-use crate::server::{DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_OUTPUT_RETENTION_BYTES};
+use crate::server::{ServerOptions, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_OUTPUT_RETENTION_BYTES};
+use crate::watchdog::Watchdog;
 
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +52,26 @@ pub struct Args {
     /// Largest inbound message accepted, in bytes
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES, value_name = "BYTES")]
     pub max_message_bytes: usize,
+
+    /// How long a disconnected websocket session can be resumed (e.g. 500ms, 10s, 2m)
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub session_ttl: Duration,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|err| format!("{err} (e.g. 500ms, 10s, 2m)"))
+}
+
+impl Args {
+    /// The server options these arguments select.
+    pub fn server_options(&self, watchdog: Option<Watchdog>) -> ServerOptions {
+        ServerOptions {
+            output_retention_bytes: self.output_retention,
+            max_message_bytes: self.max_message_bytes,
+            session_ttl: self.session_ttl,
+            watchdog,
+        }
+    }
 }
 
 impl Listen {

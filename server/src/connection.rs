@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use crate::handlers::{self, Method};
 use crate::rpc::{self, Inbound, Request, RequestId, RpcError};
 use crate::server::ServerState;
-use crate::session::{Outbound, Session};
+use crate::session::{Generation, Outbound, Session, STALE_ATTACHMENT};
 
 /// Requests (and queued replies) one connection may have in flight. Reading pauses at
 /// this bound instead of buffering without limit; replies never wait on the reader.
@@ -43,10 +43,12 @@ pub trait FrameSource: Send {
     fn next_frame(&mut self) -> impl Future<Output = Option<InboundFrame>> + Send;
 }
 
+/// Where the connection is in the handshake; after `initialize` it holds the session
+/// and the generation it attached at.
 enum Phase {
     AwaitingInitialize,
-    AwaitingInitialized(Arc<Session>),
-    Ready(Arc<Session>),
+    AwaitingInitialized(Arc<Session>, Generation),
+    Ready(Arc<Session>, Generation),
 }
 
 /// Lets requests that name the same process take effect in arrival order: each one
@@ -57,7 +59,7 @@ pub struct Turn {
 }
 
 impl Turn {
-    fn unordered() -> Self {
+    pub(crate) fn unordered() -> Self {
         Turn {
             previous: None,
             finished: None,
@@ -89,7 +91,15 @@ struct Connection {
 
 /// Serves one connection until the transport disconnects or the server shuts down.
 /// In-flight requests are cancelled when it returns.
-pub async fn serve(state: Arc<ServerState>, mut source: impl FrameSource, outbound: Outbound) {
+///
+/// `resumable` says whether the session may outlive this connection (websocket): then
+/// it detaches when the connection ends; otherwise (stdio) it is destroyed.
+pub async fn serve(
+    state: Arc<ServerState>,
+    mut source: impl FrameSource,
+    outbound: Outbound,
+    resumable: bool,
+) {
     let shutdown = state.shutdown.clone();
     let mut connection = Connection {
         state,
@@ -111,9 +121,17 @@ pub async fn serve(state: Arc<ServerState>, mut source: impl FrameSource, outbou
             _ = connection.outbound.closed() => break,
         }
     }
+    // Cancel in-flight requests first, so a resume is never held up by them.
     connection.tasks.abort_all();
-    if let Phase::AwaitingInitialized(session) | Phase::Ready(session) = &connection.phase {
-        connection.state.registry.connection_ended(session);
+    if let Phase::AwaitingInitialized(session, generation) | Phase::Ready(session, generation) =
+        &connection.phase
+    {
+        let registry = &connection.state.registry;
+        if resumable {
+            registry.connection_ended(session, *generation);
+        } else {
+            registry.destroy(session);
+        }
     }
 }
 
@@ -149,7 +167,9 @@ impl Connection {
             return;
         }
         match std::mem::replace(&mut self.phase, Phase::AwaitingInitialize) {
-            Phase::AwaitingInitialized(session) => self.phase = Phase::Ready(session),
+            Phase::AwaitingInitialized(session, generation) => {
+                self.phase = Phase::Ready(session, generation)
+            }
             other => {
                 tracing::warn!("ignoring `initialized` outside the handshake");
                 self.phase = other;
@@ -181,20 +201,27 @@ impl Connection {
                 ));
                 return self.reply(id, Err(error)).await;
             }
-            (Phase::AwaitingInitialized(_), method) => {
+            (Phase::AwaitingInitialized(..), method) => {
                 let error = RpcError::invalid_request(format!(
                     "client must send initialized before using {} methods",
                     method.family()
                 ));
                 return self.reply(id, Err(error)).await;
             }
-            (Phase::Ready(session), _) => Arc::clone(session),
+            (Phase::Ready(session, generation), _) => {
+                if !session.is_current(*generation) {
+                    let error = RpcError::invalid_request(STALE_ATTACHMENT);
+                    return self.reply(id, Err(error)).await;
+                }
+                (Arc::clone(session), *generation)
+            }
         };
+        let (session, generation) = session;
         let turn = self.take_turn(method, &params);
         let state = Arc::clone(&self.state);
         let outbound = self.outbound.clone();
         self.spawn(async move {
-            let handler = handlers::dispatch(&state, &session, method, params, turn);
+            let handler = handlers::dispatch(&state, &session, generation, method, params, turn);
             let result = AssertUnwindSafe(handler)
                 .catch_unwind()
                 .await
@@ -211,15 +238,14 @@ impl Connection {
 
     fn initialize(&mut self, params: Value) -> Result<Value, RpcError> {
         let params: crate::protocol::InitializeParams = rpc::decode_params(params)?;
-        if params.resume_session_id.is_some() {
-            return Err(RpcError::invalid_request(
-                "session resume is not supported by this server yet",
-            ));
-        }
-        tracing::info!(client = %params.client_name, "initialize");
-        let session = self.state.registry.create(self.outbound.clone());
+        let registry = &self.state.registry;
+        let (session, generation) = match &params.resume_session_id {
+            Some(id) => registry.resume(id, self.outbound.clone())?,
+            None => registry.create(self.outbound.clone()),
+        };
+        tracing::info!(client = %params.client_name, session_id = session.id(), "initialize");
         let result = handlers::initialize::result(&self.state, session.id());
-        self.phase = Phase::AwaitingInitialized(session);
+        self.phase = Phase::AwaitingInitialized(session, generation);
         Ok(result)
     }
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use exec_server::cli::{Args, Listen};
 use exec_server::watchdog::Watchdog;
-use exec_server::{Server, ServerOptions, Shutdown};
+use exec_server::{Server, Shutdown};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -48,11 +48,7 @@ fn main() -> ExitCode {
 async fn run(args: Args, watchdog: Option<Watchdog>) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     tokio::spawn(shutdown.clone().trigger_on_signals());
-    let options = ServerOptions {
-        output_retention_bytes: args.output_retention,
-        max_message_bytes: args.max_message_bytes,
-        watchdog,
-    };
+    let options = args.server_options(watchdog);
     let server = Server::new(options, shutdown);
     match args.listen {
         Listen::Stdio => server.serve_stdio().await,

@@ -13,6 +13,7 @@ use crate::watchdog::Watchdog;
 
 pub const DEFAULT_OUTPUT_RETENTION_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct ServerOptions {
@@ -20,6 +21,8 @@ pub struct ServerOptions {
     pub output_retention_bytes: usize,
     /// Inbound message size limit.
     pub max_message_bytes: usize,
+    /// How long a detached session can be resumed.
+    pub session_ttl: std::time::Duration,
     /// Orphan watchdog, if the embedding process started one.
     pub watchdog: Option<Watchdog>,
 }
@@ -29,6 +32,7 @@ impl Default for ServerOptions {
         Self {
             output_retention_bytes: DEFAULT_OUTPUT_RETENTION_BYTES,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            session_ttl: DEFAULT_SESSION_TTL,
             watchdog: None,
         }
     }
@@ -51,6 +55,7 @@ impl Server {
         let registry = SessionRegistry::new(SessionSettings {
             output_retention_bytes: options.output_retention_bytes,
             watchdog: options.watchdog.clone(),
+            detached_ttl: options.session_ttl,
         });
         Self {
             state: Arc::new(ServerState {

@@ -1,12 +1,17 @@
-//! Sessions and their registry. A session owns a table of processes and a `Notifier`
-//! pointing at the connection it is attached to; the registry is shared by every
-//! connection of one server.
+//! Sessions and their registry (PROTOCOL.md §5). A session owns a table of processes
+//! and a `Notifier` pointing at the connection it is attached to. When that connection
+//! ends the session detaches: processes keep running and output keeps being retained
+//! until a new connection resumes it, or its TTL passes and it is destroyed.
+//!
+//! Each attachment has a generation number; a connection holds the generation it
+//! attached at, and anything it does after the session moved on is refused as stale.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::process::{Process, SpawnRequest};
@@ -55,7 +60,20 @@ impl Notifier {
 pub struct SessionSettings {
     pub output_retention_bytes: usize,
     pub watchdog: Option<Watchdog>,
+    /// How long a detached session waits to be resumed before it is destroyed.
+    pub detached_ttl: Duration,
 }
+
+/// The attachment a connection holds; see [`Session::is_current`].
+pub type Generation = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attachment {
+    Attached,
+    Detached { deadline: Instant },
+}
+
+pub const STALE_ATTACHMENT: &str = "session has been resumed by another connection";
 
 enum Slot {
     /// Reserved by a `process/start` that has not finished spawning.
@@ -74,6 +92,9 @@ pub struct Session {
     settings: SessionSettings,
     processes: Mutex<HashMap<String, Slot>>,
     notifier: Notifier,
+    attachment: Mutex<Attachment>,
+    /// The current generation; bumped on every attach, watched by stale long-polls.
+    generation: watch::Sender<Generation>,
     /// Cancelled when the session is destroyed; stops eviction timers.
     destroyed: CancellationToken,
 }
@@ -85,6 +106,39 @@ impl Session {
 
     pub fn notifier(&self) -> &Notifier {
         &self.notifier
+    }
+
+    /// Whether a connection that attached at `generation` is still the session's owner.
+    pub fn is_current(&self, generation: Generation) -> bool {
+        *self.generation.borrow() == generation
+    }
+
+    /// Resolves once the session has been attached by a newer connection.
+    pub async fn superseded(&self, generation: Generation) {
+        let mut changes = self.generation.subscribe();
+        // An error means the session is gone; then nothing will supersede it.
+        let _ = changes.wait_for(|current| *current != generation).await;
+        if *changes.borrow() == generation {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    fn attachment(&self) -> MutexGuard<'_, Attachment> {
+        self.attachment
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Attaches `outbound` under a new generation.
+    fn attach(&self, outbound: Outbound) -> Generation {
+        *self.attachment() = Attachment::Attached;
+        self.notifier.attach(outbound);
+        let mut generation = 0;
+        self.generation.send_modify(|current| {
+            *current += 1;
+            generation = *current;
+        });
+        generation
     }
 
     fn table(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
@@ -182,18 +236,23 @@ impl Session {
     }
 }
 
-/// Every live session of one server.
+/// Every live session of one server, shared by all its connections.
+#[derive(Clone)]
 pub struct SessionRegistry {
     settings: SessionSettings,
-    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    sessions: Arc<Mutex<HashMap<String, Arc<Session>>>>,
 }
 
 impl SessionRegistry {
     pub fn new(settings: SessionSettings) -> Self {
         Self {
             settings,
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    pub fn detached_ttl(&self) -> Duration {
+        self.settings.detached_ttl
     }
 
     fn sessions(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
@@ -203,22 +262,90 @@ impl SessionRegistry {
     }
 
     /// Creates a session attached to `outbound`, under a fresh UUID v4.
-    pub fn create(&self, outbound: Outbound) -> Arc<Session> {
+    pub fn create(&self, outbound: Outbound) -> (Arc<Session>, Generation) {
         let session = Arc::new(Session {
             id: uuid::Uuid::new_v4().to_string(),
             settings: self.settings.clone(),
             processes: Mutex::new(HashMap::new()),
             notifier: Notifier::default(),
+            attachment: Mutex::new(Attachment::Attached),
+            generation: watch::Sender::new(0),
             destroyed: CancellationToken::new(),
         });
-        session.notifier.attach(outbound);
+        let generation = session.attach(outbound);
         self.sessions()
             .insert(session.id.clone(), Arc::clone(&session));
-        session
+        (session, generation)
     }
 
-    /// Called when the session's connection ends: its processes are killed.
-    pub fn connection_ended(&self, session: &Session) {
+    /// Re-attaches a detached session to `outbound` (PROTOCOL.md §5). A session whose
+    /// deadline has passed is destroyed here even if the reaper has not run yet.
+    pub fn resume(
+        &self,
+        id: &str,
+        outbound: Outbound,
+    ) -> Result<(Arc<Session>, Generation), RpcError> {
+        let mut sessions = self.sessions();
+        let unknown = || RpcError::invalid_request(format!("unknown session id {id}"));
+        let session = sessions.get(id).cloned().ok_or_else(unknown)?;
+        let attachment = *session.attachment();
+        match attachment {
+            Attachment::Attached => Err(RpcError::invalid_request(format!(
+                "session {id} is already attached to another connection"
+            ))),
+            Attachment::Detached { deadline } if Instant::now() >= deadline => {
+                sessions.remove(id);
+                drop(sessions);
+                tracing::info!(session_id = id, "session expired at resume time");
+                session.destroy();
+                Err(unknown())
+            }
+            Attachment::Detached { .. } => {
+                let generation = session.attach(outbound);
+                tracing::info!(session_id = id, generation, "session resumed");
+                Ok((session, generation))
+            }
+        }
+    }
+
+    /// The connection that attached `session` at `generation` has ended: detach the
+    /// session (if that connection still owns it) and arm its expiry.
+    pub fn connection_ended(&self, session: &Arc<Session>, generation: Generation) {
+        let deadline = Instant::now() + self.settings.detached_ttl;
+        {
+            let sessions = self.sessions();
+            if !session.is_current(generation) || !sessions.contains_key(session.id()) {
+                return;
+            }
+            *session.attachment() = Attachment::Detached { deadline };
+            session.notifier.detach();
+        }
+        tracing::info!(session_id = session.id(), ttl = ?self.settings.detached_ttl, "session detached");
+        let registry = self.clone();
+        let session = Arc::clone(session);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => registry.expire(&session, generation),
+                _ = session.superseded(generation) => {}
+                _ = session.destroyed.cancelled() => {}
+            }
+        });
+    }
+
+    /// Destroys `session` if it is still detached from `generation` and past its deadline.
+    fn expire(&self, session: &Arc<Session>, generation: Generation) {
+        let mut sessions = self.sessions();
+        let due = session.is_current(generation)
+            && matches!(*session.attachment(), Attachment::Detached { deadline } if Instant::now() >= deadline);
+        if due && sessions.remove(session.id()).is_some() {
+            drop(sessions);
+            tracing::info!(session_id = session.id(), "detached session expired");
+            session.destroy();
+        }
+    }
+
+    /// Destroys a session now (its connection cannot be resumed, as on stdio).
+    pub fn destroy(&self, session: &Session) {
         self.sessions().remove(session.id());
         session.destroy();
     }
@@ -236,8 +363,6 @@ impl SessionRegistry {
 mod tests {
     use std::collections::BTreeMap;
 
-    use tokio::time::Instant;
-
     use super::*;
 
     #[tokio::test(start_paused = true)]
@@ -245,9 +370,10 @@ mod tests {
         let registry = SessionRegistry::new(SessionSettings {
             output_retention_bytes: 1024,
             watchdog: None,
+            detached_ttl: Duration::from_secs(30),
         });
         let (outbound, _queue) = mpsc::channel(16);
-        let session = registry.create(outbound);
+        let (session, _) = registry.create(outbound);
         let argv = ["/bin/true".to_owned()];
         let env = BTreeMap::new();
         let request = SpawnRequest {

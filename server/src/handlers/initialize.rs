@@ -20,7 +20,10 @@ pub fn result(state: &ServerState, session_id: &str) -> Value {
                 "firstRetainedSeq": true,
                 "outputRetentionBytes": state.options.output_retention_bytes,
             },
-            "session": {"resume": false},
+            "session": {
+                "resume": true,
+                "ttlMs": state.options.session_ttl.as_millis() as u64,
+            },
             "auth": {"token": false},
         },
     })

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::connection::Turn;
 use crate::rpc::RpcError;
 use crate::server::ServerState;
-use crate::session::Session;
+use crate::session::{Generation, Session};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -57,6 +57,7 @@ impl Method {
 pub async fn dispatch(
     state: &ServerState,
     session: &std::sync::Arc<Session>,
+    generation: Generation,
     method: Method,
     params: Value,
     turn: Turn,
@@ -66,7 +67,7 @@ pub async fn dispatch(
             "initialize is handled by the connection",
         )),
         Method::ProcessStart => process::start(session, params, turn).await,
-        Method::ProcessRead => process::read(session, params, turn).await,
+        Method::ProcessRead => process::read(session, generation, params, turn).await,
         Method::ProcessWrite => process::write(session, params, turn).await,
         Method::ProcessSignal => process::signal(session, params, turn).await,
         Method::ProcessTerminate => process::terminate(session, params, turn).await,

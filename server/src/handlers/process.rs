@@ -16,7 +16,7 @@ use crate::protocol::{
     ProcessIdParams, ReadParams, ResizeParams, SignalParams, StartParams, WriteStatus,
 };
 use crate::rpc::{decode_params, RpcError};
-use crate::session::{Lookup, Session};
+use crate::session::{Generation, Lookup, Session, STALE_ATTACHMENT};
 
 pub async fn start(
     session: &Arc<Session>,
@@ -58,8 +58,11 @@ fn running(session: &Session, process_id: &str) -> Result<Arc<Process>, RpcError
     }
 }
 
+/// A long-poll that outlives its connection's ownership of the session (the session
+/// was resumed elsewhere) fails rather than answer a connection that no longer owns it.
 pub async fn read(
     session: &Arc<Session>,
+    generation: Generation,
     params: Value,
     mut turn: Turn,
 ) -> Result<Value, RpcError> {
@@ -68,14 +71,11 @@ pub async fn read(
     let process = running(session, &params.process_id)?;
     // A long-poll must not hold up later requests for the same process.
     turn.finish();
-    let result = process
-        .read(
-            params.after_seq,
-            params.max_bytes,
-            Duration::from_millis(params.wait_ms),
-        )
-        .await;
-    Ok(result.into_json())
+    let wait = Duration::from_millis(params.wait_ms);
+    tokio::select! {
+        result = process.read(params.after_seq, params.max_bytes, wait) => Ok(result.into_json()),
+        _ = session.superseded(generation) => Err(RpcError::invalid_request(STALE_ATTACHMENT)),
+    }
 }
 
 pub async fn write(
@@ -148,5 +148,95 @@ pub async fn resize(
         ))),
         Some(Err(err)) => Err(RpcError::internal(format!("resize failed: {err}"))),
         Some(Ok(())) => Ok(json!({})),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::session::{SessionRegistry, SessionSettings};
+
+    fn registry(ttl: Duration) -> SessionRegistry {
+        SessionRegistry::new(SessionSettings {
+            output_retention_bytes: 1024,
+            watchdog: None,
+            detached_ttl: ttl,
+        })
+    }
+
+    fn sleeper() -> Value {
+        json!({"processId": "p", "argv": ["sleep", "1000"], "cwd": "/", "env": {"PATH": "/usr/bin:/bin"}})
+    }
+
+    #[tokio::test]
+    async fn a_long_poll_from_a_superseded_attachment_fails_as_stale() {
+        let registry = registry(Duration::from_secs(30));
+        let (old_outbound, _old_queue) = mpsc::channel(16);
+        let (session, old_generation) = registry.create(old_outbound);
+        start(&session, sleeper(), Turn::unordered())
+            .await
+            .expect("start");
+        let stale_read = tokio::spawn({
+            let session = Arc::clone(&session);
+            async move {
+                let params = json!({"processId": "p", "waitMs": 60_000});
+                read(&session, old_generation, params, Turn::unordered()).await
+            }
+        });
+        // The old connection has not noticed anything yet; its session moves on.
+        registry.connection_ended(&session, old_generation);
+        let (new_outbound, _new_queue) = mpsc::channel(16);
+        let (resumed, new_generation) =
+            registry.resume(session.id(), new_outbound).expect("resume");
+        assert!(Arc::ptr_eq(&resumed, &session));
+        assert_ne!(new_generation, old_generation);
+        assert!(!session.is_current(old_generation));
+        let outcome = tokio::time::timeout(Duration::from_secs(5), stale_read)
+            .await
+            .expect("the stale long-poll ends promptly")
+            .expect("task");
+        assert_eq!(outcome, Err(RpcError::invalid_request(STALE_ATTACHMENT)));
+        let params = json!({"processId": "p", "waitMs": 0});
+        assert!(read(&resumed, new_generation, params, Turn::unordered())
+            .await
+            .is_ok());
+        registry.destroy_all();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn expiry_is_authoritative_at_resume_time_even_before_the_reaper_runs() {
+        let registry = registry(Duration::ZERO);
+        let (outbound, _queue) = mpsc::channel(16);
+        let (session, generation) = registry.create(outbound);
+        start(&session, sleeper(), Turn::unordered())
+            .await
+            .expect("start");
+        let Lookup::Running(process) = session.lookup("p") else {
+            panic!("running");
+        };
+        // No await between these: on this single-threaded runtime the reaper task that
+        // connection_ended spawns cannot have run when resume looks at the deadline.
+        registry.connection_ended(&session, generation);
+        let (outbound, _queue) = mpsc::channel(16);
+        let refused = registry.resume(session.id(), outbound).map(|_| ());
+        assert_eq!(
+            refused,
+            Err(RpcError::invalid_request(format!(
+                "unknown session id {}",
+                session.id()
+            )))
+        );
+        assert!(
+            matches!(session.lookup("p"), Lookup::Unknown),
+            "destroyed at resume time"
+        );
+        tokio::time::timeout(Duration::from_secs(5), process.closed())
+            .await
+            .expect("its process was killed");
     }
 }

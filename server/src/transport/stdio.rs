@@ -25,7 +25,8 @@ pub async fn serve(
         line: Vec::new(),
         discarding: false,
     };
-    connection::serve(state, source, outbound).await;
+    // One connection per process: nothing could resume the session later.
+    connection::serve(state, source, outbound, false).await;
     // The writer ends once the connection and its session have dropped their senders.
     let _ = writer.await;
 }

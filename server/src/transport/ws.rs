@@ -92,7 +92,7 @@ async fn serve_socket(socket: WebSocket, state: Arc<ServerState>) {
         }
         let _ = sink.send(Message::Close(None)).await;
     });
-    connection::serve(state, MessageSource { stream }, outbound).await;
+    connection::serve(state, MessageSource { stream }, outbound, true).await;
     let _ = writer.await;
 }
 

@@ -1,0 +1,239 @@
+//! Detachable sessions (PROTOCOL.md §5) over websocket: detach on disconnect, resume,
+//! TTL expiry, refusal of attached and unknown sessions, and isolation.
+//!
+//! TTL margins are wide and asymmetric so a loaded 2-core machine cannot flip them:
+//! "within the TTL" resumes happen at 30 % of a 1 s TTL or against a 30 s TTL, and
+//! "after the TTL" checks wait for the processes to be gone (the reaper ran) or for 250 %.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use exec_server_harness::{process_alive, wait_for_process_gone, ExecServer, Transport};
+use serde_json::json;
+
+const LONG_TTL: &str = "30s";
+
+async fn ws_server(ttl: &str) -> Result<ExecServer, exec_server_harness::HarnessError> {
+    start_server(Transport::WebSocket, &["--session-ttl", ttl]).await
+}
+
+#[tokio::test]
+async fn resume_keeps_processes_running_and_their_output_readable() -> TestResult {
+    let server = ws_server(LONG_TTL).await?;
+    let session = server.initialize(CLIENT).await?;
+    let capabilities = &session.initialize_result()["capabilities"]["session"];
+    assert_eq!(capabilities["resume"], true);
+    assert_eq!(capabilities["ttlMs"], 30_000);
+    let script = "echo before; sleep 1000 & echo $!; echo $$; wait";
+    let pids = start_reporting_pids(&session, "tree", script, 2).await?;
+    let session_id = session.id().to_owned();
+
+    server.disconnect().await?;
+    server.reconnect().await?;
+    let resumed = server.resume(CLIENT, &session_id).await?;
+    assert_eq!(resumed.id(), session_id, "same session id");
+    for pid in &pids {
+        assert!(
+            process_alive(*pid),
+            "process {pid} kept running while detached"
+        );
+    }
+    let read = resumed.read("tree", 0, 0).await?;
+    let first = unb64(&read["chunks"][0]["chunk"]);
+    assert!(
+        String::from_utf8_lossy(&first).starts_with("before\n"),
+        "{read}"
+    );
+    assert!(
+        resumed.terminate("tree").await?,
+        "still running after resume"
+    );
+    for pid in pids {
+        wait_for_process_gone(pid, server.default_wait()).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn output_produced_while_detached_is_read_back_byte_exact_after_resume() -> TestResult {
+    let server = ws_server(LONG_TTL).await?;
+    let session = server.initialize(CLIENT).await?;
+    let dir = tempfile::tempdir()?;
+    let fifo = dir.path().join("go");
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+    assert!(status.success(), "mkfifo");
+    // The shell prints its pid, then waits for our signal through the FIFO and only
+    // then prints ~600 KB: all of it while nobody is attached.
+    let script = format!("echo $$; read go < '{}'; seq 1 100000", fifo.display());
+    let pid = start_reporting_pids(&session, "late", &script, 1).await?[0];
+    let session_id = session.id().to_owned();
+
+    server.disconnect().await?;
+    let writer = tokio::task::spawn_blocking(move || std::fs::write(&fifo, "go\n"));
+    tokio::time::timeout(server.default_wait(), writer)
+        .await
+        .map_err(|_| std::io::Error::other("the FIFO was never opened for reading"))?
+        .map_err(std::io::Error::other)??;
+    wait_for_process_gone(pid, server.default_wait()).await?;
+
+    server.reconnect().await?;
+    let resumed = server.resume(CLIENT, &session_id).await?;
+    let output = resumed.read_to_end("late").await?;
+    let mut expected = format!("{pid}\n").into_bytes();
+    expected.extend(
+        (1..=100_000)
+            .map(|n| format!("{n}\n"))
+            .collect::<String>()
+            .into_bytes(),
+    );
+    assert!(
+        output.stdout == expected,
+        "no byte lost or repeated ({} bytes read)",
+        output.stdout.len()
+    );
+    assert_eq!(output.exit_code, Some(0));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_session_not_resumed_within_the_ttl_is_destroyed_with_its_tree() -> TestResult {
+    let server = ws_server("300ms").await?;
+    let session = server.initialize(CLIENT).await?;
+    let pids =
+        start_reporting_pids(&session, "tree", "sleep 1000 & echo $!; echo $$; wait", 2).await?;
+    let session_id = session.id().to_owned();
+    server.disconnect().await?;
+    for pid in pids {
+        wait_for_process_gone(pid, server.default_wait()).await?;
+    }
+    server.reconnect().await?;
+    let params = json!({"clientName": CLIENT, "resumeSessionId": session_id});
+    let error = server.call_expecting_error("initialize", params).await?;
+    assert_eq!(error.code, -32600);
+    assert_eq!(error.message, format!("unknown session id {session_id}"));
+    // A failed resume may be followed by a fresh initialize.
+    server.initialize(CLIENT).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn resume_well_before_the_ttl_succeeds_and_well_after_it_fails() -> TestResult {
+    const TTL: Duration = Duration::from_secs(1);
+    let server = ws_server("1s").await?;
+    let session = server.initialize(CLIENT).await?;
+    session
+        .start_with(spec("sleeper", ["sleep", "1000"]))
+        .await?;
+    let session_id = session.id().to_owned();
+
+    server.disconnect().await?;
+    tokio::time::sleep(TTL.mul_f64(0.3)).await;
+    server.reconnect().await?;
+    let resumed = server.resume(CLIENT, &session_id).await?;
+    let read = resumed.read("sleeper", 0, 0).await?;
+    assert_eq!(read["exited"], false, "still running at 30 % of the TTL");
+
+    server.disconnect().await?;
+    tokio::time::sleep(TTL.mul_f64(2.5)).await;
+    server.reconnect().await?;
+    let params = json!({"clientName": CLIENT, "resumeSessionId": session_id});
+    let error = server.call_expecting_error("initialize", params).await?;
+    assert_eq!(error.message, format!("unknown session id {session_id}"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn resuming_an_attached_session_is_refused() -> TestResult {
+    let first = ws_server(LONG_TTL).await?;
+    let session = first.initialize(CLIENT).await?;
+    let second = first.new_connection().await?;
+    let params = json!({"clientName": CLIENT, "resumeSessionId": session.id()});
+    let error = second.call_expecting_error("initialize", params).await?;
+    assert_eq!(error.code, -32600);
+    assert_eq!(
+        error.message,
+        format!(
+            "session {} is already attached to another connection",
+            session.id()
+        )
+    );
+    first.call("environment/info", json!({})).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pending_long_poll_does_not_hold_up_the_resume() -> TestResult {
+    let server = ws_server(LONG_TTL).await?;
+    let session = server.initialize(CLIENT).await?;
+    session
+        .start_with(spec("cat", ["cat"]).pipe_stdin(true))
+        .await?;
+    server
+        .send_request(
+            "process/read",
+            json!({"processId": "cat", "waitMs": 60_000}),
+        )
+        .await?;
+    let session_id = session.id().to_owned();
+    server.reset().await?;
+    let next = server.new_connection().await?;
+    let resumed = next.resume(CLIENT, &session_id).await?;
+    assert_eq!(resumed.write("cat", b"after resume\n").await?, "accepted");
+    let output = next
+        .expect_event(|event| event.is_output("cat"))
+        .described("output notifications on the resuming connection")
+        .await?;
+    assert_eq!(output.chunk(), Some(b"after resume\n".to_vec()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tcp_reset_detaches_like_a_close() -> TestResult {
+    let server = ws_server(LONG_TTL).await?;
+    let session = server.initialize(CLIENT).await?;
+    let pid = start_reporting_pids(&session, "sleeper", "echo $$; exec sleep 1000", 1).await?[0];
+    let session_id = session.id().to_owned();
+    server.reset().await?;
+    server.reconnect().await?;
+    let resumed = server.resume(CLIENT, &session_id).await?;
+    assert!(process_alive(pid), "a reset detaches instead of killing");
+    assert!(resumed.terminate("sleeper").await?);
+    wait_for_process_gone(pid, server.default_wait()).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_sessions_on_one_server_are_isolated() -> TestResult {
+    let a = ws_server(LONG_TTL).await?;
+    let b = a.new_connection().await?;
+    let session_a = a.initialize("a").await?;
+    let session_b = b.initialize("b").await?;
+    assert_ne!(session_a.id(), session_b.id());
+    session_a.start_with(spec("p", ["sleep", "1000"])).await?;
+    let error = b
+        .call_expecting_error("process/read", json!({"processId": "p"}))
+        .await?;
+    assert_eq!(error.message, "unknown process id p");
+    assert!(
+        !session_b.terminate("p").await?,
+        "b cannot reach a's process"
+    );
+    session_b.start_with(spec("p", ["true"])).await?;
+    assert_eq!(session_b.read_to_end("p").await?.exit_code, Some(0));
+    let read = session_a.read("p", 0, 0).await?;
+    assert_eq!(read["exited"], false, "a's p is untouched");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unknown_session_id_is_refused() -> TestResult {
+    let server = ws_server(LONG_TTL).await?;
+    let id = "00000000-0000-4000-8000-000000000000";
+    let params = json!({"clientName": CLIENT, "resumeSessionId": id});
+    let error = server.call_expecting_error("initialize", params).await?;
+    assert_eq!(error.code, -32600);
+    assert_eq!(error.message, format!("unknown session id {id}"));
+    Ok(())
+}
