@@ -93,8 +93,20 @@ async fn serve_socket(socket: WebSocket, state: Arc<ServerState>) {
         let _ = sink.send(Message::Close(None)).await;
     });
     connection::serve(state, MessageSource { stream }, outbound, true).await;
-    let _ = writer.await;
+    // Let the writer flush and send Close, but not forever: a peer that vanished without
+    // a FIN can stall the socket, and a process's output pump may be waiting on this
+    // queue. Aborting drops the queue, which frees that pump for the resumed session.
+    let mut writer = writer;
+    if tokio::time::timeout(WRITER_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
 }
+
+/// How long a finished connection's writer may keep flushing.
+const WRITER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct MessageSource {
     stream: SplitStream<WebSocket>,
