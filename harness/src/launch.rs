@@ -74,7 +74,9 @@ async fn launch_in_process(transport: Transport, args: &[String]) -> Result<Laun
     let argv = std::iter::once("exec-server".to_owned()).chain(args.iter().cloned());
     let parsed = exec_server::cli::Args::try_parse_from(argv)
         .map_err(|err| HarnessError::Startup(format!("bad in-process server arguments: {err}")))?;
-    let options = parsed.server_options(None);
+    let options = parsed
+        .server_options(None)
+        .map_err(|err| HarnessError::Startup(format!("in-process server: {err}")))?;
     let server = exec_server::Server::new(options, exec_server::Shutdown::new());
     let handle = server.handle();
     match transport {

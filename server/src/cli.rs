@@ -1,10 +1,13 @@
 //! Command-line interface (PROTOCOL.md §1): argument parsing and listen-URL rules.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 
+use crate::fs::FileSystem;
 use crate::server::{ServerOptions, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_OUTPUT_RETENTION_BYTES};
 use crate::watchdog::Watchdog;
 
@@ -56,6 +59,10 @@ pub struct Args {
     /// How long a disconnected websocket session can be resumed (e.g. 500ms, 10s, 2m)
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     pub session_ttl: Duration,
+
+    /// Confine every fs path and process cwd to this directory
+    #[arg(long, value_name = "DIR")]
+    pub fs_root: Option<PathBuf>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -63,14 +70,21 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl Args {
-    /// The server options these arguments select.
-    pub fn server_options(&self, watchdog: Option<Watchdog>) -> ServerOptions {
-        ServerOptions {
+    /// The server options these arguments select. Fails if `--fs-root` cannot be opened.
+    pub fn server_options(&self, watchdog: Option<Watchdog>) -> std::io::Result<ServerOptions> {
+        let file_system = match &self.fs_root {
+            None => FileSystem::Unconfined,
+            Some(root) => FileSystem::confined(root).map_err(|err| {
+                std::io::Error::new(err.kind(), format!("--fs-root {}: {err}", root.display()))
+            })?,
+        };
+        Ok(ServerOptions {
             output_retention_bytes: self.output_retention,
             max_message_bytes: self.max_message_bytes,
             session_ttl: self.session_ttl,
+            file_system: Arc::new(file_system),
             watchdog,
-        }
+        })
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::handlers::{self, Method};
-use crate::rpc::{self, Inbound, Request, RequestId, RpcError};
+use crate::rpc::{self, Inbound, Reply, Request, RequestId, RpcError};
 use crate::server::ServerState;
 use crate::session::{Generation, Outbound, Session, STALE_ATTACHMENT};
 
@@ -275,6 +275,7 @@ impl Connection {
     }
 
     async fn reply(&mut self, id: RequestId, result: Result<Value, RpcError>) {
+        let result = result.map(Reply::from);
         let outbound = self.outbound.clone();
         self.spawn(async move { send_reply(&outbound, &id, result).await })
             .await;
@@ -299,9 +300,9 @@ impl Connection {
     }
 }
 
-async fn send_reply(outbound: &Outbound, id: &RequestId, result: Result<Value, RpcError>) {
+async fn send_reply(outbound: &Outbound, id: &RequestId, result: Result<Reply, RpcError>) {
     let message = match result {
-        Ok(value) => rpc::encode_result(id, value),
+        Ok(reply) => rpc::encode_reply(id, reply),
         Err(error) => rpc::encode_error(id, &error),
     };
     // A closed queue means the transport is gone; there is nobody left to answer.

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod connection;
+pub mod fs;
 pub mod handlers;
 pub mod process;
 pub mod protocol;

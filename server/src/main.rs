@@ -48,7 +48,7 @@ fn main() -> ExitCode {
 async fn run(args: Args, watchdog: Option<Watchdog>) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     tokio::spawn(shutdown.clone().trigger_on_signals());
-    let options = args.server_options(watchdog);
+    let options = args.server_options(watchdog)?;
     let server = Server::new(options, shutdown);
     match args.listen {
         Listen::Stdio => server.serve_stdio().await,

@@ -139,3 +139,66 @@ pub enum WriteStatus {
     Starting,
     StdinClosed,
 }
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PathParams {
+    pub path: String,
+    #[serde(default)]
+    pub sandbox: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteFileParams {
+    pub path: String,
+    pub data_base64: String,
+    #[serde(default)]
+    pub sandbox: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateDirectoryParams {
+    pub path: String,
+    #[serde(default = "yes")]
+    pub recursive: bool,
+    #[serde(default)]
+    pub sandbox: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoveParams {
+    pub path: String,
+    #[serde(default = "yes")]
+    pub recursive: bool,
+    #[serde(default = "yes")]
+    pub force: bool,
+    #[serde(default)]
+    pub sandbox: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyParams {
+    pub source_path: String,
+    pub destination_path: String,
+    #[serde(default)]
+    pub recursive: bool,
+    #[serde(default)]
+    pub sandbox: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinParams {
+    pub base_path: String,
+    pub path: String,
+    #[serde(default)]
+    pub sandbox: Option<serde_json::Value>,
+}

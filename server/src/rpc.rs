@@ -142,6 +142,34 @@ pub fn decode_params<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> 
     })
 }
 
+/// A successful result, ready to be sent.
+#[derive(Debug)]
+pub enum Reply {
+    Json(Value),
+    /// A success message encoded up to, but not including, its id:
+    /// `{"jsonrpc":"2.0","result":…` — the connection appends `,"id":…}`. Lets a very
+    /// large result (a file's contents) be built once, in place.
+    EncodedWithoutId(String),
+}
+
+impl From<Value> for Reply {
+    fn from(value: Value) -> Self {
+        Reply::Json(value)
+    }
+}
+
+pub fn encode_reply(id: &RequestId, reply: Reply) -> String {
+    match reply {
+        Reply::Json(result) => encode_result(id, result),
+        Reply::EncodedWithoutId(mut message) => {
+            message.push_str(",\"id\":");
+            message.push_str(&id.to_string());
+            message.push('}');
+            message
+        }
+    }
+}
+
 pub fn encode_result(id: &RequestId, result: Value) -> String {
     json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string()
 }
@@ -208,6 +236,19 @@ mod tests {
                 "{frame}"
             );
         }
+    }
+
+    #[test]
+    fn a_reply_encoded_without_id_gets_its_id_appended() {
+        let message = encode_reply(
+            &json!(7),
+            Reply::EncodedWithoutId(r#"{"jsonrpc":"2.0","result":{"a":1}"#.to_owned()),
+        );
+        let value: Value = serde_json::from_str(&message).expect("valid JSON");
+        assert_eq!(
+            value,
+            json!({"jsonrpc": "2.0", "id": 7, "result": {"a": 1}})
+        );
     }
 
     #[test]

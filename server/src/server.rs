@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::fs::FileSystem;
 use crate::session::{SessionRegistry, SessionSettings};
 use crate::shutdown::Shutdown;
 use crate::transport::{stdio, ws::WebSocketListener};
@@ -23,6 +24,8 @@ pub struct ServerOptions {
     pub max_message_bytes: usize,
     /// How long a detached session can be resumed.
     pub session_ttl: std::time::Duration,
+    /// Where `fs/*` and process working directories may reach (`--fs-root`).
+    pub file_system: Arc<FileSystem>,
     /// Orphan watchdog, if the embedding process started one.
     pub watchdog: Option<Watchdog>,
 }
@@ -33,6 +36,7 @@ impl Default for ServerOptions {
             output_retention_bytes: DEFAULT_OUTPUT_RETENTION_BYTES,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             session_ttl: DEFAULT_SESSION_TTL,
+            file_system: Arc::new(FileSystem::Unconfined),
             watchdog: None,
         }
     }

@@ -380,6 +380,7 @@ mod tests {
             argv: &argv,
             arg0: None,
             cwd: "/",
+            cwd_dir: None,
             env: &env,
             tty: false,
             pipe_stdin: false,

@@ -24,6 +24,7 @@ pub fn result(state: &ServerState, session_id: &str) -> Value {
                 "resume": true,
                 "ttlMs": state.options.session_ttl.as_millis() as u64,
             },
+            "fs": {"root": state.options.file_system.root().is_some()},
             "auth": {"token": false},
         },
     })

@@ -2,13 +2,14 @@
 //! Handlers see a ready session and decoded params; the handshake lives in `connection`.
 
 pub mod environment;
+pub mod fs;
 pub mod initialize;
 pub mod process;
 
 use serde_json::Value;
 
 use crate::connection::Turn;
-use crate::rpc::RpcError;
+use crate::rpc::{Reply, RpcError};
 use crate::server::ServerState;
 use crate::session::{Generation, Session};
 
@@ -21,6 +22,16 @@ pub enum Method {
     ProcessSignal,
     ProcessTerminate,
     ProcessResize,
+    FsReadFile,
+    FsWriteFile,
+    FsCreateDirectory,
+    FsGetMetadata,
+    FsReadDirectory,
+    FsRemove,
+    FsCopy,
+    FsCanonicalize,
+    FsJoin,
+    FsParent,
     EnvironmentInfo,
 }
 
@@ -34,6 +45,16 @@ impl Method {
             "process/signal" => Method::ProcessSignal,
             "process/terminate" => Method::ProcessTerminate,
             "process/resize" => Method::ProcessResize,
+            "fs/readFile" => Method::FsReadFile,
+            "fs/writeFile" => Method::FsWriteFile,
+            "fs/createDirectory" => Method::FsCreateDirectory,
+            "fs/getMetadata" => Method::FsGetMetadata,
+            "fs/readDirectory" => Method::FsReadDirectory,
+            "fs/remove" => Method::FsRemove,
+            "fs/copy" => Method::FsCopy,
+            "fs/canonicalize" => Method::FsCanonicalize,
+            "fs/join" => Method::FsJoin,
+            "fs/parent" => Method::FsParent,
             "environment/info" => Method::EnvironmentInfo,
             _ => return None,
         })
@@ -44,6 +65,16 @@ impl Method {
         match self {
             Method::Initialize => "initialize",
             Method::EnvironmentInfo => "environment",
+            Method::FsReadFile
+            | Method::FsWriteFile
+            | Method::FsCreateDirectory
+            | Method::FsGetMetadata
+            | Method::FsReadDirectory
+            | Method::FsRemove
+            | Method::FsCopy
+            | Method::FsCanonicalize
+            | Method::FsJoin
+            | Method::FsParent => "fs",
             _ => "process",
         }
     }
@@ -61,17 +92,29 @@ pub async fn dispatch(
     method: Method,
     params: Value,
     turn: Turn,
-) -> Result<Value, RpcError> {
+) -> Result<Reply, RpcError> {
+    let fs = &state.options.file_system;
+    let json = |result: Result<Value, RpcError>| result.map(Reply::from);
     match method {
         Method::Initialize => Err(RpcError::internal(
             "initialize is handled by the connection",
         )),
-        Method::ProcessStart => process::start(session, params, turn).await,
-        Method::ProcessRead => process::read(session, generation, params, turn).await,
-        Method::ProcessWrite => process::write(session, params, turn).await,
-        Method::ProcessSignal => process::signal(session, params, turn).await,
-        Method::ProcessTerminate => process::terminate(session, params, turn).await,
-        Method::ProcessResize => process::resize(session, params, turn).await,
-        Method::EnvironmentInfo => environment::info(state),
+        Method::ProcessStart => json(process::start(fs, session, params, turn).await),
+        Method::ProcessRead => json(process::read(session, generation, params, turn).await),
+        Method::ProcessWrite => json(process::write(session, params, turn).await),
+        Method::ProcessSignal => json(process::signal(session, params, turn).await),
+        Method::ProcessTerminate => json(process::terminate(session, params, turn).await),
+        Method::ProcessResize => json(process::resize(session, params, turn).await),
+        Method::FsReadFile => fs::read_file(fs, params).await,
+        Method::FsWriteFile => fs::write_file(fs, params).await,
+        Method::FsCreateDirectory => fs::create_directory(fs, params).await,
+        Method::FsGetMetadata => fs::get_metadata(fs, params).await,
+        Method::FsReadDirectory => fs::read_directory(fs, params).await,
+        Method::FsRemove => fs::remove(fs, params).await,
+        Method::FsCopy => fs::copy(fs, params).await,
+        Method::FsCanonicalize => fs::canonicalize(fs, params).await,
+        Method::FsJoin => fs::join(params),
+        Method::FsParent => fs::parent(params),
+        Method::EnvironmentInfo => json(environment::info(state)),
     }
 }

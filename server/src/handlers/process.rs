@@ -10,6 +10,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::connection::Turn;
+use crate::fs::{absolute, io_error, FileSystem};
 use crate::process::env::child_environment;
 use crate::process::{Process, SpawnRequest};
 use crate::protocol::{
@@ -18,7 +19,10 @@ use crate::protocol::{
 use crate::rpc::{decode_params, RpcError};
 use crate::session::{Generation, Lookup, Session, STALE_ATTACHMENT};
 
+/// Under `--fs-root` the working directory is opened beneath the root and handed to the
+/// child as a directory handle, so it cannot be swapped for a symlink in between.
 pub async fn start(
+    file_system: &Arc<FileSystem>,
     session: &Arc<Session>,
     params: Value,
     mut turn: Turn,
@@ -29,6 +33,17 @@ pub async fn start(
             "invalid params: argv: must not be empty",
         ));
     }
+    let cwd_dir = match file_system.root() {
+        None => None,
+        Some(_) => {
+            let cwd = absolute(&params.cwd, "cwd")?;
+            let opened = file_system.open_dir(&cwd).map_err(|err| match err.kind() {
+                std::io::ErrorKind::PermissionDenied => io_error(err),
+                _ => RpcError::internal(format!("cannot use cwd {}: {err}", params.cwd)),
+            })?;
+            Some(opened)
+        }
+    };
     // Variables whose name or value is not UTF-8 cannot travel in JSON; skip them.
     let server_env = std::env::vars_os()
         .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)));
@@ -37,6 +52,7 @@ pub async fn start(
         argv: &params.argv,
         arg0: params.arg0.as_deref(),
         cwd: &params.cwd,
+        cwd_dir,
         env: &env,
         tty: params.tty,
         pipe_stdin: params.pipe_stdin,
@@ -178,9 +194,14 @@ mod tests {
         let registry = registry(Duration::from_secs(30));
         let (old_outbound, _old_queue) = mpsc::channel(16);
         let (session, old_generation) = registry.create(old_outbound);
-        start(&session, sleeper(), Turn::unordered())
-            .await
-            .expect("start");
+        start(
+            &Arc::new(FileSystem::Unconfined),
+            &session,
+            sleeper(),
+            Turn::unordered(),
+        )
+        .await
+        .expect("start");
         let stale_read = tokio::spawn({
             let session = Arc::clone(&session);
             async move {
@@ -213,9 +234,14 @@ mod tests {
         let registry = registry(Duration::ZERO);
         let (outbound, _queue) = mpsc::channel(16);
         let (session, generation) = registry.create(outbound);
-        start(&session, sleeper(), Turn::unordered())
-            .await
-            .expect("start");
+        start(
+            &Arc::new(FileSystem::Unconfined),
+            &session,
+            sleeper(),
+            Turn::unordered(),
+        )
+        .await
+        .expect("start");
         let Lookup::Running(process) = session.lookup("p") else {
             panic!("running");
         };

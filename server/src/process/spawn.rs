@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::process::Stdio;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -15,6 +16,8 @@ pub struct SpawnRequest<'a> {
     pub argv: &'a [String],
     pub arg0: Option<&'a str>,
     pub cwd: &'a str,
+    /// An open directory to start in instead of `cwd` (used under `--fs-root`).
+    pub cwd_dir: Option<std::os::fd::OwnedFd>,
     pub env: &'a BTreeMap<String, String>,
     pub tty: bool,
     pub pipe_stdin: bool,
@@ -42,10 +45,13 @@ pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
     let mut command = Command::new(program);
     command
         .args(args)
-        .current_dir(request.cwd)
         .env_clear()
         .envs(request.env)
         .kill_on_drop(false);
+    let cwd_fd = request.cwd_dir.as_ref().map(|dir| dir.as_raw_fd());
+    if cwd_fd.is_none() {
+        command.current_dir(request.cwd);
+    }
     if let Some(arg0) = request.arg0 {
         command.arg0(arg0);
     }
@@ -70,10 +76,15 @@ pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
                 .stderr(Stdio::piped());
         }
     }
-    // SAFETY: the closure only makes async-signal-safe system calls (setsid, ioctl,
-    // prctl, getppid) between fork and exec.
+    // SAFETY: the closure only makes async-signal-safe system calls (fchdir, setsid,
+    // ioctl, prctl, getppid) between fork and exec; `cwd_fd` outlives the spawn.
     unsafe {
         command.pre_exec(move || {
+            if let Some(fd) = cwd_fd {
+                if libc::fchdir(fd) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             if libc::setsid() == -1 {
                 return Err(io::Error::last_os_error());
             }

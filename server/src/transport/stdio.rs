@@ -33,15 +33,14 @@ pub async fn serve(
 
 async fn write_lines(mut output: impl AsyncWrite + Unpin, mut queue: mpsc::Receiver<String>) {
     while let Some(message) = queue.recv().await {
+        // The first message is extended in place, so even a very large one is not copied;
+        // small ones already queued behind it go out in the same write.
         let mut batch = message;
         batch.push('\n');
-        // Everything already queued goes out in the same write.
-        while let Ok(more) = queue.try_recv() {
+        while batch.len() < BATCH_BYTES {
+            let Ok(more) = queue.try_recv() else { break };
             batch.push_str(&more);
             batch.push('\n');
-            if batch.len() > 1 << 20 {
-                break;
-            }
         }
         if output.write_all(batch.as_bytes()).await.is_err() || output.flush().await.is_err() {
             tracing::warn!("stdout closed; dropping outbound messages");
@@ -49,6 +48,9 @@ async fn write_lines(mut output: impl AsyncWrite + Unpin, mut queue: mpsc::Recei
         }
     }
 }
+
+/// Queued messages are coalesced into one write up to about this size.
+const BATCH_BYTES: usize = 1 << 20;
 
 /// Reads newline-delimited frames, skipping blank lines. A line longer than `limit`
 /// is discarded up to its newline and reported as `Oversized`.

@@ -1,0 +1,328 @@
+//! File-system access for the `fs/*` methods and process working directories:
+//! lexical path normalisation, the optional `--fs-root` confinement, and the mapping
+//! of I/O errors to JSON-RPC errors. Without a root, paths go to `std::fs`; with one,
+//! every access is resolved by `cap-std` beneath the root directory handle, which
+//! refuses `..` and symlink escapes in any component without check-then-use races.
+
+mod copy;
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
+
+use cap_std::fs::Dir;
+
+pub use copy::copy;
+
+use crate::rpc::{RpcError, INTERNAL_ERROR, INVALID_REQUEST, NOT_FOUND};
+
+/// Files larger than this are refused by `fs/readFile`.
+pub const MAX_READ_FILE_BYTES: u64 = 512 * 1024 * 1024;
+
+/// How the server reaches the file system.
+pub enum FileSystem {
+    Unconfined,
+    /// Every path must resolve beneath `root` (already canonical).
+    Confined {
+        root: PathBuf,
+        dir: Dir,
+    },
+}
+
+/// What the fs methods need to know about one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Directory,
+    File,
+    Symlink,
+    /// FIFOs, sockets and devices: never copied.
+    Special,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Meta {
+    pub kind: Kind,
+    pub created_ms: u64,
+    pub modified_ms: u64,
+}
+
+fn millis(time: io::Result<SystemTime>) -> u64 {
+    time.ok()
+        .and_then(|time| time.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+impl From<std::fs::Metadata> for Meta {
+    fn from(meta: std::fs::Metadata) -> Self {
+        let file_type = meta.file_type();
+        let kind = if file_type.is_symlink() {
+            Kind::Symlink
+        } else if file_type.is_dir() {
+            Kind::Directory
+        } else if file_type.is_file() {
+            Kind::File
+        } else {
+            Kind::Special
+        };
+        Meta {
+            kind,
+            created_ms: millis(meta.created()),
+            modified_ms: millis(meta.modified()),
+        }
+    }
+}
+
+impl From<cap_std::fs::Metadata> for Meta {
+    fn from(meta: cap_std::fs::Metadata) -> Self {
+        let file_type = meta.file_type();
+        let kind = if file_type.is_symlink() {
+            Kind::Symlink
+        } else if file_type.is_dir() {
+            Kind::Directory
+        } else if file_type.is_file() {
+            Kind::File
+        } else {
+            Kind::Special
+        };
+        Meta {
+            kind,
+            created_ms: millis(meta.created().map(|time| time.into_std())),
+            modified_ms: millis(meta.modified().map(|time| time.into_std())),
+        }
+    }
+}
+
+/// Maps an I/O error to the protocol's codes (PROTOCOL.md §7); the message is the OS text.
+pub fn io_error(err: io::Error) -> RpcError {
+    let code = match err.kind() {
+        io::ErrorKind::NotFound => NOT_FOUND,
+        io::ErrorKind::InvalidInput | io::ErrorKind::PermissionDenied => INVALID_REQUEST,
+        _ => INTERNAL_ERROR,
+    };
+    RpcError::new(code, err.to_string())
+}
+
+/// Normalises an absolute path lexically (`.` dropped, `..` pops, never above `/`).
+/// A relative path is invalid params.
+pub fn absolute(path: &str, field: &str) -> Result<PathBuf, RpcError> {
+    let path = Path::new(path);
+    if !path.is_absolute() {
+        return Err(RpcError::invalid_params(format!(
+            "invalid params: {field}: path must be absolute, got {path:?}"
+        )));
+    }
+    let mut normal = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => normal.push(part),
+            Component::ParentDir => {
+                normal.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    Ok(normal)
+}
+
+impl FileSystem {
+    /// Confines every access to `root`, which must be an existing directory.
+    pub fn confined(root: &Path) -> io::Result<FileSystem> {
+        let root = std::fs::canonicalize(root)?;
+        let dir = Dir::open_ambient_dir(&root, cap_std::ambient_authority())?;
+        Ok(FileSystem::Confined { root, dir })
+    }
+
+    pub fn root(&self) -> Option<&Path> {
+        match self {
+            FileSystem::Unconfined => None,
+            FileSystem::Confined { root, .. } => Some(root),
+        }
+    }
+
+    /// The path relative to the root handle, or an error if it lies outside the root.
+    fn beneath<'a>(root: &Path, path: &'a Path) -> io::Result<&'a Path> {
+        match path.strip_prefix(root) {
+            Ok(relative) if relative.as_os_str().is_empty() => Ok(Path::new(".")),
+            Ok(relative) => Ok(relative),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is outside the fs root {}",
+                    path.display(),
+                    root.display()
+                ),
+            )),
+        }
+    }
+
+    pub fn metadata(&self, path: &Path) -> io::Result<Meta> {
+        match self {
+            FileSystem::Unconfined => std::fs::metadata(path).map(Meta::from),
+            FileSystem::Confined { root, dir } => {
+                dir.metadata(Self::beneath(root, path)?).map(Meta::from)
+            }
+        }
+    }
+
+    pub fn symlink_metadata(&self, path: &Path) -> io::Result<Meta> {
+        match self {
+            FileSystem::Unconfined => std::fs::symlink_metadata(path).map(Meta::from),
+            FileSystem::Confined { root, dir } => dir
+                .symlink_metadata(Self::beneath(root, path)?)
+                .map(Meta::from),
+        }
+    }
+
+    pub fn open_read(&self, path: &Path) -> io::Result<std::fs::File> {
+        match self {
+            FileSystem::Unconfined => std::fs::File::open(path),
+            FileSystem::Confined { root, dir } => {
+                dir.open(Self::beneath(root, path)?).map(|f| f.into_std())
+            }
+        }
+    }
+
+    /// Creates or truncates a file for writing.
+    pub fn create(&self, path: &Path) -> io::Result<std::fs::File> {
+        match self {
+            FileSystem::Unconfined => std::fs::File::create(path),
+            FileSystem::Confined { root, dir } => {
+                dir.create(Self::beneath(root, path)?).map(|f| f.into_std())
+            }
+        }
+    }
+
+    pub fn create_dir(&self, path: &Path, recursive: bool) -> io::Result<()> {
+        match (self, recursive) {
+            (FileSystem::Unconfined, true) => std::fs::create_dir_all(path),
+            (FileSystem::Unconfined, false) => std::fs::create_dir(path),
+            (FileSystem::Confined { root, dir }, true) => {
+                dir.create_dir_all(Self::beneath(root, path)?)
+            }
+            (FileSystem::Confined { root, dir }, false) => {
+                dir.create_dir(Self::beneath(root, path)?)
+            }
+        }
+    }
+
+    /// Entry names of a directory, in no particular order.
+    pub fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>> {
+        match self {
+            FileSystem::Unconfined => std::fs::read_dir(path)?
+                .map(|entry| entry.map(|entry| entry.file_name()))
+                .collect(),
+            FileSystem::Confined { root, dir } => dir
+                .read_dir(Self::beneath(root, path)?)?
+                .map(|entry| entry.map(|entry| entry.file_name()))
+                .collect(),
+        }
+    }
+
+    pub fn remove_file(&self, path: &Path) -> io::Result<()> {
+        match self {
+            FileSystem::Unconfined => std::fs::remove_file(path),
+            FileSystem::Confined { root, dir } => dir.remove_file(Self::beneath(root, path)?),
+        }
+    }
+
+    pub fn remove_dir(&self, path: &Path, recursive: bool) -> io::Result<()> {
+        match (self, recursive) {
+            (FileSystem::Unconfined, true) => std::fs::remove_dir_all(path),
+            (FileSystem::Unconfined, false) => std::fs::remove_dir(path),
+            (FileSystem::Confined { root, dir }, true) => {
+                dir.remove_dir_all(Self::beneath(root, path)?)
+            }
+            (FileSystem::Confined { root, dir }, false) => {
+                dir.remove_dir(Self::beneath(root, path)?)
+            }
+        }
+    }
+
+    /// The raw target of a symlink.
+    pub fn read_link(&self, path: &Path) -> io::Result<PathBuf> {
+        match self {
+            FileSystem::Unconfined => std::fs::read_link(path),
+            FileSystem::Confined { root, dir } => {
+                dir.read_link_contents(Self::beneath(root, path)?)
+            }
+        }
+    }
+
+    /// Creates a symlink at `link` whose raw target is `target`.
+    pub fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
+        match self {
+            FileSystem::Unconfined => std::os::unix::fs::symlink(target, link),
+            FileSystem::Confined { root, dir } => {
+                dir.symlink_contents(target, Self::beneath(root, link)?)
+            }
+        }
+    }
+
+    /// The canonical absolute path, as the client names paths.
+    pub fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
+        match self {
+            FileSystem::Unconfined => std::fs::canonicalize(path),
+            FileSystem::Confined { root, dir } => {
+                let relative = dir.canonicalize(Self::beneath(root, path)?)?;
+                Ok(root.join(relative))
+            }
+        }
+    }
+
+    /// An open handle on a directory, for a child to `fchdir` into: the directory that
+    /// was checked is the one used, whatever happens to the path afterwards.
+    pub fn open_dir(&self, path: &Path) -> io::Result<OwnedFd> {
+        match self {
+            FileSystem::Unconfined => {
+                let file = std::fs::File::open(path)?;
+                if !file.metadata()?.is_dir() {
+                    return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+                }
+                Ok(OwnedFd::from(file))
+            }
+            FileSystem::Confined { root, dir } => {
+                let opened = dir.open_dir(Self::beneath(root, path)?)?;
+                Ok(OwnedFd::from(opened.into_std_file()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_paths_are_normalised_lexically() {
+        assert_eq!(
+            absolute("/a/./b/../c", "path").unwrap(),
+            PathBuf::from("/a/c")
+        );
+        assert_eq!(absolute("/../..", "path").unwrap(), PathBuf::from("/"));
+        let err = absolute("a/b", "path").unwrap_err();
+        assert_eq!(err.code, crate::rpc::INVALID_PARAMS);
+        assert!(err.message.contains("path"), "{}", err.message);
+    }
+
+    #[test]
+    fn error_kinds_map_to_protocol_codes() {
+        assert_eq!(
+            io_error(io::Error::from(io::ErrorKind::NotFound)).code,
+            NOT_FOUND
+        );
+        assert_eq!(
+            io_error(io::Error::from(io::ErrorKind::PermissionDenied)).code,
+            INVALID_REQUEST
+        );
+        assert_eq!(
+            io_error(io::Error::from(io::ErrorKind::InvalidInput)).code,
+            INVALID_REQUEST
+        );
+        assert_eq!(
+            io_error(io::Error::from_raw_os_error(libc::EISDIR)).code,
+            INTERNAL_ERROR
+        );
+    }
+}

@@ -1,0 +1,677 @@
+//! File-system methods (PROTOCOL.md §7) over both transports, in a temporary directory,
+//! and the `--fs-root` confinement.
+
+mod common;
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use common::*;
+use exec_server_harness::{ExecServer, HarnessError, RpcFailure, Transport};
+use serde_json::{json, Value};
+
+const NOT_FOUND: i64 = -32004;
+const INVALID_REQUEST: i64 = -32600;
+const INVALID_PARAMS: i64 = -32602;
+
+async fn ready(transport: Transport, args: &[&str]) -> Result<ExecServer, HarnessError> {
+    let server = start_server(transport, args).await?;
+    server.initialize(CLIENT).await?;
+    Ok(server)
+}
+
+fn p(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+async fn failure(
+    server: &ExecServer,
+    method: &str,
+    params: Value,
+) -> Result<RpcFailure, HarnessError> {
+    server.call_expecting_error(method, params).await
+}
+
+#[tokio::test]
+async fn write_then_read_round_trips_every_byte_value() -> TestResult {
+    for transport in BOTH {
+        let server = ready(transport, &[]).await?;
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("bytes.bin");
+        let data: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+        server
+            .call(
+                "fs/writeFile",
+                json!({"path": p(&file), "dataBase64": b64(&data)}),
+            )
+            .await?;
+        assert_eq!(
+            std::fs::read(&file)?,
+            data,
+            "{transport:?}: written exactly"
+        );
+        let read = server
+            .call("fs/readFile", json!({"path": p(&file)}))
+            .await?;
+        assert_eq!(unb64(&read["dataBase64"]), data, "{transport:?}");
+        // Truncates an existing file.
+        server
+            .call(
+                "fs/writeFile",
+                json!({"path": p(&file), "dataBase64": b64(b"short")}),
+            )
+            .await?;
+        assert_eq!(std::fs::read(&file)?, b"short");
+        let empty = dir.path().join("empty");
+        server
+            .call("fs/writeFile", json!({"path": p(&empty), "dataBase64": ""}))
+            .await?;
+        let read = server
+            .call("fs/readFile", json!({"path": p(&empty)}))
+            .await?;
+        assert_eq!(read["dataBase64"], "");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_large_file_reads_back_exactly() -> TestResult {
+    let server = ready(Transport::WebSocket, &[]).await?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("large");
+    // Not a multiple of the server's base64 block, so a partial last block is covered.
+    let data: Vec<u8> = (0..7_000_001u32).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(&file, &data)?;
+    let read = server
+        .call("fs/readFile", json!({"path": p(&file)}))
+        .await?;
+    assert!(unb64(&read["dataBase64"]) == data, "byte-exact");
+    Ok(())
+}
+
+#[tokio::test]
+async fn read_and_write_errors_map_to_codes() -> TestResult {
+    for transport in BOTH {
+        let server = ready(transport, &[]).await?;
+        let dir = tempfile::tempdir()?;
+        let missing = dir.path().join("missing");
+        let error = failure(&server, "fs/readFile", json!({"path": p(&missing)})).await?;
+        assert_eq!(error.code, NOT_FOUND, "{transport:?}: {error}");
+        assert!(error.message.contains("No such file"), "OS text: {error}");
+        let nested = dir.path().join("no/parent/file");
+        let error = failure(
+            &server,
+            "fs/writeFile",
+            json!({"path": p(&nested), "dataBase64": ""}),
+        )
+        .await?;
+        assert_eq!(error.code, NOT_FOUND, "missing parent");
+        let error = failure(&server, "fs/readFile", json!({"path": "relative/path"})).await?;
+        assert_eq!(error.code, INVALID_PARAMS);
+        assert!(error.message.contains("absolute"), "{error}");
+        let error = failure(
+            &server,
+            "fs/writeFile",
+            json!({"path": p(&dir.path().join("x")), "dataBase64": "@@"}),
+        )
+        .await?;
+        assert_eq!(error.code, INVALID_PARAMS);
+        assert!(!dir.path().join("x").exists(), "bad base64 creates nothing");
+        let error = failure(&server, "fs/readFile", json!({"path": p(dir.path())})).await?;
+        assert_eq!(
+            error.code, -32603,
+            "reading a directory is another OS error: {error}"
+        );
+        let locked = dir.path().join("locked");
+        std::fs::write(&locked, "x")?;
+        std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000))?;
+        // root reads anything; only check the mapping where permissions apply.
+        if std::fs::read(&locked).is_err() {
+            let error = failure(&server, "fs/readFile", json!({"path": p(&locked)})).await?;
+            assert_eq!(error.code, INVALID_REQUEST, "permission denied");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn create_directory_defaults_to_recursive() -> TestResult {
+    for transport in BOTH {
+        let server = ready(transport, &[]).await?;
+        let dir = tempfile::tempdir()?;
+        let deep = dir.path().join("a/b/c");
+        server
+            .call("fs/createDirectory", json!({"path": p(&deep)}))
+            .await?;
+        assert!(deep.is_dir(), "{transport:?}");
+        let flat = dir.path().join("x/y");
+        let error = failure(
+            &server,
+            "fs/createDirectory",
+            json!({"path": p(&flat), "recursive": false}),
+        )
+        .await?;
+        assert_eq!(error.code, NOT_FOUND);
+        server
+            .call(
+                "fs/createDirectory",
+                json!({"path": p(&dir.path().join("x")), "recursive": false}),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn metadata_of_file_directory_symlink_and_broken_link() -> TestResult {
+    for transport in BOTH {
+        let server = ready(transport, &[]).await?;
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x")?;
+        let link = dir.path().join("link");
+        symlink(&file, &link)?;
+        let dir_link = dir.path().join("dir-link");
+        symlink(dir.path(), &dir_link)?;
+        let broken = dir.path().join("broken");
+        symlink(dir.path().join("nowhere"), &broken)?;
+        let meta = |path: &Path| json!({"path": p(path)});
+        let file_meta = server.call("fs/getMetadata", meta(&file)).await?;
+        assert_eq!(
+            (
+                file_meta["isFile"].clone(),
+                file_meta["isDirectory"].clone(),
+                file_meta["isSymlink"].clone()
+            ),
+            (json!(true), json!(false), json!(false))
+        );
+        assert!(
+            file_meta["modifiedAtMs"]
+                .as_u64()
+                .is_some_and(|ms| ms > 1_600_000_000_000),
+            "{file_meta}"
+        );
+        let dir_meta = server.call("fs/getMetadata", meta(dir.path())).await?;
+        assert_eq!(dir_meta["isDirectory"], true);
+        let link_meta = server.call("fs/getMetadata", meta(&link)).await?;
+        assert_eq!(
+            (link_meta["isFile"].clone(), link_meta["isSymlink"].clone()),
+            (json!(true), json!(true)),
+            "type through the link, isSymlink from lstat"
+        );
+        let dir_link_meta = server.call("fs/getMetadata", meta(&dir_link)).await?;
+        assert_eq!(
+            (
+                dir_link_meta["isDirectory"].clone(),
+                dir_link_meta["isSymlink"].clone()
+            ),
+            (json!(true), json!(true))
+        );
+        let broken_meta = server.call("fs/getMetadata", meta(&broken)).await?;
+        assert_eq!(
+            (
+                broken_meta["isFile"].clone(),
+                broken_meta["isDirectory"].clone(),
+                broken_meta["isSymlink"].clone()
+            ),
+            (json!(false), json!(false), json!(true)),
+            "{transport:?}: {broken_meta}"
+        );
+        let error = failure(&server, "fs/getMetadata", meta(&dir.path().join("missing"))).await?;
+        assert_eq!(error.code, NOT_FOUND);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn read_directory_lists_types_through_links_and_skips_broken_ones() -> TestResult {
+    for transport in BOTH {
+        let server = ready(transport, &[]).await?;
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("file"), "x")?;
+        std::fs::create_dir(dir.path().join("sub"))?;
+        symlink(dir.path().join("sub"), dir.path().join("link-to-sub"))?;
+        symlink(dir.path().join("nowhere"), dir.path().join("broken"))?;
+        let listing = server
+            .call("fs/readDirectory", json!({"path": p(dir.path())}))
+            .await?;
+        let mut entries: Vec<(String, bool, bool)> = listing["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|e| {
+                (
+                    e["fileName"].as_str().unwrap_or_default().to_owned(),
+                    e["isDirectory"] == true,
+                    e["isFile"] == true,
+                )
+            })
+            .collect();
+        entries.sort();
+        assert_eq!(
+            entries,
+            [
+                ("file".into(), false, true),
+                ("link-to-sub".into(), true, false),
+                ("sub".into(), true, false)
+            ],
+            "{transport:?}"
+        );
+        let error = failure(
+            &server,
+            "fs/readDirectory",
+            json!({"path": p(&dir.path().join("file"))}),
+        )
+        .await?;
+        assert_eq!(error.code, -32603, "not a directory: {error}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn remove_takes_links_not_targets_and_defaults_to_recursive_and_force() -> TestResult {
+    for transport in BOTH {
+        let server = ready(transport, &[]).await?;
+        let dir = tempfile::tempdir()?;
+        let target = dir.path().join("target");
+        std::fs::write(&target, "keep me")?;
+        let link = dir.path().join("link");
+        symlink(&target, &link)?;
+        server.call("fs/remove", json!({"path": p(&link)})).await?;
+        assert!(
+            link.symlink_metadata().is_err(),
+            "{transport:?}: link removed"
+        );
+        assert_eq!(std::fs::read(&target)?, b"keep me", "target untouched");
+        let dir_target = dir.path().join("tree");
+        std::fs::create_dir_all(dir_target.join("inner"))?;
+        std::fs::write(dir_target.join("inner/file"), "x")?;
+        let dir_link = dir.path().join("tree-link");
+        symlink(&dir_target, &dir_link)?;
+        server
+            .call("fs/remove", json!({"path": p(&dir_link)}))
+            .await?;
+        assert!(
+            dir_target.join("inner/file").exists(),
+            "a link to a directory is removed, not followed"
+        );
+        let error = failure(
+            &server,
+            "fs/remove",
+            json!({"path": p(&dir_target), "recursive": false}),
+        )
+        .await?;
+        assert_eq!(
+            error.code, -32603,
+            "non-empty directory without recursive: {error}"
+        );
+        server
+            .call("fs/remove", json!({"path": p(&dir_target)}))
+            .await?;
+        assert!(!dir_target.exists());
+        server
+            .call("fs/remove", json!({"path": p(&dir.path().join("missing"))}))
+            .await?;
+        let error = failure(
+            &server,
+            "fs/remove",
+            json!({"path": p(&dir.path().join("missing")), "force": false}),
+        )
+        .await?;
+        assert_eq!(error.code, NOT_FOUND);
+    }
+    Ok(())
+}
+
+fn mkfifo(path: &Path) -> std::io::Result<()> {
+    let status = std::process::Command::new("mkfifo").arg(path).status()?;
+    if !status.success() {
+        return Err(std::io::Error::other("mkfifo failed"));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn copy_of_a_tree_keeps_links_as_links_and_skips_fifos() -> TestResult {
+    for transport in BOTH {
+        let server = ready(transport, &[]).await?;
+        let dir = tempfile::tempdir()?;
+        let source = dir.path().join("source");
+        std::fs::create_dir_all(source.join("nested/deeper"))?;
+        std::fs::write(source.join("top.txt"), "top")?;
+        std::fs::write(source.join("nested/deeper/leaf.bin"), [0u8, 1, 2, 255])?;
+        std::fs::set_permissions(
+            source.join("top.txt"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o751),
+        )?;
+        symlink("top.txt", source.join("relative-link"))?;
+        symlink("/etc/hostname", source.join("absolute-link"))?;
+        mkfifo(&source.join("pipe"))?;
+        let destination = dir.path().join("copy");
+        let params = json!({"sourcePath": p(&source), "destinationPath": p(&destination), "recursive": true});
+        server.call("fs/copy", params).await?;
+        assert_eq!(
+            std::fs::read(destination.join("top.txt"))?,
+            b"top",
+            "{transport:?}"
+        );
+        assert_eq!(
+            std::fs::read(destination.join("nested/deeper/leaf.bin"))?,
+            [0u8, 1, 2, 255]
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(destination.join("top.txt"))?.permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o751, "permissions kept");
+        assert_eq!(
+            std::fs::read_link(destination.join("relative-link"))?,
+            Path::new("top.txt")
+        );
+        assert_eq!(
+            std::fs::read_link(destination.join("absolute-link"))?,
+            Path::new("/etc/hostname")
+        );
+        assert!(
+            destination.join("pipe").symlink_metadata().is_err(),
+            "the FIFO is skipped"
+        );
+
+        let error = failure(
+            &server,
+            "fs/copy",
+            json!({"sourcePath": p(&source), "destinationPath": p(&dir.path().join("other"))}),
+        )
+        .await?;
+        assert_eq!(
+            error.code, INVALID_REQUEST,
+            "a directory needs recursive: {error}"
+        );
+        let into_itself = json!({"sourcePath": p(&source), "destinationPath": p(&source.join("nested/again")), "recursive": true});
+        let error = failure(&server, "fs/copy", into_itself).await?;
+        assert_eq!(error.code, INVALID_REQUEST, "{error}");
+        assert!(!source.join("nested/again").exists());
+        let onto_itself =
+            json!({"sourcePath": p(&source), "destinationPath": p(&source), "recursive": true});
+        assert_eq!(
+            failure(&server, "fs/copy", onto_itself).await?.code,
+            INVALID_REQUEST
+        );
+        let fifo_alone = json!({"sourcePath": p(&source.join("pipe")), "destinationPath": p(&dir.path().join("pipe-copy"))});
+        let error = failure(&server, "fs/copy", fifo_alone).await?;
+        assert_eq!(
+            error.code, INVALID_REQUEST,
+            "a FIFO on its own is refused: {error}"
+        );
+        let link_alone = json!({"sourcePath": p(&source.join("relative-link")), "destinationPath": p(&dir.path().join("link-copy"))});
+        server.call("fs/copy", link_alone).await?;
+        assert_eq!(
+            std::fs::read_link(dir.path().join("link-copy"))?,
+            Path::new("top.txt")
+        );
+        let missing = json!({"sourcePath": p(&dir.path().join("missing")), "destinationPath": p(&dir.path().join("m2"))});
+        assert_eq!(failure(&server, "fs/copy", missing).await?.code, NOT_FOUND);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn canonicalize_join_and_parent() -> TestResult {
+    for transport in BOTH {
+        let server = ready(transport, &[]).await?;
+        let dir = tempfile::tempdir()?;
+        let real = std::fs::canonicalize(dir.path())?;
+        std::fs::create_dir(real.join("sub"))?;
+        symlink(real.join("sub"), real.join("link"))?;
+        let canonical = server
+            .call(
+                "fs/canonicalize",
+                json!({"path": p(&real.join("link/../link/."))}),
+            )
+            .await?;
+        assert_eq!(canonical["path"], p(&real.join("sub")), "{transport:?}");
+        let error = failure(
+            &server,
+            "fs/canonicalize",
+            json!({"path": p(&real.join("missing"))}),
+        )
+        .await?;
+        assert_eq!(error.code, NOT_FOUND);
+        let joined = server
+            .call("fs/join", json!({"basePath": "/a/b", "path": "../c/./d"}))
+            .await?;
+        assert_eq!(joined["path"], "/a/c/d");
+        let joined = server
+            .call("fs/join", json!({"basePath": "/a", "path": "/etc"}))
+            .await?;
+        assert_eq!(joined["path"], "/etc", "an absolute path replaces the base");
+        let error = failure(&server, "fs/join", json!({"basePath": "a", "path": "b"})).await?;
+        assert_eq!(error.code, INVALID_PARAMS);
+        assert_eq!(
+            server.call("fs/parent", json!({"path": "/a/b"})).await?["path"],
+            "/a"
+        );
+        assert_eq!(
+            server.call("fs/parent", json!({"path": "/"})).await?["path"],
+            Value::Null
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sandbox_profiles_are_refused_never_ignored() -> TestResult {
+    let server = ready(Transport::WebSocket, &[]).await?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("f");
+    for sandbox in [
+        json!({"type": "read-only"}),
+        json!({"type": "workspace-write", "writableRoots": []}),
+        json!("read-only"),
+    ] {
+        let params = json!({"path": p(&file), "dataBase64": b64(b"x"), "sandbox": sandbox});
+        let error = failure(&server, "fs/writeFile", params).await?;
+        assert_eq!(error.code, INVALID_PARAMS);
+        assert_eq!(error.message, "sandbox profiles are not supported");
+        assert!(!file.exists(), "nothing was written for {sandbox}");
+    }
+    for sandbox in [Value::Null, json!({"type": "danger-full-access"})] {
+        let params = json!({"path": p(&file), "dataBase64": b64(b"x"), "sandbox": sandbox});
+        server.call("fs/writeFile", params).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_writes_to_different_files_all_land() -> TestResult {
+    let server = ready(Transport::WebSocket, &[]).await?;
+    let dir = tempfile::tempdir()?;
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        let data = format!("file {i} ").repeat(1000);
+        let params = json!({"path": p(&dir.path().join(format!("f{i}"))), "dataBase64": b64(data.as_bytes())});
+        ids.push(server.send_request("fs/writeFile", params).await?);
+    }
+    for id in &ids {
+        server.response(id).await?.into_result("fs/writeFile")?;
+    }
+    for i in 0..50 {
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(format!("f{i}")))?,
+            format!("file {i} ").repeat(1000)
+        );
+    }
+    Ok(())
+}
+
+/// `--fs-root`: every shape of escape is refused with -32600 and nothing outside changes.
+#[tokio::test]
+async fn fs_root_refuses_dot_dot_and_symlink_escapes() -> TestResult {
+    let outside = tempfile::tempdir()?;
+    let secret = outside.path().join("secret");
+    std::fs::write(&secret, "outside")?;
+    let base = tempfile::tempdir()?;
+    let root = std::fs::canonicalize(base.path())?.join("root");
+    std::fs::create_dir_all(root.join("inside/dir"))?;
+    std::fs::write(root.join("inside/file"), "inside")?;
+    symlink(&secret, root.join("link-to-secret"))?;
+    symlink(outside.path(), root.join("link-to-outside-dir"))?;
+    symlink("../../..", root.join("inside/dir/up-three"))?;
+    symlink("file", root.join("inside/relative-ok"))?;
+    for transport in BOTH {
+        let server = ready(transport, &["--fs-root", &p(&root)]).await?;
+        let capabilities = server.call("environment/info", json!({})).await;
+        assert!(capabilities.is_ok());
+        let read = |path: String| json!({"path": path});
+        let escapes = [
+            p(&secret),                                            // plainly outside
+            format!("{}/../{}", p(&root), "x"),                    // `..` out of the root
+            p(&root.join("link-to-secret")),                       // symlink, last component
+            p(&root.join("link-to-outside-dir/secret")),           // symlink in a parent
+            p(&root.join("inside/dir/up-three")),                  // relative link to outside
+            p(&root.join("inside/dir/up-three/root/inside/file")), // climbs out and back in
+        ];
+        for path in &escapes {
+            let error = failure(&server, "fs/readFile", read(path.clone())).await?;
+            assert_eq!(error.code, INVALID_REQUEST, "{transport:?} {path}: {error}");
+        }
+        let write =
+            json!({"path": p(&root.join("link-to-outside-dir/new")), "dataBase64": b64(b"x")});
+        assert_eq!(
+            failure(&server, "fs/writeFile", write).await?.code,
+            INVALID_REQUEST
+        );
+        assert!(
+            !outside.path().join("new").exists(),
+            "nothing written outside"
+        );
+        let remove = json!({"path": p(&root.join("link-to-outside-dir/secret"))});
+        assert_eq!(
+            failure(&server, "fs/remove", remove).await?.code,
+            INVALID_REQUEST
+        );
+        assert!(secret.exists());
+        let copy_out = json!({"sourcePath": p(&root.join("inside/file")), "destinationPath": p(&outside.path().join("copied"))});
+        assert_eq!(
+            failure(&server, "fs/copy", copy_out).await?.code,
+            INVALID_REQUEST
+        );
+        let canonical = json!({"path": p(&root.join("link-to-outside-dir"))});
+        assert_eq!(
+            failure(&server, "fs/canonicalize", canonical).await?.code,
+            INVALID_REQUEST
+        );
+
+        // Inside the root everything works, relative links included.
+        let inside = server
+            .call("fs/readFile", read(p(&root.join("inside/relative-ok"))))
+            .await?;
+        assert_eq!(unb64(&inside["dataBase64"]), b"inside");
+        let listing = server.call("fs/readDirectory", read(p(&root))).await?;
+        let names: Vec<&str> = listing["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter_map(|e| e["fileName"].as_str())
+            .collect();
+        assert!(
+            names.contains(&"inside") && !names.contains(&"link-to-secret"),
+            "escaping links are not listed: {names:?}"
+        );
+
+        // Process working directories are confined the same way.
+        let start = |cwd: String| json!({"processId": format!("cwd-{}", cwd.len()), "argv": ["/bin/pwd"], "cwd": cwd, "env": {}});
+        let error = failure(
+            &server,
+            "process/start",
+            start(p(&root.join("link-to-outside-dir"))),
+        )
+        .await?;
+        assert_eq!(error.code, INVALID_REQUEST, "{error}");
+        let error = failure(&server, "process/start", start(p(outside.path()))).await?;
+        assert_eq!(error.code, INVALID_REQUEST, "{error}");
+        let session_process = server
+            .call("process/start", start(p(&root.join("inside/dir"))))
+            .await?;
+        let pid = session_process["processId"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let output = server.read_process_to_end(&pid).await?;
+        assert_eq!(
+            output.stdout_text(),
+            format!("{}\n", p(&root.join("inside/dir")))
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn capabilities_advertise_the_fs_root() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let server = start_server(Transport::WebSocket, &["--fs-root", &p(root.path())]).await?;
+    let session = server.initialize(CLIENT).await?;
+    assert_eq!(
+        session.initialize_result()["capabilities"]["fs"]["root"],
+        true
+    );
+    let plain = start_server(Transport::WebSocket, &[]).await?;
+    let session = plain.initialize(CLIENT).await?;
+    assert_eq!(
+        session.initialize_result()["capabilities"]["fs"]["root"],
+        false
+    );
+    Ok(())
+}
+
+/// A component swapped for a symlink between any check and the use must not leak the
+/// outside: a thread flips `root/swap` between a real directory and a link to outside
+/// while the server reads through it.
+#[tokio::test]
+async fn fs_root_holds_while_a_component_is_swapped_for_a_symlink() -> TestResult {
+    let outside = tempfile::tempdir()?;
+    std::fs::write(outside.path().join("file"), "OUTSIDE")?;
+    let base = tempfile::tempdir()?;
+    let root = std::fs::canonicalize(base.path())?.join("root");
+    std::fs::create_dir_all(root.join("real"))?;
+    std::fs::write(root.join("real/file"), "inside")?;
+    let server = ready(Transport::WebSocket, &["--fs-root", &p(&root)]).await?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (root, outside, stop) = (root.clone(), outside.path().to_owned(), stop.clone());
+        std::thread::spawn(move || {
+            let swap = root.join("swap");
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::fs::remove_file(&swap);
+                let _ = symlink("real", &swap);
+                let _ = std::fs::remove_file(&swap);
+                let _ = symlink(&outside, &swap);
+            }
+        })
+    };
+    let mut inside_reads = 0;
+    for _ in 0..300 {
+        match server
+            .request("fs/readFile", json!({"path": p(&root.join("swap/file"))}))
+            .await?
+            .result
+        {
+            Some(result) => {
+                assert_eq!(
+                    unb64(&result["dataBase64"]),
+                    b"inside",
+                    "read through the outside link"
+                );
+                inside_reads += 1;
+            }
+            None => continue,
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    swapper.join().expect("swapper thread");
+    // A relative link to a directory inside the root is no escape: those reads work.
+    assert!(
+        inside_reads > 0,
+        "no read went through while the link pointed inside"
+    );
+    Ok(())
+}
