@@ -763,13 +763,27 @@ impl ExecServer {
 
     /// Closes the connection cleanly: a websocket Close frame, or EOF on a stdio server's
     /// stdin. Pending waits then fail with [`HarnessError::Disconnected`].
-    /// The reader stays open, so whatever the server still sends (until it closes its
-    /// side) can be awaited; after that, waits fail with `Disconnected`.
+    /// Then waits (up to the default deadline) until the server closes its side, so a
+    /// following resume finds the session already detached. What the server sent
+    /// meanwhile stays buffered; after it, waits fail with `Disconnected`.
     pub async fn disconnect(&self) -> Result<()> {
         if let Some(mut writer) = self.inner.writer.lock().await.take() {
             writer.close().await;
         }
         self.inner.trace.record(Direction::Note, "disconnected");
+        let closed = self
+            .inner
+            .wait_for(
+                "the server to close its side",
+                self.inner.default_wait,
+                |inbox| inbox.disconnected.then_some(()),
+            )
+            .await;
+        if closed.is_err() {
+            self.inner
+                .trace
+                .record(Direction::Note, "the server did not close its side in time");
+        }
         Ok(())
     }
 

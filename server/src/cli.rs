@@ -60,9 +60,20 @@ pub struct Args {
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     pub session_ttl: Duration,
 
+    /// Websocket ping interval; a peer silent for 3 intervals is disconnected (detached)
+    #[arg(long, default_value = "15s", value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub ws_keepalive: Duration,
+
     /// Confine every fs path and process cwd to this directory
     #[arg(long, value_name = "DIR")]
     pub fs_root: Option<PathBuf>,
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("must be longer than zero".to_owned()),
+        duration => Ok(duration),
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -82,6 +93,7 @@ impl Args {
             output_retention_bytes: self.output_retention,
             max_message_bytes: self.max_message_bytes,
             session_ttl: self.session_ttl,
+            ws_keepalive: self.ws_keepalive,
             file_system: Arc::new(file_system),
             watchdog,
         })

@@ -82,6 +82,8 @@ impl Turn {
 struct Connection {
     state: Arc<ServerState>,
     outbound: Outbound,
+    /// Whether the session may outlive this connection (websocket) or not (stdio).
+    resumable: bool,
     phase: Phase,
     tasks: JoinSet<()>,
     in_flight: Arc<Semaphore>,
@@ -104,6 +106,7 @@ pub async fn serve(
     let mut connection = Connection {
         state,
         outbound,
+        resumable,
         phase: Phase::AwaitingInitialize,
         tasks: JoinSet::new(),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
@@ -127,7 +130,8 @@ pub async fn serve(
         &connection.phase
     {
         let registry = &connection.state.registry;
-        if resumable {
+        // At shutdown nothing will be resumed, and no reaper would get to run.
+        if resumable && !connection.state.shutdown.is_triggered() {
             registry.connection_ended(session, *generation);
         } else {
             registry.destroy(session);
@@ -244,7 +248,7 @@ impl Connection {
             None => registry.create(self.outbound.clone()),
         };
         tracing::info!(client = %params.client_name, session_id = session.id(), "initialize");
-        let result = handlers::initialize::result(&self.state, session.id());
+        let result = handlers::initialize::result(&self.state, session.id(), self.resumable);
         self.phase = Phase::AwaitingInitialized(session, generation);
         Ok(result)
     }

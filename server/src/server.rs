@@ -15,6 +15,7 @@ use crate::watchdog::Watchdog;
 pub const DEFAULT_OUTPUT_RETENTION_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+pub const DEFAULT_WS_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
 #[derive(Clone)]
 pub struct ServerOptions {
@@ -24,6 +25,8 @@ pub struct ServerOptions {
     pub max_message_bytes: usize,
     /// How long a detached session can be resumed.
     pub session_ttl: std::time::Duration,
+    /// Websocket ping interval; a peer silent for three of them is disconnected.
+    pub ws_keepalive: std::time::Duration,
     /// Where `fs/*` and process working directories may reach (`--fs-root`).
     pub file_system: Arc<FileSystem>,
     /// Orphan watchdog, if the embedding process started one.
@@ -36,6 +39,7 @@ impl Default for ServerOptions {
             output_retention_bytes: DEFAULT_OUTPUT_RETENTION_BYTES,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             session_ttl: DEFAULT_SESSION_TTL,
+            ws_keepalive: DEFAULT_WS_KEEPALIVE,
             file_system: Arc::new(FileSystem::Unconfined),
             watchdog: None,
         }

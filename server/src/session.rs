@@ -200,11 +200,20 @@ impl Session {
         Ok(())
     }
 
+    /// Evicts a closed process after the retention period, counted while the session is
+    /// attached: a detached session keeps everything until it is resumed or expires.
     async fn evict_after_close(self: Arc<Self>, process: Arc<Process>) {
         tokio::select! {
             _ = async {
                 process.closed().await;
-                tokio::time::sleep(CLOSED_PROCESS_RETENTION).await;
+                loop {
+                    tokio::time::sleep(CLOSED_PROCESS_RETENTION).await;
+                    let generation = *self.generation.borrow();
+                    if *self.attachment() == Attachment::Attached {
+                        break;
+                    }
+                    self.superseded(generation).await;
+                }
             } => {
                 let mut table = self.table();
                 if matches!(table.get(process.id()), Some(Slot::Running(current)) if Arc::ptr_eq(current, &process)) {
@@ -406,6 +415,54 @@ mod tests {
         session
             .start_process("p", &request)
             .expect("the id is free again");
+        registry.destroy_all();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_detached_session_keeps_closed_processes_until_it_is_resumed() {
+        let registry = SessionRegistry::new(SessionSettings {
+            output_retention_bytes: 1024,
+            watchdog: None,
+            detached_ttl: Duration::from_secs(3600),
+        });
+        let (outbound, _queue) = mpsc::channel(16);
+        let (session, generation) = registry.create(outbound);
+        let argv = ["/bin/true".to_owned()];
+        let env = BTreeMap::new();
+        let request = SpawnRequest {
+            argv: &argv,
+            arg0: None,
+            cwd: "/",
+            cwd_dir: None,
+            env: &env,
+            tty: false,
+            pipe_stdin: false,
+        };
+        session.start_process("p", &request).expect("start");
+        let Lookup::Running(process) = session.lookup("p") else {
+            panic!("process is running");
+        };
+        // Wait for the close while no timer is pending: paused time jumps to the next
+        // timer whenever the runtime only waits for I/O, and the TTL reaper is one.
+        process.closed().await;
+        registry.connection_ended(&session, generation);
+        tokio::time::sleep(CLOSED_PROCESS_RETENTION * 4).await;
+        assert!(
+            matches!(session.lookup("p"), Lookup::Running(_)),
+            "kept while detached"
+        );
+        let (outbound, _queue) = mpsc::channel(16);
+        registry.resume(session.id(), outbound).expect("resume");
+        for _ in 0..600 {
+            if matches!(session.lookup("p"), Lookup::Unknown) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            matches!(session.lookup("p"), Lookup::Unknown),
+            "evicted once attached again"
+        );
         registry.destroy_all();
     }
 }

@@ -68,7 +68,7 @@ impl Client {
         if !self.attached {
             self.server.reconnect().await?;
             let id = self.session.id().to_owned();
-            self.session = self.server.resume(CLIENT, &id).await?;
+            self.session = resume_when_detached(&self.server, &id).await?;
             self.attached = true;
         }
         Ok(())

@@ -80,6 +80,8 @@ async fn output_produced_while_detached_is_read_back_byte_exact_after_resume() -
 
     server.reconnect().await?;
     let resumed = server.resume(CLIENT, &session_id).await?;
+    // Notifications missed while detached are not replayed; reads catch up instead.
+    server.expect_no_event(Duration::from_millis(200)).await?;
     let output = resumed.read_to_end("late").await?;
     let mut expected = format!("{pid}\n").into_bytes();
     expected.extend(
@@ -179,7 +181,8 @@ async fn a_pending_long_poll_does_not_hold_up_the_resume() -> TestResult {
     let session_id = session.id().to_owned();
     server.reset().await?;
     let next = server.new_connection().await?;
-    let resumed = next.resume(CLIENT, &session_id).await?;
+    // A reset is noticed asynchronously; until then the session is still attached.
+    let resumed = resume_when_detached(&next, &session_id).await?;
     assert_eq!(resumed.write("cat", b"after resume\n").await?, "accepted");
     let output = next
         .expect_event(|event| event.is_output("cat"))
@@ -197,7 +200,7 @@ async fn a_tcp_reset_detaches_like_a_close() -> TestResult {
     let session_id = session.id().to_owned();
     server.reset().await?;
     server.reconnect().await?;
-    let resumed = server.resume(CLIENT, &session_id).await?;
+    let resumed = resume_when_detached(&server, &session_id).await?;
     assert!(process_alive(pid), "a reset detaches instead of killing");
     assert!(resumed.terminate("sleeper").await?);
     wait_for_process_gone(pid, server.default_wait()).await?;
@@ -235,5 +238,54 @@ async fn an_unknown_session_id_is_refused() -> TestResult {
     let error = server.call_expecting_error("initialize", params).await?;
     assert_eq!(error.code, -32600);
     assert_eq!(error.message, format!("unknown session id {id}"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_peer_that_goes_silent_is_detached_by_the_keepalive() -> TestResult {
+    let server = start_server(
+        Transport::WebSocket,
+        &["--ws-keepalive", "100ms", "--session-ttl", LONG_TTL],
+    )
+    .await?;
+    let session = server.initialize(CLIENT).await?;
+    let pid = start_reporting_pids(&session, "sleeper", "echo $$; exec sleep 1000", 1).await?[0];
+    // From here on the first connection reads nothing, so it never answers a ping.
+    let other = server.new_connection().await?;
+    resume_when_detached(&other, session.id()).await?;
+    assert!(process_alive(pid), "detached, not killed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_oversized_message_ends_the_connection_and_detaches() -> TestResult {
+    let server = start_server(
+        Transport::WebSocket,
+        &["--max-message-bytes", "1024", "--session-ttl", LONG_TTL],
+    )
+    .await?;
+    let session = server.initialize(CLIENT).await?;
+    session
+        .start_with(spec("sleeper", ["sleep", "1000"]))
+        .await?;
+    let huge = json!({"id": 99, "method": "environment/info", "params": {"pad": "x".repeat(4096)}});
+    server.send_raw(huge.to_string()).await?;
+    let other = server.new_connection().await?;
+    resume_when_detached(&other, session.id()).await?;
+    let read = other
+        .call("process/read", json!({"processId": "sleeper"}))
+        .await?;
+    assert_eq!(read["exited"], false);
+    Ok(())
+}
+
+#[tokio::test]
+async fn stdio_sessions_do_not_advertise_resume() -> TestResult {
+    let server = start_server(Transport::Stdio, &[]).await?;
+    let session = server.initialize(CLIENT).await?;
+    assert_eq!(
+        session.initialize_result()["capabilities"]["session"]["resume"],
+        false
+    );
     Ok(())
 }

@@ -6,7 +6,8 @@ use serde_json::{json, Value};
 use crate::protocol::SignalName;
 use crate::server::ServerState;
 
-pub fn result(state: &ServerState, session_id: &str) -> Value {
+/// `resumable`: whether this connection's session can be resumed (websocket, not stdio).
+pub fn result(state: &ServerState, session_id: &str, resumable: bool) -> Value {
     json!({
         "sessionId": session_id,
         "serverInfo": {"name": "exec-server", "version": env!("CARGO_PKG_VERSION")},
@@ -21,7 +22,7 @@ pub fn result(state: &ServerState, session_id: &str) -> Value {
                 "outputRetentionBytes": state.options.output_retention_bytes,
             },
             "session": {
-                "resume": true,
+                "resume": resumable,
                 "ttlMs": state.options.session_ttl.as_millis() as u64,
             },
             "fs": {"root": state.options.file_system.root().is_some()},

@@ -73,11 +73,32 @@ async fn upgrade(upgrade: WebSocketUpgrade, State(state): State<Arc<ServerState>
         .on_upgrade(move |socket| serve_socket(socket, state))
 }
 
+/// Keepalive: the writer pings every `keepalive`; the reader ends a connection whose
+/// peer has sent nothing, not even a pong, for `SILENT_INTERVALS` of them. A peer that
+/// vanished without FIN or RST is thus detached, and its session can be resumed.
+const SILENT_INTERVALS: u32 = 3;
+
 async fn serve_socket(socket: WebSocket, state: Arc<ServerState>) {
     let (mut sink, stream) = socket.split();
     let (outbound, mut queue) = mpsc::channel::<String>(OUTBOUND_QUEUE_MESSAGES);
+    let keepalive = state.options.ws_keepalive;
     let writer = tokio::spawn(async move {
-        while let Some(message) = queue.recv().await {
+        let mut pings =
+            tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let message = tokio::select! {
+                message = queue.recv() => match message {
+                    Some(message) => message,
+                    None => break,
+                },
+                _ = pings.tick() => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
             if sink.feed(Message::Text(message.into())).await.is_err() {
                 return;
             }
@@ -92,7 +113,12 @@ async fn serve_socket(socket: WebSocket, state: Arc<ServerState>) {
         }
         let _ = sink.send(Message::Close(None)).await;
     });
-    connection::serve(state, MessageSource { stream }, outbound, true).await;
+    let silence_limit = keepalive * SILENT_INTERVALS;
+    let source = MessageSource {
+        stream,
+        silence_limit,
+    };
+    connection::serve(state, source, outbound, true).await;
     // Let the writer flush and send Close, but not forever: a peer that vanished without
     // a FIN can stall the socket, and a process's output pump may be waiting on this
     // queue. Aborting drops the queue, which frees that pump for the resumed session.
@@ -110,12 +136,18 @@ const WRITER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct MessageSource {
     stream: SplitStream<WebSocket>,
+    silence_limit: std::time::Duration,
 }
 
 impl FrameSource for MessageSource {
     async fn next_frame(&mut self) -> Option<InboundFrame> {
         loop {
-            let message = match self.stream.next().await? {
+            let next = tokio::time::timeout(self.silence_limit, self.stream.next()).await;
+            let Ok(next) = next else {
+                tracing::info!(silence = ?self.silence_limit, "websocket peer went silent; disconnecting");
+                return None;
+            };
+            let message = match next? {
                 Ok(message) => message,
                 Err(err) => {
                     tracing::debug!(%err, "websocket read failed");

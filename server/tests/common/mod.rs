@@ -146,3 +146,24 @@ pub async fn start_reporting_pids(
         .await?;
     Ok(pids_in(&mut events.iter()))
 }
+
+/// Resumes `session_id` on `connection`, retrying while the server still reports it
+/// attached: the end of the previous connection (a reset, a silent peer) is noticed
+/// asynchronously. Fails after the default deadline.
+pub async fn resume_when_detached(
+    connection: &ExecServer,
+    session_id: &str,
+) -> Result<Session, HarnessError> {
+    let deadline = tokio::time::Instant::now() + connection.default_wait();
+    loop {
+        match connection.resume(CLIENT, session_id).await {
+            Err(HarnessError::Rpc { failure, .. })
+                if failure.message.contains("already attached")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
