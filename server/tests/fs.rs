@@ -675,3 +675,15 @@ async fn fs_root_holds_while_a_component_is_swapped_for_a_symlink() -> TestResul
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn files_over_512_mib_are_refused_by_read_file() -> TestResult {
+    let server = ready(Transport::WebSocket, &[]).await?;
+    let dir = tempfile::tempdir()?;
+    let huge = dir.path().join("sparse");
+    // Sparse: takes no disk space, but reports 512 MiB + 1 byte.
+    std::fs::File::create(&huge)?.set_len(512 * 1024 * 1024 + 1)?;
+    let error = failure(&server, "fs/readFile", json!({"path": p(&huge)})).await?;
+    assert_eq!(error.code, INVALID_REQUEST, "{error}");
+    Ok(())
+}
