@@ -10,7 +10,7 @@ use tokio::process::{Child, Command};
 
 use crate::error::{HarnessError, Result};
 use crate::trace::Tail;
-use crate::wire::{self, ByteReader, ByteWriter};
+use exec_server::client::wire::{self, ByteReader, ByteWriter, FrameReader, FrameWriter};
 
 /// Which transport the server is started on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +72,7 @@ pub(crate) async fn launch(
 async fn launch_in_process(transport: Transport, args: &[String]) -> Result<Launched> {
     use clap::Parser as _;
     let argv = std::iter::once("exec-server".to_owned()).chain(args.iter().cloned());
-    let parsed = exec_server::cli::Args::try_parse_from(argv)
+    let parsed = exec_server::cli::ServeArgs::try_parse_from(argv)
         .map_err(|err| HarnessError::Startup(format!("bad in-process server arguments: {err}")))?;
     let options = parsed
         .server_options(None)
@@ -293,6 +293,6 @@ pub(crate) fn stop(running: &mut Running, grace: Duration) {
     }
 }
 
-pub(crate) async fn connect(url: &str) -> Result<(wire::Writer, wire::Reader)> {
-    Ok(wire::connect_ws(url).await?)
+pub(crate) async fn connect(url: &str) -> Result<(FrameWriter, FrameReader)> {
+    Ok(wire::connect_websocket(url, None).await?)
 }

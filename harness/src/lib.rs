@@ -34,7 +34,6 @@ mod orphans;
 mod server;
 mod session;
 mod trace;
-mod wire;
 
 pub use error::{HarnessError, Result, RpcFailure};
 pub use event::Event;

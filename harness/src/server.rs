@@ -17,7 +17,7 @@ use crate::event::Event;
 use crate::launch::{self, Launched, Program, Running, Transport};
 use crate::session::{ProcessOutput, Session};
 use crate::trace::{Direction, Trace, TraceEntry, abbreviate};
-use crate::wire::{self, Frame, Reader, Writer};
+use exec_server::client::wire::{self, Frame, FrameReader as Reader, FrameWriter as Writer};
 
 /// Default deadline of every wait, before the time scale is applied.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);

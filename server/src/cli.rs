@@ -37,13 +37,75 @@ impl std::str::FromStr for Listen {
     }
 }
 
+/// `exec-server [OPTIONS]` serves; `exec-server exec …` runs one command on a server.
 #[derive(Debug, Parser)]
 #[command(
     name = "exec-server",
     version,
-    about = "Run processes for remote clients over JSON-RPC (websocket or stdio)"
+    about = "Run processes for remote clients over JSON-RPC (websocket or stdio)",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run a command on an exec-server, streaming its output and stdin (like kubectl exec)
+    Exec(ExecArgs),
+}
+
+/// Options of the client command `exec`.
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// ws://HOST:PORT, wss://…, or stdio:'COMMAND' (spawn a server over stdio, e.g. through ssh)
+    #[arg(long, value_name = "ADDRESS", conflicts_with = "environment")]
+    pub connect: Option<String>,
+
+    /// An environment id from the environments file
+    #[arg(long, value_name = "ID")]
+    pub environment: Option<String>,
+
+    /// Environments file (TOML) [default: ~/.config/exec-server/environments.toml]
+    #[arg(long, value_name = "FILE", env = "EXEC_SERVER_ENVIRONMENTS")]
+    pub environments_file: Option<PathBuf>,
+
+    /// Run the command on a PTY; our terminal goes raw and its size is followed
+    #[arg(long)]
+    pub tty: bool,
+
+    /// Working directory of the remote command
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub cwd: String,
+
+    /// Set a variable for the remote command (repeatable)
+    #[arg(short = 'e', long = "env", value_name = "K=V", value_parser = parse_assignment)]
+    pub env: Vec<(String, String)>,
+
+    /// Bearer token for the websocket upgrade
+    #[arg(long, env = "EXEC_SERVER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// The command and its arguments
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+fn parse_assignment(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .filter(|(name, _)| !name.is_empty())
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))
+}
+
+/// Options of the server.
+#[derive(Debug, Parser)]
+#[command(name = "exec-server")]
+pub struct ServeArgs {
     /// ws://IP:PORT (port 0 picks a free port), stdio, or stdio://
     #[arg(long, default_value = "ws://127.0.0.1:0", value_name = "URL")]
     pub listen: Listen,
@@ -80,7 +142,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|err| format!("{err} (e.g. 500ms, 10s, 2m)"))
 }
 
-impl Args {
+impl ServeArgs {
     /// The server options these arguments select. Fails if `--fs-root` cannot be opened.
     pub fn server_options(&self, watchdog: Option<Watchdog>) -> std::io::Result<ServerOptions> {
         let file_system = match &self.fs_root {

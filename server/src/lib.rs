@@ -6,6 +6,7 @@
 //! `process` (state), with `shutdown` as the server-wide stop signal.
 
 pub mod cli;
+pub mod client;
 pub mod connection;
 pub mod fs;
 pub mod handlers;

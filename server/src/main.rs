@@ -1,11 +1,12 @@
-//! The `exec-server` binary: parse arguments, start the orphan watchdog while the
-//! process is still single-threaded, then run the server on a tokio runtime.
+//! The `exec-server` binary: parse arguments; to serve, start the orphan watchdog
+//! while the process is still single-threaded, then run the server on a tokio runtime;
+//! for `exec`, run the client command and exit with the remote exit code.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use exec_server::cli::{Args, Listen};
+use exec_server::cli::{Args, Command, ExecArgs, Listen, ServeArgs};
 use exec_server::watchdog::Watchdog;
 use exec_server::{Server, Shutdown};
 
@@ -18,6 +19,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
+    if let Some(Command::Exec(exec)) = args.command {
+        return run_exec(exec);
+    }
     let watchdog = match Watchdog::start() {
         Ok(watchdog) => Some(watchdog),
         Err(err) => {
@@ -32,7 +36,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let outcome = runtime.block_on(run(args, watchdog));
+    let outcome = runtime.block_on(serve(args.serve, watchdog));
     // Tokio reads stdin on a blocking thread that cannot be interrupted; waiting for it
     // would hang a stdio server shut down by a signal until its client writes again.
     runtime.shutdown_background();
@@ -45,7 +49,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args, watchdog: Option<Watchdog>) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, watchdog: Option<Watchdog>) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     tokio::spawn(shutdown.clone().trigger_on_signals());
     let options = args.server_options(watchdog)?;
@@ -65,4 +69,72 @@ async fn run(args: Args, watchdog: Option<Watchdog>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn run_exec(args: ExecArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("exec-server exec: cannot start the runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let options = exec_options(args)?;
+        exec_server::client::exec::run(options)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    // Our stdin is read on a blocking thread; do not wait for it to see EOF.
+    runtime.shutdown_background();
+    match outcome {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+        Err(err) => {
+            eprintln!("exec-server exec: {err:#}");
+            ExitCode::from(255)
+        }
+    }
+}
+
+fn exec_options(args: ExecArgs) -> anyhow::Result<exec_server::client::exec::ExecOptions> {
+    use exec_server::client::environments::{Environments, URL_OVERRIDE_VAR};
+    use exec_server::client::ExecServerTransport;
+    let environments = || -> anyhow::Result<Environments> {
+        let path = args.environments_file.clone().or_else(|| {
+            std::env::var_os("HOME").map(|home| {
+                std::path::Path::new(&home).join(".config/exec-server/environments.toml")
+            })
+        });
+        match path {
+            Some(path) if args.environments_file.is_some() || path.exists() => {
+                Ok(Environments::load(&path)?)
+            }
+            _ => Ok(Environments::default()),
+        }
+    };
+    let transport = match (&args.connect, &args.environment) {
+        (Some(connect), _) => ExecServerTransport::parse(connect).map_err(anyhow::Error::msg)?,
+        (None, Some(id)) => environments()?
+            .get(id)
+            .map(|environment| environment.transport.clone())
+            .ok_or_else(|| anyhow::anyhow!("no environment {id:?} in the environments file"))?,
+        (None, None) => {
+            let url_override = std::env::var(URL_OVERRIDE_VAR).ok();
+            environments()?
+                .default_transport(url_override.as_deref())?
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no exec-server given: use --connect, --environment, {URL_OVERRIDE_VAR} or a default environment"
+                    )
+                })?
+        }
+    };
+    Ok(exec_server::client::exec::ExecOptions {
+        transport,
+        bearer_token: args.token,
+        tty: args.tty,
+        cwd: args.cwd,
+        env: args.env.into_iter().collect(),
+        argv: args.command,
+    })
 }
