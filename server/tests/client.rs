@@ -459,3 +459,28 @@ async fn reconnect_after_a_dropped_websocket_loses_no_output() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn wss_urls_go_through_rustls_and_fail_cleanly_against_a_plain_server() -> TestResult {
+    // A plain HTTP listener: the TLS handshake must fail with an error, not a panic
+    // about a missing crypto provider.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("wss://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            use tokio::io::AsyncWriteExt;
+            let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        }
+    });
+    let outcome = ExecServerClient::connect(
+        ExecServerTransport::WebSocketUrl(url),
+        ClientOptions::default(),
+    )
+    .await;
+    assert!(
+        matches!(outcome, Err(ClientError::Connect(_))),
+        "{:?}",
+        outcome.err()
+    );
+    Ok(())
+}
