@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use exec_server_harness::{wait_for_process_gone, HarnessError, Transport};
+use exec_server_harness::{wait_for_process_gone, ExecServer, HarnessError, Transport};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -89,18 +89,31 @@ async fn readyz_is_200_and_other_paths_404_on_the_websocket_port() -> TestResult
     Ok(())
 }
 
-#[tokio::test]
-async fn stdout_holds_exactly_the_url_line_and_sigterm_exits_0_killing_the_tree() -> TestResult {
-    let server = start_server(Transport::WebSocket, &[]).await?;
+/// Starts a shell with a background `sleep`, sends `signal` to the server process
+/// alone, and checks that the server exits (with `code`, if given) and takes both along.
+async fn the_tree_dies_with_the_server(
+    server: &ExecServer,
+    signal: i32,
+    code: Option<i32>,
+) -> TestResult {
     let session = server.initialize(CLIENT).await?;
     let pids =
         start_reporting_pids(&session, "tree", "sleep 1000 & echo $!; echo $$; wait", 2).await?;
-    server.signal(libc::SIGTERM)?;
+    server.signal(signal)?;
     let status = server.wait_exit(server.default_wait()).await?;
-    assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
+    if code.is_some() {
+        assert_eq!(status.code(), code, "stderr: {}", server.stderr());
+    }
     for pid in pids {
         wait_for_process_gone(pid, server.default_wait()).await?;
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn stdout_holds_exactly_the_url_line_and_sigterm_exits_0_killing_the_tree() -> TestResult {
+    let server = start_server(Transport::WebSocket, &[]).await?;
+    the_tree_dies_with_the_server(&server, libc::SIGTERM, Some(0)).await?;
     let rest = server
         .stdout_after_startup_line(server.default_wait())
         .await?;
@@ -111,31 +124,14 @@ async fn stdout_holds_exactly_the_url_line_and_sigterm_exits_0_killing_the_tree(
 #[tokio::test]
 async fn a_killed_server_leaves_no_orphans_thanks_to_the_watchdog() -> TestResult {
     let server = start_server(Transport::WebSocket, &[]).await?;
-    let session = server.initialize(CLIENT).await?;
-    let pids =
-        start_reporting_pids(&session, "tree", "sleep 1000 & echo $!; echo $$; wait", 2).await?;
     // SIGKILL to the server process only (not its group), as a crash would.
-    server.signal(libc::SIGKILL)?;
-    server.wait_exit(server.default_wait()).await?;
-    for pid in pids {
-        wait_for_process_gone(pid, server.default_wait()).await?;
-    }
-    Ok(())
+    the_tree_dies_with_the_server(&server, libc::SIGKILL, None).await
 }
 
 #[tokio::test]
 async fn a_stdio_server_exits_on_sigterm_while_its_client_is_silent() -> TestResult {
     let server = start_server(Transport::Stdio, &[]).await?;
-    let session = server.initialize(CLIENT).await?;
-    let pids =
-        start_reporting_pids(&session, "tree", "sleep 1000 & echo $!; echo $$; wait", 2).await?;
-    server.signal(libc::SIGTERM)?;
-    let status = server.wait_exit(server.default_wait()).await?;
-    assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
-    for pid in pids {
-        wait_for_process_gone(pid, server.default_wait()).await?;
-    }
-    Ok(())
+    the_tree_dies_with_the_server(&server, libc::SIGTERM, Some(0)).await
 }
 
 #[tokio::test]

@@ -54,20 +54,24 @@ fn millis(time: io::Result<SystemTime>) -> u64 {
         .map_or(0, |since| since.as_millis() as u64)
 }
 
+fn kind(is_symlink: bool, is_dir: bool, is_file: bool) -> Kind {
+    match (is_symlink, is_dir, is_file) {
+        (true, _, _) => Kind::Symlink,
+        (_, true, _) => Kind::Directory,
+        (_, _, true) => Kind::File,
+        _ => Kind::Special,
+    }
+}
+
 impl From<std::fs::Metadata> for Meta {
     fn from(meta: std::fs::Metadata) -> Self {
         let file_type = meta.file_type();
-        let kind = if file_type.is_symlink() {
-            Kind::Symlink
-        } else if file_type.is_dir() {
-            Kind::Directory
-        } else if file_type.is_file() {
-            Kind::File
-        } else {
-            Kind::Special
-        };
         Meta {
-            kind,
+            kind: kind(
+                file_type.is_symlink(),
+                file_type.is_dir(),
+                file_type.is_file(),
+            ),
             created_ms: millis(meta.created()),
             modified_ms: millis(meta.modified()),
         }
@@ -77,17 +81,12 @@ impl From<std::fs::Metadata> for Meta {
 impl From<cap_std::fs::Metadata> for Meta {
     fn from(meta: cap_std::fs::Metadata) -> Self {
         let file_type = meta.file_type();
-        let kind = if file_type.is_symlink() {
-            Kind::Symlink
-        } else if file_type.is_dir() {
-            Kind::Directory
-        } else if file_type.is_file() {
-            Kind::File
-        } else {
-            Kind::Special
-        };
         Meta {
-            kind,
+            kind: kind(
+                file_type.is_symlink(),
+                file_type.is_dir(),
+                file_type.is_file(),
+            ),
             created_ms: millis(meta.created().map(|time| time.into_std())),
             modified_ms: millis(meta.modified().map(|time| time.into_std())),
         }
