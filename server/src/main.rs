@@ -12,11 +12,16 @@ use exec_server::{Server, Shutdown};
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // `exec` shows what a spawned stdio server (e.g. ssh) says on stderr by default.
+    let default_filter = match args.command {
+        Some(Command::Exec(_)) => "warn,exec_server::client::stderr=info",
+        None => "warn",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .init();
     if let Some(Command::Exec(exec)) = args.command {
@@ -119,8 +124,13 @@ fn exec_options(args: ExecArgs) -> anyhow::Result<exec_server::client::exec::Exe
             .map(|environment| environment.transport.clone())
             .ok_or_else(|| anyhow::anyhow!("no environment {id:?} in the environments file"))?,
         (None, None) => {
+            // The variable wins over the file, so a broken file does not get in its way.
             let url_override = std::env::var(URL_OVERRIDE_VAR).ok();
-            environments()?
+            let environments = match url_override {
+                Some(_) => Environments::default(),
+                None => environments()?,
+            };
+            environments
                 .default_transport(url_override.as_deref())?
                 .ok_or_else(|| {
                     anyhow::anyhow!(

@@ -102,6 +102,12 @@ async fn typed_calls_work_over_websocket_and_stdio() -> TestResult {
             .expect("start");
         let events = all_events(&mut process).await;
         assert_eq!(stdout_of(&events), b"hi\n", "{transport:?}");
+        let after_closed = tokio::time::timeout(WAIT, process.next_event()).await;
+        assert_eq!(
+            after_closed.expect("the stream ends"),
+            None,
+            "nothing after Closed"
+        );
         let seqs: Vec<u64> = events
             .iter()
             .map(|event| match event {

@@ -79,17 +79,21 @@ pub async fn run(options: ExecOptions) -> Result<i32, ClientError> {
                 tracing::warn!(from_seq, to_seq, "output lost while reconnecting");
             }
             ProcessEvent::Failed { reason } => {
-                drop(raw_terminal);
                 eprintln!("exec-server exec: {reason}");
-                stdin_task.abort();
-                signal_task.abort();
-                return Ok(CONNECTION_FAILED);
+                exit_code = CONNECTION_FAILED;
+                break;
             }
         }
     }
+    // Let the helper tasks' client clones go before returning, so dropping the client
+    // here (and with it a spawned stdio server) happens now, not at process exit.
     stdin_task.abort();
     signal_task.abort();
+    let _ = stdin_task.await;
+    let _ = signal_task.await;
     drop(raw_terminal);
+    drop(process);
+    drop(client);
     Ok(exit_code)
 }
 

@@ -249,6 +249,8 @@ struct Tracker {
     next_seq: u64,
     pending: BTreeMap<u64, ProcessEvent>,
     sender: mpsc::UnboundedSender<ProcessEvent>,
+    /// The exit event has been received (delivered or buffered).
+    exit_seen: bool,
     done: bool,
 }
 
@@ -257,6 +259,7 @@ impl Tracker {
         if self.done || seq < self.next_seq {
             return;
         }
+        self.exit_seen |= matches!(event, ProcessEvent::Exited { .. });
         self.pending.insert(seq, event);
         self.flush();
     }
@@ -468,6 +471,7 @@ impl ExecServerClient {
                     next_seq: 1,
                     pending: BTreeMap::new(),
                     sender,
+                    exit_seen: false,
                     done: false,
                 },
             );
@@ -827,8 +831,13 @@ fn on_notification(inner: &Inner, method: &str, params: &Value) {
             return;
         }
     };
-    if let Some(tracker) = inner.state().processes.get_mut(process_id) {
+    let mut state = inner.state();
+    if let Some(tracker) = state.processes.get_mut(process_id) {
         tracker.deliver(seq, event);
+        if tracker.done {
+            // Dropping the sender ends the stream after `Closed`.
+            state.processes.remove(process_id);
+        }
     }
 }
 
@@ -839,14 +848,24 @@ fn connection_lost(inner: &Arc<Inner>, reason: &str, may_reconnect: bool) {
         (ExecServerTransport::WebSocketUrl(_), Some(window), true) => Some(window),
         _ => None,
     };
-    let already = !matches!(*inner.link.borrow(), Link::Connected);
-    if already {
+    let reconnect = reconnect.filter(|_| inner.state().session_id.is_some());
+    // Decide and switch in one step, so a failing send and the reader cannot both act.
+    let switched = inner.link.send_if_modified(|link| {
+        if *link != Link::Connected {
+            return false;
+        }
+        *link = match reconnect {
+            Some(_) => Link::Reconnecting,
+            None => Link::Closed(reason.to_owned()),
+        };
+        true
+    });
+    if !switched {
         return;
     }
     tracing::warn!(reason, "exec-server connection lost");
     match reconnect {
-        Some(window) if inner.state().session_id.is_some() => {
-            inner.link.send_replace(Link::Reconnecting);
+        Some(window) => {
             let lost: Vec<PendingCall> = {
                 let mut state = inner.state();
                 let ids: Vec<u64> = state
@@ -977,22 +996,29 @@ async fn resume(inner: &Arc<Inner>) -> Result<(), ResumeError> {
 /// ordered streams have no gap; what retention dropped is reported as `Lost`.
 async fn catch_up(weak: Weak<Inner>) {
     let Some(inner) = weak.upgrade() else { return };
-    let open: Vec<String> = inner
-        .state()
-        .processes
-        .iter()
-        .filter(|(_, tracker)| !tracker.done)
-        .map(|(id, _)| id.clone())
-        .collect();
+    let open: Vec<String> = inner.state().processes.keys().cloned().collect();
     let client = ExecServerClient { inner };
     for process_id in open {
+        let Some(mut cursor) = client
+            .inner
+            .state()
+            .processes
+            .get(&process_id)
+            .map(|t| t.next_seq - 1)
+        else {
+            continue;
+        };
         loop {
-            let after = match client.inner.state().processes.get(&process_id) {
-                Some(tracker) if !tracker.done => tracker.next_seq - 1,
-                _ => break,
-            };
-            let Ok(read) = client.read(&process_id, after, None, Duration::ZERO).await else {
-                return;
+            let mut read = match client.read(&process_id, cursor, None, Duration::ZERO).await {
+                Ok(read) => read,
+                // Lost again: the next resume catches up from where the streams are.
+                Err(ClientError::Disconnected | ClientError::ResponseLost { .. }) => return,
+                Err(err) => {
+                    if let Some(mut tracker) = client.inner.state().processes.remove(&process_id) {
+                        tracker.fail(&format!("cannot catch up after reconnecting: {err}"));
+                    }
+                    break;
+                }
             };
             let mut state = client.inner.state();
             let Some(tracker) = state.processes.get_mut(&process_id) else {
@@ -1003,33 +1029,39 @@ async fn catch_up(weak: Weak<Inner>) {
                     tracker.skip_to(first);
                 }
             }
-            if read.chunks.is_empty() {
+            // The cursor follows the reads, not the stream: a chunk after a still
+            // missing exit seq must not be read again and again.
+            cursor = read.next_seq - 1;
+            let finished = read.chunks.is_empty();
+            for chunk in std::mem::take(&mut read.chunks) {
+                let (seq, stream, data) = (chunk.seq, chunk.stream, chunk.chunk);
+                tracker.deliver(seq, ProcessEvent::Output { seq, stream, data });
+            }
+            if finished {
                 fill_exit_and_close(tracker, &read);
+            }
+            if tracker.done {
+                state.processes.remove(&process_id);
                 break;
             }
-            for chunk in read.chunks {
-                tracker.deliver(
-                    chunk.seq,
-                    ProcessEvent::Output {
-                        seq: chunk.seq,
-                        stream: chunk.stream,
-                        data: chunk.chunk,
-                    },
-                );
+            if finished {
+                break;
             }
         }
     }
 }
 
-/// With every chunk read, the seqs still missing below `next_seq` are the exit and close
-/// events whose notifications were lost: rebuild them from the read result.
+/// With every chunk read up to `read.next_seq`, the seqs still missing are the exit and
+/// close events whose notifications were lost: rebuild them from the read result. The
+/// close, when there is one, is the last seq; the exit is the first other missing seq,
+/// unless the exit event already arrived.
 fn fill_exit_and_close(tracker: &mut Tracker, read: &ReadResult) {
-    let missing: Vec<u64> = (tracker.next_seq..read.next_seq)
+    let mut missing: Vec<u64> = (tracker.next_seq..read.next_seq)
         .filter(|seq| !tracker.pending.contains_key(seq))
         .collect();
-    let mut missing = missing.into_iter();
-    if read.exited {
-        if let (Some(seq), Some(exit_code)) = (missing.next(), read.exit_code) {
+    let closed_seq = read.closed.then(|| missing.pop()).flatten();
+    if read.exited && !tracker.exit_seen {
+        if let (Some(&seq), Some(exit_code)) = (missing.first(), read.exit_code) {
             tracker.deliver(
                 seq,
                 ProcessEvent::Exited {
@@ -1040,10 +1072,8 @@ fn fill_exit_and_close(tracker: &mut Tracker, read: &ReadResult) {
             );
         }
     }
-    if read.closed {
-        if let Some(seq) = missing.next() {
-            tracker.deliver(seq, ProcessEvent::Closed { seq });
-        }
+    if let Some(seq) = closed_seq {
+        tracker.deliver(seq, ProcessEvent::Closed { seq });
     }
 }
 
@@ -1058,6 +1088,7 @@ mod tests {
                 next_seq: 1,
                 pending: BTreeMap::new(),
                 sender,
+                exit_seen: false,
                 done: false,
             },
             receiver,
@@ -1108,6 +1139,70 @@ mod tests {
                 },
                 output(5),
                 output(6)
+            ]
+        );
+    }
+
+    #[test]
+    fn only_the_close_is_rebuilt_when_the_exit_already_arrived() {
+        let (mut tracker, mut events) = tracker();
+        tracker.deliver(
+            1,
+            ProcessEvent::Exited {
+                seq: 1,
+                exit_code: 0,
+                signal: None,
+            },
+        );
+        let read = ReadResult {
+            chunks: vec![],
+            next_seq: 3,
+            exited: true,
+            exit_code: Some(0),
+            closed: true,
+            failure: None,
+            first_retained_seq: Some(1),
+        };
+        fill_exit_and_close(&mut tracker, &read);
+        assert_eq!(
+            drain(&mut events),
+            [
+                ProcessEvent::Exited {
+                    seq: 1,
+                    exit_code: 0,
+                    signal: None
+                },
+                ProcessEvent::Closed { seq: 2 }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_lost_exit_between_chunks_is_rebuilt_and_later_output_follows() {
+        let (mut tracker, mut events) = tracker();
+        tracker.deliver(1, output(1));
+        tracker.deliver(3, output(3));
+        let read = ReadResult {
+            chunks: vec![],
+            next_seq: 5,
+            exited: true,
+            exit_code: Some(7),
+            closed: true,
+            failure: None,
+            first_retained_seq: Some(1),
+        };
+        fill_exit_and_close(&mut tracker, &read);
+        assert_eq!(
+            drain(&mut events),
+            [
+                output(1),
+                ProcessEvent::Exited {
+                    seq: 2,
+                    exit_code: 7,
+                    signal: None
+                },
+                output(3),
+                ProcessEvent::Closed { seq: 4 },
             ]
         );
     }
