@@ -374,15 +374,16 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn closed_processes_are_evicted_after_the_retention_period() {
-        let registry = SessionRegistry::new(SessionSettings {
+    fn registry(detached_ttl: Duration) -> SessionRegistry {
+        SessionRegistry::new(SessionSettings {
             output_retention_bytes: 1024,
             watchdog: None,
-            detached_ttl: Duration::from_secs(30),
-        });
-        let (outbound, _queue) = mpsc::channel(16);
-        let (session, _) = registry.create(outbound);
+            detached_ttl,
+        })
+    }
+
+    /// Starts `/bin/true` as `process_id` and returns it.
+    fn start_true(session: &Arc<Session>, process_id: &str) -> Result<Arc<Process>, RpcError> {
         let argv = ["/bin/true".to_owned()];
         let env = BTreeMap::new();
         let request = SpawnRequest {
@@ -394,10 +395,19 @@ mod tests {
             tty: false,
             pipe_stdin: false,
         };
-        session.start_process("p", &request).expect("start");
-        let Lookup::Running(process) = session.lookup("p") else {
-            panic!("process is running");
-        };
+        session.start_process(process_id, &request)?;
+        match session.lookup(process_id) {
+            Lookup::Running(process) => Ok(process),
+            _ => Err(RpcError::internal("not running after start")),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closed_processes_are_evicted_after_the_retention_period() {
+        let registry = registry(Duration::from_secs(30));
+        let (outbound, _queue) = mpsc::channel(16);
+        let (session, _) = registry.create(outbound);
+        let process = start_true(&session, "p").expect("start");
         process.closed().await;
         let closed_at = Instant::now();
         assert!(
@@ -412,36 +422,16 @@ mod tests {
         }
         assert!(matches!(session.lookup("p"), Lookup::Unknown), "evicted");
         assert!(closed_at.elapsed() >= CLOSED_PROCESS_RETENTION - Duration::from_millis(200));
-        session
-            .start_process("p", &request)
-            .expect("the id is free again");
+        start_true(&session, "p").expect("the id is free again");
         registry.destroy_all();
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_detached_session_keeps_closed_processes_until_it_is_resumed() {
-        let registry = SessionRegistry::new(SessionSettings {
-            output_retention_bytes: 1024,
-            watchdog: None,
-            detached_ttl: Duration::from_secs(3600),
-        });
+        let registry = registry(Duration::from_secs(3600));
         let (outbound, _queue) = mpsc::channel(16);
         let (session, generation) = registry.create(outbound);
-        let argv = ["/bin/true".to_owned()];
-        let env = BTreeMap::new();
-        let request = SpawnRequest {
-            argv: &argv,
-            arg0: None,
-            cwd: "/",
-            cwd_dir: None,
-            env: &env,
-            tty: false,
-            pipe_stdin: false,
-        };
-        session.start_process("p", &request).expect("start");
-        let Lookup::Running(process) = session.lookup("p") else {
-            panic!("process is running");
-        };
+        let process = start_true(&session, "p").expect("start");
         // Wait for the close while no timer is pending: paused time jumps to the next
         // timer whenever the runtime only waits for I/O, and the TTL reaper is one.
         process.closed().await;
