@@ -21,6 +21,10 @@ use crate::session::{Generation, Outbound, Session, STALE_ATTACHMENT};
 /// Requests (and queued replies) one connection may have in flight. Reading pauses at
 /// this bound instead of buffering without limit; replies never wait on the reader.
 const MAX_IN_FLIGHT: usize = 4096;
+/// Bytes of request frames one connection may have in flight. Handlers hold their
+/// share until they answer (a `process/write` until its data reached the child), so
+/// this also bounds what pipelined writes can queue in front of a child's stdin.
+const MAX_IN_FLIGHT_BYTES: usize = 256 * 1024 * 1024;
 
 /// Capacity, in messages, of a connection's outbound queue.
 pub const OUTBOUND_QUEUE_MESSAGES: usize = 128;
@@ -87,6 +91,7 @@ struct Connection {
     phase: Phase,
     tasks: JoinSet<()>,
     in_flight: Arc<Semaphore>,
+    in_flight_bytes: Arc<Semaphore>,
     /// Per process id, the completion signal of the latest request naming it.
     turns: HashMap<String, oneshot::Receiver<()>>,
 }
@@ -110,6 +115,7 @@ pub async fn serve(
         phase: Phase::AwaitingInitialize,
         tasks: JoinSet::new(),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        in_flight_bytes: Arc::new(Semaphore::new(MAX_IN_FLIGHT_BYTES)),
         turns: HashMap::new(),
     };
     loop {
@@ -161,7 +167,7 @@ impl Connection {
                 tracing::warn!(%id, "ignoring a response from the client; the server sends no requests");
             }
             Inbound::Notification(notification) => self.on_notification(&notification.method),
-            Inbound::Request(request) => self.on_request(request).await,
+            Inbound::Request(request) => self.on_request(request, text.len()).await,
         }
     }
 
@@ -181,7 +187,8 @@ impl Connection {
         }
     }
 
-    async fn on_request(&mut self, request: Request) {
+    /// `cost`: the request frame's size, held against the in-flight byte budget.
+    async fn on_request(&mut self, request: Request, cost: usize) {
         let Request { id, method, params } = request;
         let Some(method) = Method::parse(&method) else {
             return self
@@ -224,7 +231,7 @@ impl Connection {
         let turn = self.take_turn(method, &params);
         let state = Arc::clone(&self.state);
         let outbound = self.outbound.clone();
-        self.spawn(async move {
+        self.spawn(cost, async move {
             let handler = handlers::dispatch(&state, &session, generation, method, params, turn);
             let result = AssertUnwindSafe(handler)
                 .catch_unwind()
@@ -281,25 +288,34 @@ impl Connection {
     async fn reply(&mut self, id: RequestId, result: Result<Value, RpcError>) {
         let result = result.map(Reply::from);
         let outbound = self.outbound.clone();
-        self.spawn(async move { send_reply(&outbound, &id, result).await })
+        self.spawn(1, async move { send_reply(&outbound, &id, result).await })
             .await;
     }
 
-    /// Runs `work` as a connection task once an in-flight slot is free. Replies are
-    /// sent from tasks so the reader never blocks on a full outbound queue.
-    async fn spawn(&mut self, work: impl Future<Output = ()> + Send + 'static) {
-        let permit = tokio::select! {
-            permit = Arc::clone(&self.in_flight).acquire_owned() => permit,
+    /// Runs `work` as a connection task once an in-flight slot and `cost` bytes of the
+    /// budget are free. Replies are sent from tasks so the reader never blocks on a
+    /// full outbound queue.
+    async fn spawn(&mut self, cost: usize, work: impl Future<Output = ()> + Send + 'static) {
+        let cost = cost.clamp(1, MAX_IN_FLIGHT_BYTES) as u32;
+        let permits = async {
+            let slot = Arc::clone(&self.in_flight).acquire_owned().await?;
+            let bytes = Arc::clone(&self.in_flight_bytes)
+                .acquire_many_owned(cost)
+                .await?;
+            Ok::<_, tokio::sync::AcquireError>((slot, bytes))
+        };
+        let permits = tokio::select! {
+            permits = permits => permits,
             // Dropping the work here is fine: the connection is ending anyway.
             _ = self.state.shutdown.triggered() => return,
             _ = self.outbound.closed() => return,
         };
-        let Ok(permit) = permit else {
+        let Ok(permits) = permits else {
             return;
         };
         self.tasks.spawn(async move {
             work.await;
-            drop(permit);
+            drop(permits);
         });
     }
 }

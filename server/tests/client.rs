@@ -490,3 +490,27 @@ async fn wss_urls_go_through_rustls_and_fail_cleanly_against_a_plain_server() ->
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_duplicate_process_id_is_refused_without_disturbing_the_first() {
+    let client = ExecServerClient::connect(stdio_server(), ClientOptions::default())
+        .await
+        .expect("connect");
+    let spec = || StartRequest {
+        process_id: Some("p".into()),
+        ..StartRequest::new(["sleep", "1000"])
+    };
+    let mut first = client.start(spec()).await.expect("first start");
+    let second = client.start(spec()).await;
+    assert!(
+        matches!(second, Err(ClientError::Server { code: -32600, .. })),
+        "{:?}",
+        second.err()
+    );
+    assert!(client.terminate("p").await.expect("terminate"));
+    let events = all_events(&mut first).await;
+    assert!(
+        matches!(events.last(), Some(ProcessEvent::Closed { .. })),
+        "the first still gets its events: {events:?}"
+    );
+}

@@ -687,3 +687,38 @@ async fn files_over_512_mib_are_refused_by_read_file() -> TestResult {
     assert_eq!(error.code, INVALID_REQUEST, "{error}");
     Ok(())
 }
+
+#[tokio::test]
+async fn devices_fifos_and_copies_onto_themselves_are_refused_without_hanging() -> TestResult {
+    let server = ready(Transport::WebSocket, &[]).await?;
+    let dir = tempfile::tempdir()?;
+    // A device reports size 0 and never ends: reading it would exhaust memory.
+    let error = failure(&server, "fs/readFile", json!({"path": "/dev/zero"})).await?;
+    assert_eq!(error.code, INVALID_REQUEST, "{error}");
+    // A FIFO with no writer would block the open forever.
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo)?;
+    let error = failure(&server, "fs/readFile", json!({"path": p(&fifo)})).await?;
+    assert_eq!(error.code, INVALID_REQUEST, "{error}");
+    let error = failure(
+        &server,
+        "fs/writeFile",
+        json!({"path": p(&fifo), "dataBase64": b64(b"x")}),
+    )
+    .await?;
+    assert_ne!(
+        error.code, 0,
+        "answered instead of blocking on a reader: {error}"
+    );
+    // Copying a file onto itself (directly or through a link) must not truncate it.
+    let file = dir.path().join("file");
+    std::fs::write(&file, "precious")?;
+    symlink(dir.path(), dir.path().join("alias"))?;
+    for destination in [file.clone(), dir.path().join("alias/file")] {
+        let params = json!({"sourcePath": p(&file), "destinationPath": p(&destination)});
+        let error = failure(&server, "fs/copy", params).await?;
+        assert_eq!(error.code, INVALID_REQUEST, "{error}");
+        assert_eq!(std::fs::read_to_string(&file)?, "precious");
+    }
+    Ok(())
+}

@@ -464,6 +464,14 @@ impl ExecServerClient {
                 state.next_process += 1;
                 format!("client-{n}")
             });
+            // A second start with a live id must not take the first one's events.
+            if state.processes.contains_key(&id) {
+                return Err(ClientError::Server {
+                    method: "process/start".into(),
+                    code: crate::rpc::INVALID_REQUEST,
+                    message: format!("process {id} already exists"),
+                });
+            }
             // Registered before sending: notifications may beat the response.
             state.processes.insert(
                 id.clone(),
@@ -972,6 +980,18 @@ async fn resume(inner: &Arc<Inner>) -> Result<(), ResumeError> {
         .await
         .map_err(|err| ResumeError::Retry(err.to_string()))?;
     inner.link.send_replace(Link::Connected);
+    // The new connection may already have died while the link said Reconnecting, when
+    // its loss was ignored: notice it now rather than sit connected to nothing.
+    let reader_gone = inner
+        .reader
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .is_some_and(tokio::task::JoinHandle::is_finished);
+    if reader_gone {
+        connection_lost(inner, "the connection ended while resuming", true);
+        return Ok(());
+    }
     let replays: Vec<(u64, String, Value)> = inner
         .state()
         .pending

@@ -74,6 +74,19 @@ fn copy_tree(fs: &FileSystem, source: &Path, destination: &Path) -> io::Result<(
 }
 
 fn copy_file(fs: &FileSystem, source: &Path, destination: &Path) -> io::Result<()> {
+    // Creating the destination truncates it: if it is the source, the data would be gone.
+    if let Ok(existing) = fs.metadata(destination) {
+        if existing.identity == fs.metadata(source)?.identity {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} and {} are the same file",
+                    source.display(),
+                    destination.display()
+                ),
+            ));
+        }
+    }
     let mut input = fs.open_read(source)?;
     let permissions = input.metadata()?.permissions();
     let mut output = fs.create(destination)?;

@@ -46,6 +46,8 @@ pub struct Meta {
     pub kind: Kind,
     pub created_ms: u64,
     pub modified_ms: u64,
+    /// Device and inode: two paths name the same file when these are equal.
+    pub identity: (u64, u64),
 }
 
 fn millis(time: io::Result<SystemTime>) -> u64 {
@@ -74,6 +76,10 @@ impl From<std::fs::Metadata> for Meta {
             ),
             created_ms: millis(meta.created()),
             modified_ms: millis(meta.modified()),
+            identity: (
+                std::os::unix::fs::MetadataExt::dev(&meta),
+                std::os::unix::fs::MetadataExt::ino(&meta),
+            ),
         }
     }
 }
@@ -89,8 +95,33 @@ impl From<cap_std::fs::Metadata> for Meta {
             ),
             created_ms: millis(meta.created().map(|time| time.into_std())),
             modified_ms: millis(meta.modified().map(|time| time.into_std())),
+            identity: (
+                cap_std::fs::MetadataExt::dev(&meta),
+                cap_std::fs::MetadataExt::ino(&meta),
+            ),
         }
     }
+}
+
+/// Keeps `file` if it is a regular file (then clears O_NONBLOCK, which only mattered for
+/// the open); a directory is EISDIR, anything else (FIFO, socket, device) invalid input.
+fn regular(file: std::fs::File, path: &Path) -> io::Result<std::fs::File> {
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        // What read(2) would report, so it maps like any other OS error.
+        return Err(io::Error::from_raw_os_error(libc::EISDIR));
+    }
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    nix::fcntl::fcntl(
+        &file,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )?;
+    Ok(file)
 }
 
 /// Maps an I/O error to the protocol's codes (PROTOCOL.md §7); the message is the OS text.
@@ -174,23 +205,54 @@ impl FileSystem {
         }
     }
 
+    /// Opens a regular file for reading. The open itself never blocks (a FIFO would wait
+    /// for a writer forever on a thread nothing can cancel), and anything that is not a
+    /// regular file — FIFOs, sockets, devices such as `/dev/zero` — is refused.
     pub fn open_read(&self, path: &Path) -> io::Result<std::fs::File> {
-        match self {
-            FileSystem::Unconfined => std::fs::File::open(path),
-            FileSystem::Confined { root, dir } => {
-                dir.open(Self::beneath(root, path)?).map(|f| f.into_std())
+        let file = match self {
+            FileSystem::Unconfined => {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(path)?
             }
-        }
+            FileSystem::Confined { root, dir } => {
+                use cap_std::fs::OpenOptionsExt;
+                let mut options = cap_std::fs::OpenOptions::new();
+                options.read(true).custom_flags(libc::O_NONBLOCK);
+                dir.open_with(Self::beneath(root, path)?, &options)?
+                    .into_std()
+            }
+        };
+        regular(file, path)
     }
 
-    /// Creates or truncates a file for writing.
+    /// Creates or truncates a regular file for writing; never blocks on a FIFO.
     pub fn create(&self, path: &Path) -> io::Result<std::fs::File> {
-        match self {
-            FileSystem::Unconfined => std::fs::File::create(path),
-            FileSystem::Confined { root, dir } => {
-                dir.create(Self::beneath(root, path)?).map(|f| f.into_std())
+        let file = match self {
+            FileSystem::Unconfined => {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(path)?
             }
-        }
+            FileSystem::Confined { root, dir } => {
+                use cap_std::fs::OpenOptionsExt;
+                let mut options = cap_std::fs::OpenOptions::new();
+                options
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .custom_flags(libc::O_NONBLOCK);
+                dir.open_with(Self::beneath(root, path)?, &options)?
+                    .into_std()
+            }
+        };
+        regular(file, path)
     }
 
     pub fn create_dir(&self, path: &Path, recursive: bool) -> io::Result<()> {

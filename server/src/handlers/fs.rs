@@ -60,20 +60,30 @@ pub async fn read_file(fs: &Arc<FileSystem>, params: Value) -> Result<Reply, Rpc
     refuse_sandbox_profiles(&params.sandbox)?;
     let path = absolute(&params.path, "path")?;
     blocking(fs, move |fs| {
-        let mut file = fs.open_read(&path).map_err(io_error)?;
+        let file = fs.open_read(&path).map_err(io_error)?;
         let size = file.metadata().map_err(io_error)?.len();
-        if size > MAX_READ_FILE_BYTES {
-            return Err(RpcError::invalid_request(format!(
-                "{} is {size} bytes; fs/readFile reads at most {MAX_READ_FILE_BYTES}",
+        let too_large = || {
+            RpcError::invalid_request(format!(
+                "{} is larger than {MAX_READ_FILE_BYTES} bytes, the most fs/readFile reads",
                 path.display()
-            )));
+            ))
+        };
+        if size > MAX_READ_FILE_BYTES {
+            return Err(too_large());
         }
+        // The size can grow while we read (a log file): never read past the limit.
+        let mut file = file.take(MAX_READ_FILE_BYTES + 1);
+        let mut total = 0u64;
         // Encode straight into the reply: the file's bytes are never held whole.
         let mut message = String::with_capacity(size as usize / 3 * 4 + 96);
         message.push_str(r#"{"jsonrpc":"2.0","result":{"dataBase64":""#);
         let mut block = vec![0u8; BASE64_BLOCK];
         loop {
             let filled = fill(&mut file, &mut block).map_err(io_error)?;
+            total += filled as u64;
+            if total > MAX_READ_FILE_BYTES {
+                return Err(too_large());
+            }
             BASE64.encode_string(&block[..filled], &mut message);
             if filled < block.len() {
                 break;
@@ -86,7 +96,7 @@ pub async fn read_file(fs: &Arc<FileSystem>, params: Value) -> Result<Reply, Rpc
 }
 
 /// Reads until `buffer` is full or the file ends; returns how much was read.
-fn fill(file: &mut std::fs::File, buffer: &mut [u8]) -> std::io::Result<usize> {
+fn fill(file: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buffer.len() {
         match file.read(&mut buffer[filled..])? {

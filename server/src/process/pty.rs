@@ -2,13 +2,12 @@
 //! reactor (no blocking reader threads), window-size changes, and the EIO-means-EOF rule.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
-use nix::pty::{openpty, Winsize};
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -22,26 +21,52 @@ pub struct PtyPair {
     pub slave: OwnedFd,
 }
 
+/// Opens a PTY pair with close-on-exec set atomically on both ends: a child forked by
+/// another thread at the same moment must not inherit them, or this terminal would
+/// never report EOF while that child lives.
 pub fn open() -> io::Result<PtyPair> {
-    let size = Winsize {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: plain system calls; every returned fd is checked and owned immediately.
+    let master = unsafe {
+        let fd = libc::posix_openpt(flags);
+        if fd == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        OwnedFd::from_raw_fd(fd)
+    };
+    // SAFETY: `master` is an open PTY master.
+    if unsafe { libc::grantpt(master.as_raw_fd()) } == -1
+        || unsafe { libc::unlockpt(master.as_raw_fd()) } == -1
+    {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: TIOCGPTPEER opens the slave with the given flags and returns its fd.
+    let slave = unsafe {
+        let fd = libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags);
+        if fd == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        OwnedFd::from_raw_fd(fd)
+    };
+    let size = libc::winsize {
         ws_row: DEFAULT_ROWS,
         ws_col: DEFAULT_COLS,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    let pair = openpty(Some(&size), None)?;
-    for fd in [&pair.master, &pair.slave] {
-        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    // SAFETY: TIOCSWINSZ reads one winsize struct from the pointer we pass.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) } == -1 {
+        return Err(io::Error::last_os_error());
     }
-    let flags = OFlag::from_bits_truncate(fcntl(&pair.master, FcntlArg::F_GETFL)?);
-    fcntl(&pair.master, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    let status = OFlag::from_bits_truncate(fcntl(&master, FcntlArg::F_GETFL)?);
+    fcntl(&master, FcntlArg::F_SETFL(status | OFlag::O_NONBLOCK))?;
     // SAFETY: an OwnedFd stays open and keeps its number until the AsyncFd drops it.
-    let master = unsafe { AsyncFd::register(pair.master) }?;
+    let master = unsafe { AsyncFd::register(master) }?;
     Ok(PtyPair {
         master: PtyMaster {
             fd: Arc::new(master),
         },
-        slave: pair.slave,
+        slave,
     })
 }
 

@@ -28,7 +28,14 @@ pub async fn serve(
     // One connection per process: nothing could resume the session later.
     connection::serve(state, source, outbound, false).await;
     // The writer ends once the connection and its session have dropped their senders.
-    let _ = writer.await;
+    // A client that closed stdin but never reads stdout must not keep us from exiting.
+    let mut writer = writer;
+    if tokio::time::timeout(WRITER_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
 }
 
 async fn write_lines(mut output: impl AsyncWrite + Unpin, mut queue: mpsc::Receiver<String>) {
@@ -48,6 +55,9 @@ async fn write_lines(mut output: impl AsyncWrite + Unpin, mut queue: mpsc::Recei
         }
     }
 }
+
+/// How long the writer may keep flushing after the connection ended.
+const WRITER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Queued messages are coalesced into one write up to about this size.
 const BATCH_BYTES: usize = 1 << 20;
