@@ -45,6 +45,9 @@ pub async fn run(options: ExecOptions) -> Result<i32, ClientError> {
     request.env = options.env.clone();
     request.tty = options.tty;
     request.pipe_stdin = true;
+    // Install the handlers before anything runs remotely: a Ctrl-C in between would
+    // otherwise kill us with the default action instead of interrupting the command.
+    let signals = Signals::install();
     let mut process = client.start(request).await?;
     let id = process.id().to_owned();
     if options.tty {
@@ -53,7 +56,12 @@ pub async fn run(options: ExecOptions) -> Result<i32, ClientError> {
         }
     }
     let stdin_task = tokio::spawn(forward_stdin(client.clone(), id.clone()));
-    let signal_task = tokio::spawn(forward_signals(client.clone(), id.clone(), options.tty));
+    let signal_task = tokio::spawn(forward_signals(
+        signals,
+        client.clone(),
+        id.clone(),
+        options.tty,
+    ));
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
     let mut exit_code = CONNECTION_FAILED;
@@ -114,14 +122,26 @@ async fn forward_stdin(client: ExecServerClient, id: String) {
     }
 }
 
+/// SIGINT and SIGWINCH, caught from before the remote command starts.
+struct Signals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    resize: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            resize: signal(SignalKind::window_change()).ok(),
+        }
+    }
+}
+
 /// Ctrl-C becomes an interrupt of the remote process (on a raw terminal it travels as
 /// a byte instead); the terminal's size follows ours.
-async fn forward_signals(client: ExecServerClient, id: String, tty: bool) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut interrupt), Ok(mut resize)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::window_change()),
-    ) else {
+async fn forward_signals(signals: Signals, client: ExecServerClient, id: String, tty: bool) {
+    let (Some(mut interrupt), Some(mut resize)) = (signals.interrupt, signals.resize) else {
         return;
     };
     loop {
