@@ -1,12 +1,13 @@
 //! Starting and stopping the server under test: the in-tree server in-process, or any
 //! binary or command line as a child in its own process group. Teardown is bounded.
 
+use std::os::unix::process::CommandExt as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 
 use crate::error::{HarnessError, Result};
 use crate::trace::Tail;
@@ -35,12 +36,12 @@ pub(crate) enum Running {
         task: tokio::task::JoinHandle<()>,
     },
     Child {
-        child: Box<Child>,
+        child: Box<std::process::Child>,
         stderr: Arc<Tail>,
         /// Anything a websocket server printed on stdout after its start-up line.
         extra_stdout: Arc<Tail>,
         /// A websocket server's stdin, held open: EOF there is not a signal to it.
-        stdin: Option<tokio::process::ChildStdin>,
+        stdin: Option<ChildStdin>,
     },
 }
 
@@ -128,7 +129,9 @@ async fn launch_child(
         Transport::WebSocket => "ws://127.0.0.1:0",
         Transport::Stdio => "stdio",
     });
-    let mut command = Command::new(program);
+    // A std child (pipes handed to tokio): teardown happens in Drop, which must be able
+    // to wait for it without a runtime.
+    let mut command = std::process::Command::new(program);
     command
         .args(leading)
         .arg("--listen")
@@ -138,23 +141,25 @@ async fn launch_child(
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(false);
+        .process_group(0);
     let mut child = command
         .spawn()
         .map_err(|err| HarnessError::Startup(format!("cannot run {program}: {err}")))?;
+    let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let (Some(stdin), Some(stdout), Some(stderr_pipe)) = pipes else {
+        let mut child = child;
+        exec_server::teardown::terminate_group(&mut child, Duration::ZERO);
+        return Err(HarnessError::Startup(
+            "the server's pipes were not created".into(),
+        ));
+    };
+    let stdin = ChildStdin::from_std(stdin)?;
+    let stdout = ChildStdout::from_std(stdout)?;
     let stderr = Arc::new(Tail::default());
-    if let Some(pipe) = child.stderr.take() {
-        tokio::spawn(copy_into(Box::new(pipe), Arc::clone(&stderr)));
-    }
-    let stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| HarnessError::Startup("no stdin pipe".into()))?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| HarnessError::Startup("no stdout pipe".into()))?;
+    tokio::spawn(copy_into(
+        Box::new(ChildStderr::from_std(stderr_pipe)?),
+        Arc::clone(&stderr),
+    ));
     let extra_stdout = Arc::new(Tail::default());
     let mut launched = Launched {
         running: Running::Child {
@@ -260,36 +265,14 @@ async fn readyz(addr: &str) -> std::io::Result<bool> {
 }
 
 /// Stops the server: in-process at once; a child gets SIGTERM, `grace` to exit, then
-/// SIGKILL to its whole process group. Never blocks longer than `grace` plus a reap.
+/// SIGKILL to its whole process group (`exec_server::teardown`).
 pub(crate) fn stop(running: &mut Running, grace: Duration) {
     match running {
         Running::InProcess { handle, task } => {
             handle.shutdown();
             task.abort();
         }
-        Running::Child { child, .. } => {
-            let Some(pid) = child.id() else { return };
-            let pgid = pid as libc::pid_t;
-            // SAFETY: signalling the process group of a child we started in its own group.
-            unsafe { libc::killpg(pgid, libc::SIGTERM) };
-            let deadline = std::time::Instant::now() + grace;
-            while std::time::Instant::now() < deadline {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            // SAFETY: as above; also reaches anything the server left in its group.
-            unsafe { libc::killpg(pgid, libc::SIGKILL) };
-            let _ = child.start_kill();
-            let reap_deadline = std::time::Instant::now() + Duration::from_secs(1);
-            while std::time::Instant::now() < reap_deadline {
-                if !matches!(child.try_wait(), Ok(None)) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
+        Running::Child { child, .. } => exec_server::teardown::terminate_group(child, grace),
     }
 }
 

@@ -517,7 +517,7 @@ impl ExecServer {
     /// The pid of a child server (`None` in-process); it leads its own process group.
     pub fn pid(&self) -> Option<i32> {
         match &*self.inner.server.running() {
-            Running::Child { child, .. } => child.id().map(|pid| pid as i32),
+            Running::Child { child, .. } => Some(child.id() as i32),
             Running::InProcess { .. } => None,
         }
     }

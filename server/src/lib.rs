@@ -16,6 +16,7 @@ pub mod rpc;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod teardown;
 pub mod transport;
 pub mod watchdog;
 

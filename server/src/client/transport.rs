@@ -82,22 +82,10 @@ impl Drop for StdioChild {
 
 #[cfg(unix)]
 fn terminate_child(mut child: std::process::Child) {
-    let pgid = child.id() as libc::pid_t;
-    // SAFETY: signalling the process group of a child we spawned as its own group.
-    unsafe { libc::killpg(pgid, libc::SIGTERM) };
-    std::thread::spawn(move || {
-        let deadline = std::time::Instant::now() + STDIO_CHILD_GRACE;
-        while std::time::Instant::now() < deadline {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // SAFETY: as above; also reaches anything the server left in its group.
-        unsafe { libc::killpg(pgid, libc::SIGKILL) };
-        let _ = child.kill();
-        let _ = child.wait();
-    });
+    // SIGTERM now, so the server hears it even if this process exits right after;
+    // the grace period and SIGKILL run off-thread so that dropping never blocks.
+    crate::teardown::signal_group(child.id() as libc::pid_t, libc::SIGTERM);
+    std::thread::spawn(move || crate::teardown::terminate_group(&mut child, STDIO_CHILD_GRACE));
 }
 
 /// Windows has no process groups to signal: `taskkill /T /F` ends the whole tree. All

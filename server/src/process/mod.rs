@@ -73,6 +73,8 @@ struct OutputState {
     /// Every chunk with a seq at or above this is still retained.
     first_retained_seq: u64,
     exit: Option<ExitInfo>,
+    /// The `process/exited` notification has been handed to the connection.
+    exit_announced: bool,
     open_streams: usize,
     closed_seq: Option<u64>,
 }
@@ -84,9 +86,10 @@ impl OutputState {
         seq
     }
 
-    /// Assigns the close event once the exit is known and every stream is at EOF.
+    /// Assigns the close event once the exit has been announced and every stream is at
+    /// EOF, so `process/closed` is always the last notification a process sends.
     fn close_if_finished(&mut self) -> Option<u64> {
-        if self.closed_seq.is_none() && self.exit.is_some() && self.open_streams == 0 {
+        if self.closed_seq.is_none() && self.exit_announced && self.open_streams == 0 {
             let seq = self.take_seq();
             self.closed_seq = Some(seq);
             return Some(seq);
@@ -129,6 +132,7 @@ impl Process {
                 retained_bytes: 0,
                 first_retained_seq: 1,
                 exit: None,
+                exit_announced: false,
                 open_streams: spawned.outputs.len(),
                 closed_seq: None,
             }),
@@ -366,7 +370,7 @@ impl Process {
                 (-1, None)
             }
         };
-        let notifications = {
+        let exited = {
             let mut state = self.lock_output();
             let seq = state.take_seq();
             state.exit = Some(ExitInfo { code, seq });
@@ -374,19 +378,21 @@ impl Process {
             if let Some(signal) = signal {
                 params["signal"] = json!(signal);
             }
-            let exited = crate::rpc::encode_notification("process/exited", params);
-            let closed = state
-                .close_if_finished()
-                .map(|seq| self.closed_notification(seq));
-            [Some(exited), closed]
+            crate::rpc::encode_notification("process/exited", params)
         };
         self.changes.send_modify(|version| *version += 1);
-        let closed_now = notifications[1].is_some();
-        if closed_now {
+        self.notifier.send(exited).await;
+        let closed = {
+            let mut state = self.lock_output();
+            state.exit_announced = true;
+            state
+                .close_if_finished()
+                .map(|seq| self.closed_notification(seq))
+        };
+        if let Some(closed) = closed {
+            self.changes.send_modify(|version| *version += 1);
             self.on_closed();
-        }
-        for notification in notifications.into_iter().flatten() {
-            self.notifier.send(notification).await;
+            self.notifier.send(closed).await;
         }
     }
 
