@@ -8,8 +8,8 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
-use nix::sys::signal::{killpg, signal, SigHandler, Signal};
-use nix::unistd::{fork, pipe2, setsid, ForkResult, Pid};
+use nix::sys::signal::{signal, SigHandler, Signal};
+use nix::unistd::{fork, pipe2, setsid, ForkResult};
 
 /// Handle used by the server to register and unregister process groups.
 #[derive(Clone)]
@@ -92,7 +92,7 @@ fn run_watchdog(reader: OwnedFd) -> ! {
         }
     }
     for pgid in groups {
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        let _ = crate::teardown::signal_group(pgid, Signal::SIGKILL);
     }
     // SAFETY: _exit skips the parent's atexit handlers and buffered-output flushes,
     // which belong to the server, not to this forked copy.

@@ -219,12 +219,13 @@ async fn dropping_a_stdio_client_kills_the_server_and_its_processes() -> TestRes
     Ok(())
 }
 
-#[tokio::test]
-async fn a_server_that_prints_garbage_fails_connect_and_is_terminated() -> TestResult {
+/// Runs a fake stdio "server" that records its pid, then says `line` and waits:
+/// connect must fail and the fake must be terminated.
+async fn a_fake_that_says(line: &str) -> TestResult {
     let dir = tempfile::tempdir()?;
     let pid_file = dir.path().join("pid");
     let script = format!(
-        "echo $$ > '{}'; echo not-json; exec sleep 1000",
+        "echo $$ > '{}'; echo '{line}'; exec sleep 1000",
         pid_file.display()
     );
     let outcome = ExecServerClient::connect(fake_server(&script), ClientOptions::default()).await;
@@ -242,21 +243,13 @@ async fn a_server_that_prints_garbage_fails_connect_and_is_terminated() -> TestR
 }
 
 #[tokio::test]
+async fn a_server_that_prints_garbage_fails_connect_and_is_terminated() -> TestResult {
+    a_fake_that_says("not-json").await
+}
+
+#[tokio::test]
 async fn a_server_that_sends_a_request_is_terminated() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let pid_file = dir.path().join("pid");
-    let script = format!(
-        r#"echo $$ > '{}'; echo '{{"jsonrpc":"2.0","id":"x","method":"client/doSomething"}}'; exec sleep 1000"#,
-        pid_file.display()
-    );
-    let outcome = ExecServerClient::connect(fake_server(&script), ClientOptions::default()).await;
-    assert!(outcome.is_err());
-    let pid: i32 = std::fs::read_to_string(&pid_file)?
-        .trim()
-        .parse()
-        .expect("pid");
-    wait_for_process_gone(pid, WAIT).await?;
-    Ok(())
+    a_fake_that_says(r#"{"jsonrpc":"2.0","id":"x","method":"client/doSomething"}"#).await
 }
 
 #[tokio::test]

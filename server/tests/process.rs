@@ -421,25 +421,22 @@ async fn exited_comes_while_a_grandchild_holds_stdout_then_late_output_then_clos
 async fn read_long_poll_max_bytes_and_next_seq() -> TestResult {
     let server = start_server(Transport::WebSocket, &[]).await?;
     let session = server.initialize(CLIENT).await?;
+    // Each part is printed only after the previous one was seen, so each is its own chunk.
+    let script = "printf aaaa; read x; printf bbbb; read y; printf cccc";
     session
-        .start_with(spec(
-            "three",
-            [
-                "sh",
-                "-c",
-                "printf aaaa; sleep 0.05; printf bbbb; sleep 0.05; printf cccc",
-            ],
-        ))
+        .start_with(spec("three", ["sh", "-c", script]).pipe_stdin(true))
         .await?;
+    for (part, gate) in [(b"aaaa", b"\n" as &[u8]), (b"bbbb", b"\n")] {
+        let event = server.expect_event(|e| e.is_output("three")).await?;
+        assert_eq!(event.chunk().as_deref(), Some(&part[..]));
+        session.write("three", gate).await?;
+    }
     session.read_to_end("three").await?;
     let all = server
         .call("process/read", json!({"processId": "three"}))
         .await?;
     let chunks = all["chunks"].as_array().expect("chunks");
-    assert!(
-        chunks.len() >= 2,
-        "separate writes give separate chunks here: {all}"
-    );
+    assert_eq!(chunks.len(), 3, "one chunk per gated write: {all}");
     let first_len = unb64(&chunks[0]["chunk"]).len() as u64;
     let limited = server
         .call(
@@ -558,15 +555,10 @@ async fn five_mib_byte_exact_through_notifications_and_read() -> TestResult {
 async fn retention_keeps_the_newest_bytes_and_reports_what_was_lost() -> TestResult {
     let server = start_server(Transport::WebSocket, &["--output-retention", "1000"]).await?;
     let session = server.initialize(CLIENT).await?;
+    // Over 64 KiB, so several chunks whatever the timing; each is larger than the
+    // retention, so only the newest survives.
     session
-        .start_with(spec(
-            "many",
-            [
-                "sh",
-                "-c",
-                "for i in $(seq 1 50); do echo line-$i-padding-padding-padding; sleep 0.001; done",
-            ],
-        ))
+        .start_with(spec("many", ["seq", "1", "60000"]))
         .await?;
     // Through notifications: process/read no longer has the whole output.
     let (output, _) = notified_output(&server, "many", server.default_wait()).await?;

@@ -84,7 +84,7 @@ impl Drop for StdioChild {
 fn terminate_child(mut child: std::process::Child) {
     // SIGTERM now, so the server hears it even if this process exits right after;
     // the grace period and SIGKILL run off-thread so that dropping never blocks.
-    crate::teardown::signal_group(child.id() as libc::pid_t, libc::SIGTERM);
+    let _ = crate::teardown::signal_group(child.id() as i32, nix::sys::signal::Signal::SIGTERM);
     std::thread::spawn(move || crate::teardown::terminate_group(&mut child, STDIO_CHILD_GRACE));
 }
 

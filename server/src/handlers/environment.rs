@@ -5,9 +5,8 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::rpc::RpcError;
-use crate::server::ServerState;
 
-pub fn info(_state: &ServerState) -> Result<Value, RpcError> {
+pub fn info() -> Result<Value, RpcError> {
     let path = std::env::var("SHELL")
         .ok()
         .filter(|shell| Path::new(shell).is_absolute())

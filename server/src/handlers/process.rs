@@ -89,7 +89,7 @@ pub async fn read(
     turn.finish();
     let wait = Duration::from_millis(params.wait_ms);
     tokio::select! {
-        result = process.read(params.after_seq, params.max_bytes, wait) => Ok(result.into_json()),
+        result = process.read(params.after_seq, params.max_bytes, wait) => Ok(result),
         _ = session.superseded(generation) => Err(RpcError::invalid_request(STALE_ATTACHMENT)),
     }
 }

@@ -16,8 +16,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use futures_util::FutureExt as _;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify};
@@ -95,15 +94,6 @@ impl OutputState {
             return Some(seq);
         }
         None
-    }
-}
-
-/// What `process/read` returns (PROTOCOL.md §6.3).
-pub struct ReadResult(Value);
-
-impl ReadResult {
-    pub fn into_json(self) -> Value {
-        self.0
     }
 }
 
@@ -225,7 +215,7 @@ impl Process {
     }
 
     fn signal_group(&self, signal: Signal) {
-        if let Err(err) = killpg(Pid::from_raw(self.pid), signal) {
+        if let Err(err) = crate::teardown::signal_group(self.pid, signal) {
             if err != nix::errno::Errno::ESRCH {
                 tracing::warn!(process_id = %self.id, pid = self.pid, %err, "killpg failed");
             }
@@ -252,7 +242,7 @@ impl Process {
     }
 
     /// Long-poll read (PROTOCOL.md §6.3).
-    pub async fn read(&self, after_seq: u64, max_bytes: Option<u64>, wait: Duration) -> ReadResult {
+    pub async fn read(&self, after_seq: u64, max_bytes: Option<u64>, wait: Duration) -> Value {
         let deadline = Instant::now() + wait;
         let mut changes = self.changes.subscribe();
         loop {
@@ -277,7 +267,7 @@ impl Process {
         }
     }
 
-    fn read_now(&self, state: &OutputState, after_seq: u64, max_bytes: Option<u64>) -> ReadResult {
+    fn read_now(&self, state: &OutputState, after_seq: u64, max_bytes: Option<u64>) -> Value {
         let budget = max_bytes.unwrap_or(u64::MAX);
         let mut used = 0u64;
         let mut chunks = Vec::new();
@@ -296,7 +286,7 @@ impl Process {
             }));
         }
         let next_seq = last_seq.map_or(state.next_seq, |seq| seq + 1);
-        ReadResult(json!({
+        json!({
             "chunks": chunks,
             "nextSeq": next_seq,
             "exited": state.exit.is_some(),
@@ -304,7 +294,7 @@ impl Process {
             "closed": state.closed_seq.is_some(),
             "failure": Value::Null,
             "firstRetainedSeq": state.first_retained_seq,
-        }))
+        })
     }
 
     async fn pump_output(self: Arc<Self>, stream: Stream, mut reader: OutputReader) {
