@@ -76,7 +76,7 @@ async fn launch_in_process(transport: Transport, args: &[String]) -> Result<Laun
     let parsed = exec_server::cli::ServeArgs::try_parse_from(argv)
         .map_err(|err| HarnessError::Startup(format!("bad in-process server arguments: {err}")))?;
     let options = parsed
-        .server_options(None)
+        .server_options()
         .map_err(|err| HarnessError::Startup(format!("in-process server: {err}")))?;
     let server = exec_server::Server::new(options, exec_server::Shutdown::new());
     let handle = server.handle();
@@ -276,6 +276,9 @@ pub(crate) fn stop(running: &mut Running, grace: Duration) {
     }
 }
 
-pub(crate) async fn connect(url: &str) -> Result<(FrameWriter, FrameReader)> {
-    Ok(wire::connect_websocket(url, None).await?)
+pub(crate) async fn connect(
+    url: &str,
+    token: Option<&exec_server::security::BearerToken>,
+) -> Result<(FrameWriter, FrameReader)> {
+    Ok(wire::connect_websocket(url, token).await?)
 }

@@ -18,6 +18,7 @@ use crate::launch::{self, Launched, Program, Running, Transport};
 use crate::session::{ProcessOutput, Session};
 use crate::trace::{Direction, Trace, TraceEntry, abbreviate};
 use exec_server::client::wire::{self, Frame, FrameReader as Reader, FrameWriter as Writer};
+use exec_server::security::{BearerToken, TokenError};
 
 /// Default deadline of every wait, before the time scale is applied.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
@@ -50,6 +51,8 @@ pub struct ExecServerBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
     time_scale: Option<f64>,
+    /// Checked when set, reported by `start` (its `Debug` never shows the secret).
+    auth_token: Option<std::result::Result<BearerToken, TokenError>>,
 }
 
 impl ExecServerBuilder {
@@ -118,6 +121,15 @@ impl ExecServerBuilder {
         self
     }
 
+    /// Requires this bearer token: the harness writes it to a private file, passes
+    /// `--auth-token-file FILE` to the server, and sends `Authorization: Bearer …` on
+    /// every websocket connection it opens. A token that cannot be sent in an HTTP
+    /// header (empty, spaces, control characters) makes [`start`](Self::start) fail.
+    pub fn auth_token(mut self, token: impl Into<String>) -> Self {
+        self.auth_token = Some(BearerToken::new(token.into()));
+        self
+    }
+
     /// Multiplies every deadline; overrides `EXEC_HARNESS_TIME_SCALE`.
     pub fn time_scale(mut self, scale: f64) -> Self {
         self.time_scale = Some(scale);
@@ -129,11 +141,24 @@ impl ExecServerBuilder {
     pub async fn start(self) -> Result<ExecServer> {
         let scale = self.time_scale.unwrap_or_else(time_scale_from_env);
         let default_wait = DEFAULT_WAIT.mul_f64(scale);
+        let mut args = self.args.clone();
+        // The server reads the file at start-up; it only has to outlive the launch.
+        let (token, _token_file) = match self.auth_token {
+            None => (None, None),
+            Some(token) => {
+                let token =
+                    token.map_err(|err| HarnessError::Startup(format!("auth_token: {err}")))?;
+                let file = write_token_file(&token)?;
+                args.push("--auth-token-file".into());
+                args.push(file.path().to_string_lossy().into_owned());
+                (Some(token), Some(file))
+            }
+        };
         let mut launched = launch::launch(
             &self.program,
             self.transport,
             self.listen.as_deref(),
-            &self.args,
+            &args,
             &self.env,
             default_wait * 2,
         )
@@ -145,7 +170,7 @@ impl ExecServerBuilder {
                     .url
                     .clone()
                     .ok_or_else(|| HarnessError::Startup("no URL".into()))?;
-                match launch::connect(&url).await {
+                match launch::connect(&url, token.as_ref()).await {
                     Ok(halves) => halves,
                     Err(err) => {
                         launch::stop(&mut launched.running, TEARDOWN_GRACE);
@@ -157,6 +182,7 @@ impl ExecServerBuilder {
         let Launched { running, url, .. } = launched;
         let process = Arc::new(ServerProcess {
             running: Mutex::new(running),
+            token,
         });
         Ok(ExecServer::over(
             process,
@@ -173,6 +199,19 @@ impl ExecServerBuilder {
 /// stops it.
 struct ServerProcess {
     running: Mutex<Running>,
+    /// Sent on every websocket connection, if the server requires one.
+    token: Option<BearerToken>,
+}
+
+/// A file only this user can read (tempfile creates it with mode 0600).
+fn write_token_file(token: &BearerToken) -> Result<tempfile::NamedTempFile> {
+    use std::io::Write as _;
+    let mut file = tempfile::Builder::new()
+        .prefix("exec-server-token-")
+        .tempfile()?;
+    file.write_all(token.secret().as_bytes())?;
+    file.flush()?;
+    Ok(file)
 }
 
 impl ServerProcess {
@@ -476,7 +515,7 @@ impl ExecServer {
         let url = self.inner.url.clone().ok_or_else(|| {
             HarnessError::Startup("a stdio server has exactly one connection".into())
         })?;
-        let (writer, reader) = launch::connect(&url).await?;
+        let (writer, reader) = launch::connect(&url, self.inner.server.token.as_ref()).await?;
         Ok(ExecServer::over(
             Arc::clone(&self.inner.server),
             self.inner.transport,
@@ -496,6 +535,7 @@ impl ExecServer {
             args: Vec::new(),
             env: Vec::new(),
             time_scale: None,
+            auth_token: None,
         }
     }
 
@@ -812,7 +852,7 @@ impl ExecServer {
         if self.inner.writer.lock().await.is_some() {
             self.disconnect().await?;
         }
-        let (writer, reader) = launch::connect(&url).await?;
+        let (writer, reader) = launch::connect(&url, self.inner.server.token.as_ref()).await?;
         *self.inner.writer.lock().await = Some(writer);
         *self.inner.reader.lock().await = Some(reader);
         *self.inner.inbox() = Inbox::default();

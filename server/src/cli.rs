@@ -8,8 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::fs::FileSystem;
-use crate::server::{ServerOptions, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_OUTPUT_RETENTION_BYTES};
-use crate::watchdog::Watchdog;
+use crate::limits::{Limits, DEFAULT_LIMITS};
+use crate::security::{exposes_network, BearerToken, UpgradePolicy};
+use crate::server::ServerOptions;
 
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,9 +87,10 @@ pub struct ExecArgs {
     #[arg(short = 'e', long = "env", value_name = "K=V", value_parser = parse_assignment)]
     pub env: Vec<(String, String)>,
 
-    /// Bearer token for the websocket upgrade
-    #[arg(long, env = "EXEC_SERVER_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    /// File holding the server's bearer token (one trailing newline is trimmed); the
+    /// token itself may also come from the environment variable EXEC_SERVER_TOKEN
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
@@ -110,12 +112,12 @@ pub struct ServeArgs {
     #[arg(long, default_value = "ws://127.0.0.1:0", value_name = "URL")]
     pub listen: Listen,
 
-    /// Newest output bytes kept per process for process/read
-    #[arg(long, default_value_t = DEFAULT_OUTPUT_RETENTION_BYTES, value_name = "BYTES")]
+    /// Newest output bytes kept per process for process/read (units allowed: 64KiB)
+    #[arg(long, default_value = "1MiB", value_name = "BYTES", value_parser = parse_bytes)]
     pub output_retention: usize,
 
-    /// Largest inbound message accepted, in bytes
-    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES, value_name = "BYTES")]
+    /// Largest inbound message accepted (units allowed: 16MiB)
+    #[arg(long, default_value = "64MiB", value_name = "BYTES", value_parser = parse_bytes)]
     pub max_message_bytes: usize,
 
     /// How long a disconnected websocket session can be resumed (e.g. 500ms, 10s, 2m)
@@ -129,6 +131,70 @@ pub struct ServeArgs {
     /// Confine every fs path and process cwd to this directory
     #[arg(long, value_name = "DIR")]
     pub fs_root: Option<PathBuf>,
+
+    /// Require `Authorization: Bearer <token>` on every websocket upgrade; the token is
+    /// this file's content, one trailing newline trimmed
+    #[arg(long, value_name = "FILE", env = "EXEC_SERVER_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// Accept websocket upgrades carrying this Origin (repeatable); every other Origin,
+    /// `null` included, is refused (web pages send one, native clients do not)
+    #[arg(long, value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
+
+    /// On a loopback bind, also accept this Host header value (repeatable; e.g.
+    /// dev.internal:8765), besides the bound IP:PORT, localhost, 127.0.0.1 and [::1]
+    #[arg(long, value_name = "HOST")]
+    pub allow_host: Vec<String>,
+
+    /// Serve a non-loopback address without a token: anyone who reaches the port runs
+    /// commands as this user. Only for a network you trust completely
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+
+    /// Live websocket connections; one more gets HTTP 503
+    #[arg(long, default_value_t = DEFAULT_LIMITS.max_connections, value_name = "N", value_parser = parse_count)]
+    pub max_connections: usize,
+
+    /// Sessions, attached or detached; initialize of one more fails with -32005
+    #[arg(long, default_value_t = DEFAULT_LIMITS.max_sessions, value_name = "N", value_parser = parse_count)]
+    pub max_sessions: usize,
+
+    /// Processes per session (closed ones count until evicted); one more fails with -32005
+    #[arg(long, default_value_t = DEFAULT_LIMITS.max_processes, value_name = "N", value_parser = parse_count)]
+    pub max_processes: usize,
+
+    /// Output retained by all processes together; beyond it the oldest output of the
+    /// largest retainer is dropped (units allowed: 512MiB)
+    #[arg(long, default_value = "1GiB", value_name = "BYTES", value_parser = parse_bytes)]
+    pub max_retained_bytes: usize,
+}
+
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let bytes = parse_size::Config::new()
+        .with_binary()
+        .parse_size(text)
+        .map_err(|err| format!("{err} (e.g. 4096, 64KiB, 1MiB, 1GiB)"))?;
+    usize::try_from(bytes).map_err(|_| format!("{text} is too large"))
+}
+
+fn parse_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(count) => Ok(count),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// Why the server options could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    /// The arguments themselves are wrong (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    /// Something the arguments name could not be used (exit code 1).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
 }
 
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {
@@ -143,8 +209,22 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl ServeArgs {
-    /// The server options these arguments select. Fails if `--fs-root` cannot be opened.
-    pub fn server_options(&self, watchdog: Option<Watchdog>) -> std::io::Result<ServerOptions> {
+    /// The server options these arguments select (without a watchdog). Reads the token
+    /// file and opens `--fs-root`; refuses to serve the network without a token.
+    pub fn server_options(&self) -> Result<ServerOptions, OptionsError> {
+        let token = match &self.auth_token_file {
+            None => None,
+            Some(path) => Some(BearerToken::read_file(path).map_err(|err| {
+                OptionsError::Usage(format!("--auth-token-file {}: {err}", path.display()))
+            })?),
+        };
+        if let Listen::WebSocket(addr) = self.listen {
+            if exposes_network(addr) && token.is_none() && !self.insecure_no_auth {
+                return Err(OptionsError::Usage(format!(
+                    "refusing to serve ws://{addr} without authentication: anyone who reaches it could run commands as this user. Give --auth-token-file FILE (clients then send `Authorization: Bearer <token>`), listen on a loopback address, or pass --insecure-no-auth on a network you trust completely"
+                )));
+            }
+        }
         let file_system = match &self.fs_root {
             None => FileSystem::Unconfined,
             Some(root) => FileSystem::confined(root).map_err(|err| {
@@ -157,7 +237,18 @@ impl ServeArgs {
             session_ttl: self.session_ttl,
             ws_keepalive: self.ws_keepalive,
             file_system: Arc::new(file_system),
-            watchdog,
+            watchdog: None,
+            upgrade_policy: UpgradePolicy {
+                token,
+                allowed_origins: self.allow_origin.clone(),
+                allowed_hosts: self.allow_host.clone(),
+            },
+            limits: Limits {
+                max_connections: self.max_connections,
+                max_sessions: self.max_sessions,
+                max_processes: self.max_processes,
+                max_retained_bytes: self.max_retained_bytes,
+            },
         })
     }
 }
@@ -190,5 +281,30 @@ mod tests {
             let err = bad.parse::<Listen>().unwrap_err();
             assert!(err.contains("ws://IP:PORT"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("64KiB"), Ok(64 * 1024));
+        assert_eq!(parse_bytes("1MiB"), Ok(1024 * 1024));
+        assert_eq!(parse_bytes("1 GiB"), Ok(1024 * 1024 * 1024));
+        assert!(parse_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn the_defaults_are_the_documented_limits() {
+        let args = ServeArgs::try_parse_from(["exec-server"]).expect("defaults");
+        let options = args.server_options().expect("options");
+        assert_eq!(options.limits, DEFAULT_LIMITS);
+        assert_eq!(
+            options.output_retention_bytes,
+            crate::server::DEFAULT_OUTPUT_RETENTION_BYTES
+        );
+        assert_eq!(
+            options.max_message_bytes,
+            crate::server::DEFAULT_MAX_MESSAGE_BYTES
+        );
+        assert!(options.upgrade_policy.token.is_none());
     }
 }

@@ -14,6 +14,7 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::handlers::{self, Method};
+use crate::limits::MAX_ID_BYTES;
 use crate::rpc::{self, Inbound, Reply, Request, RequestId, RpcError};
 use crate::server::ServerState;
 use crate::session::{Generation, Outbound, Session, STALE_ATTACHMENT};
@@ -252,7 +253,7 @@ impl Connection {
         let registry = &self.state.registry;
         let (session, generation) = match &params.resume_session_id {
             Some(id) => registry.resume(id, self.outbound.clone())?,
-            None => registry.create(self.outbound.clone()),
+            None => registry.create(self.outbound.clone())?,
         };
         tracing::info!(client = %params.client_name, session_id = session.id(), "initialize");
         let result = handlers::initialize::result(&self.state, session.id(), self.resumable);
@@ -265,6 +266,8 @@ impl Connection {
             .is_process_scoped()
             .then(|| params.get("processId").and_then(Value::as_str))
             .flatten()
+            // An id over the cap is refused when its params are decoded; not worth a key.
+            .filter(|process_id| process_id.len() <= MAX_ID_BYTES)
         else {
             return Turn::unordered();
         };

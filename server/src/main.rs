@@ -6,9 +6,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use exec_server::cli::{Args, Command, ExecArgs, Listen, ServeArgs};
-use exec_server::watchdog::Watchdog;
-use exec_server::{Server, Shutdown};
+use exec_server::cli::{Args, Command, ExecArgs, Listen, OptionsError};
+use exec_server::{Server, ServerOptions, Shutdown};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -27,7 +26,18 @@ fn main() -> ExitCode {
     if let Some(Command::Exec(exec)) = args.command {
         return run_exec(exec);
     }
-    let watchdog = match Watchdog::start() {
+    let mut options = match args.serve.server_options() {
+        Ok(options) => options,
+        Err(err) => {
+            eprintln!("exec-server: {err}");
+            return ExitCode::from(match err {
+                OptionsError::Usage(_) => 2,
+                OptionsError::Io(_) => 1,
+            });
+        }
+    };
+    raise_open_file_limit();
+    options.watchdog = match exec_server::watchdog::Watchdog::start() {
         Ok(watchdog) => Some(watchdog),
         Err(err) => {
             tracing::warn!(%err, "could not start the orphan watchdog");
@@ -41,7 +51,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let outcome = runtime.block_on(serve(args.serve, watchdog));
+    let outcome = runtime.block_on(serve(args.serve.listen, options));
     // Tokio reads stdin on a blocking thread that cannot be interrupted; waiting for it
     // would hang a stdio server shut down by a signal until its client writes again.
     runtime.shutdown_background();
@@ -54,12 +64,24 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs, watchdog: Option<Watchdog>) -> anyhow::Result<()> {
+/// Every process holds a few descriptors (pipes, a PTY) and every connection one; the
+/// usual soft limit of 1024 would cap a session far below `--max-processes`.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let raised = getrlimit(Resource::RLIMIT_NOFILE).and_then(|(soft, hard)| match soft < hard {
+        true => setrlimit(Resource::RLIMIT_NOFILE, hard, hard),
+        false => Ok(()),
+    });
+    if let Err(err) = raised {
+        tracing::warn!(%err, "could not raise the open-file limit");
+    }
+}
+
+async fn serve(listen: Listen, options: ServerOptions) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     tokio::spawn(shutdown.clone().trigger_on_signals());
-    let options = args.server_options(watchdog)?;
     let server = Server::new(options, shutdown);
-    match args.listen {
+    match listen {
         Listen::Stdio => server.serve_stdio().await,
         Listen::WebSocket(addr) => {
             let bound = server
@@ -103,7 +125,8 @@ fn run_exec(args: ExecArgs) -> ExitCode {
 
 fn exec_options(args: ExecArgs) -> anyhow::Result<exec_server::client::exec::ExecOptions> {
     use exec_server::client::environments::{Environments, URL_OVERRIDE_VAR};
-    use exec_server::client::ExecServerTransport;
+    use exec_server::client::{ExecServerTransport, TOKEN_VAR};
+    use exec_server::security::BearerToken;
     let environments = || -> anyhow::Result<Environments> {
         let path = args.environments_file.clone().or_else(|| {
             std::env::var_os("HOME").map(|home| {
@@ -117,12 +140,19 @@ fn exec_options(args: ExecArgs) -> anyhow::Result<exec_server::client::exec::Exe
             _ => Ok(Environments::default()),
         }
     };
-    let transport = match (&args.connect, &args.environment) {
-        (Some(connect), _) => ExecServerTransport::parse(connect).map_err(anyhow::Error::msg)?,
-        (None, Some(id)) => environments()?
-            .get(id)
-            .map(|environment| environment.transport.clone())
-            .ok_or_else(|| anyhow::anyhow!("no environment {id:?} in the environments file"))?,
+    // A token file of an environments entry goes with that entry's server only.
+    let (transport, entry_token_file) = match (&args.connect, &args.environment) {
+        (Some(connect), _) => (
+            ExecServerTransport::parse(connect).map_err(anyhow::Error::msg)?,
+            None,
+        ),
+        (None, Some(id)) => {
+            let environment = environments()?
+                .get(id)
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("no environment {id:?} in the environments file"))?;
+            (environment.transport, environment.token_file)
+        }
         (None, None) => {
             // The variable wins over the file, so a broken file does not get in its way.
             let url_override = std::env::var(URL_OVERRIDE_VAR).ok();
@@ -130,18 +160,31 @@ fn exec_options(args: ExecArgs) -> anyhow::Result<exec_server::client::exec::Exe
                 Some(_) => Environments::default(),
                 None => environments()?,
             };
-            environments
-                .default_transport(url_override.as_deref())?
+            let environment = environments
+                .default_environment(url_override.as_deref())?
                 .ok_or_else(|| {
                     anyhow::anyhow!(
                         "no exec-server given: use --connect, --environment, {URL_OVERRIDE_VAR} or a default environment"
                     )
-                })?
+                })?;
+            (environment.transport, environment.token_file)
         }
+    };
+    let token = match (&args.token_file, &entry_token_file) {
+        (Some(path), _) | (None, Some(path)) => Some(
+            BearerToken::read_file(path)
+                .map_err(|err| anyhow::anyhow!("token file {}: {err}", path.display()))?,
+        ),
+        (None, None) => match std::env::var(TOKEN_VAR) {
+            Ok(value) if !value.is_empty() => {
+                Some(BearerToken::new(value).map_err(|err| anyhow::anyhow!("{TOKEN_VAR}: {err}"))?)
+            }
+            _ => None,
+        },
     };
     Ok(exec_server::client::exec::ExecOptions {
         transport,
-        bearer_token: args.token,
+        bearer_token: token,
         tty: args.tty,
         cwd: args.cwd,
         env: args.env.into_iter().collect(),

@@ -3,11 +3,27 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::limits::MAX_ID_BYTES;
+
+/// A client-chosen name (`processId`, `clientName`) of at most `MAX_ID_BYTES` bytes:
+/// ids are echoed in every notification and keyed in maps, so their size is capped.
+fn capped_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let id = String::deserialize(deserializer)?;
+    if id.len() > MAX_ID_BYTES {
+        return Err(serde::de::Error::custom(format!(
+            "must be at most {MAX_ID_BYTES} bytes, got {}",
+            id.len()
+        )));
+    }
+    Ok(id)
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InitializeParams {
+    #[serde(deserialize_with = "capped_id")]
     pub client_name: String,
     #[serde(default)]
     pub resume_session_id: Option<String>,
@@ -16,6 +32,7 @@ pub struct InitializeParams {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StartParams {
+    #[serde(deserialize_with = "capped_id")]
     pub process_id: String,
     pub argv: Vec<String>,
     pub cwd: String,
@@ -58,12 +75,14 @@ pub struct EnvPolicy {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProcessIdParams {
+    #[serde(deserialize_with = "capped_id")]
     pub process_id: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReadParams {
+    #[serde(deserialize_with = "capped_id")]
     pub process_id: String,
     #[serde(default)]
     pub after_seq: u64,
@@ -76,6 +95,7 @@ pub struct ReadParams {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WriteParams {
+    #[serde(deserialize_with = "capped_id")]
     pub process_id: String,
     pub chunk: String,
     #[serde(default)]
@@ -85,6 +105,7 @@ pub struct WriteParams {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SignalParams {
+    #[serde(deserialize_with = "capped_id")]
     pub process_id: String,
     pub signal: SignalName,
 }
@@ -118,6 +139,7 @@ impl SignalName {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResizeParams {
+    #[serde(deserialize_with = "capped_id")]
     pub process_id: String,
     pub rows: u16,
     pub cols: u16,

@@ -4,12 +4,16 @@
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 
+use crate::limits::LimitReached;
+
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
 pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
 pub const INTERNAL_ERROR: i64 = -32603;
 pub const NOT_FOUND: i64 = -32004;
+/// [ext] A server cap is reached; `data` is `{limit, value}`.
+pub const LIMIT_REACHED: i64 = -32005;
 
 /// An error that is sent back to the client as a JSON-RPC error object.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -17,6 +21,8 @@ pub const NOT_FOUND: i64 = -32004;
 pub struct RpcError {
     pub code: i64,
     pub message: String,
+    /// The error object's optional `data` member.
+    pub data: Option<Value>,
 }
 
 impl RpcError {
@@ -24,6 +30,7 @@ impl RpcError {
         Self {
             code,
             message: message.into(),
+            data: None,
         }
     }
     pub fn parse(message: impl Into<String>) -> Self {
@@ -40,6 +47,16 @@ impl RpcError {
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(INTERNAL_ERROR, message)
+    }
+}
+
+impl From<LimitReached> for RpcError {
+    fn from(reached: LimitReached) -> Self {
+        Self {
+            code: LIMIT_REACHED,
+            message: reached.to_string(),
+            data: Some(json!({"limit": reached.limit().wire_name(), "value": reached.value()})),
+        }
     }
 }
 
@@ -175,8 +192,11 @@ pub fn encode_result(id: &RequestId, result: Value) -> String {
 }
 
 pub fn encode_error(id: &RequestId, error: &RpcError) -> String {
-    json!({"jsonrpc": "2.0", "id": id, "error": {"code": error.code, "message": error.message}})
-        .to_string()
+    let mut object = json!({"code": error.code, "message": error.message});
+    if let Some(data) = &error.data {
+        object["data"] = data.clone();
+    }
+    json!({"jsonrpc": "2.0", "id": id, "error": object}).to_string()
 }
 
 pub fn encode_notification(method: &str, params: Value) -> String {

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::fs::FileSystem;
+use crate::limits::Limits;
+use crate::process::retention::RetentionPool;
+use crate::security::UpgradePolicy;
 use crate::session::{SessionRegistry, SessionSettings};
 use crate::shutdown::Shutdown;
 use crate::transport::{stdio, ws::WebSocketListener};
@@ -31,6 +34,9 @@ pub struct ServerOptions {
     pub file_system: Arc<FileSystem>,
     /// Orphan watchdog, if the embedding process started one.
     pub watchdog: Option<Watchdog>,
+    /// Token, `Origin` and `Host` rules for websocket upgrades.
+    pub upgrade_policy: UpgradePolicy,
+    pub limits: Limits,
 }
 
 impl Default for ServerOptions {
@@ -42,6 +48,8 @@ impl Default for ServerOptions {
             ws_keepalive: DEFAULT_WS_KEEPALIVE,
             file_system: Arc::new(FileSystem::Unconfined),
             watchdog: None,
+            upgrade_policy: UpgradePolicy::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -64,6 +72,8 @@ impl Server {
             output_retention_bytes: options.output_retention_bytes,
             watchdog: options.watchdog.clone(),
             detached_ttl: options.session_ttl,
+            limits: options.limits,
+            retention_pool: RetentionPool::new(options.limits.max_retained_bytes),
         });
         Self {
             state: Arc::new(ServerState {

@@ -14,6 +14,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::limits::{LimitReached, Limits};
+use crate::process::retention::RetentionPool;
 use crate::process::{Process, SpawnRequest};
 use crate::rpc::RpcError;
 use crate::watchdog::Watchdog;
@@ -62,6 +64,10 @@ pub struct SessionSettings {
     pub watchdog: Option<Watchdog>,
     /// How long a detached session waits to be resumed before it is destroyed.
     pub detached_ttl: Duration,
+    /// `max_sessions` and `max_processes` are enforced here.
+    pub limits: Limits,
+    /// Every process's retained output counts against this one budget.
+    pub retention_pool: Arc<RetentionPool>,
 }
 
 /// The attachment a connection holds; see [`Session::is_current`].
@@ -169,12 +175,20 @@ impl Session {
                     "process {process_id} already exists"
                 )));
             }
+            let max_processes = self.settings.limits.max_processes;
+            if table.len() >= max_processes {
+                return Err(LimitReached::Processes {
+                    value: max_processes,
+                }
+                .into());
+            }
             table.insert(process_id.to_owned(), Slot::Starting);
         }
         let spawned = Process::spawn(
             process_id.to_owned(),
             request,
             self.settings.output_retention_bytes,
+            Arc::clone(&self.settings.retention_pool),
             self.notifier.clone(),
             self.settings.watchdog.clone(),
         );
@@ -270,8 +284,16 @@ impl SessionRegistry {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Creates a session attached to `outbound`, under a fresh UUID v4.
-    pub fn create(&self, outbound: Outbound) -> (Arc<Session>, Generation) {
+    /// Creates a session attached to `outbound`, under a fresh UUID v4, unless the
+    /// server already holds `max_sessions`.
+    pub fn create(&self, outbound: Outbound) -> Result<(Arc<Session>, Generation), LimitReached> {
+        let max_sessions = self.settings.limits.max_sessions;
+        let mut sessions = self.sessions();
+        if sessions.len() >= max_sessions {
+            return Err(LimitReached::Sessions {
+                value: max_sessions,
+            });
+        }
         let session = Arc::new(Session {
             id: uuid::Uuid::new_v4().to_string(),
             settings: self.settings.clone(),
@@ -282,9 +304,8 @@ impl SessionRegistry {
             destroyed: CancellationToken::new(),
         });
         let generation = session.attach(outbound);
-        self.sessions()
-            .insert(session.id.clone(), Arc::clone(&session));
-        (session, generation)
+        sessions.insert(session.id.clone(), Arc::clone(&session));
+        Ok((session, generation))
     }
 
     /// Re-attaches a detached session to `outbound` (PROTOCOL.md §5). A session whose
@@ -368,6 +389,18 @@ impl SessionRegistry {
     }
 }
 
+/// A registry without a watchdog and with 1 KiB of retention per process.
+#[cfg(test)]
+pub(crate) fn registry_for_tests(detached_ttl: Duration, limits: Limits) -> SessionRegistry {
+    SessionRegistry::new(SessionSettings {
+        output_retention_bytes: 1024,
+        watchdog: None,
+        detached_ttl,
+        limits,
+        retention_pool: RetentionPool::new(limits.max_retained_bytes),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -375,11 +408,7 @@ mod tests {
     use super::*;
 
     fn registry(detached_ttl: Duration) -> SessionRegistry {
-        SessionRegistry::new(SessionSettings {
-            output_retention_bytes: 1024,
-            watchdog: None,
-            detached_ttl,
-        })
+        registry_for_tests(detached_ttl, Limits::default())
     }
 
     /// Starts `/bin/true` as `process_id` and returns it.
@@ -406,7 +435,7 @@ mod tests {
     async fn closed_processes_are_evicted_after_the_retention_period() {
         let registry = registry(Duration::from_secs(30));
         let (outbound, _queue) = mpsc::channel(16);
-        let (session, _) = registry.create(outbound);
+        let (session, _) = registry.create(outbound).expect("create");
         let process = start_true(&session, "p").expect("start");
         process.closed().await;
         let closed_at = Instant::now();
@@ -430,7 +459,7 @@ mod tests {
     async fn a_detached_session_keeps_closed_processes_until_it_is_resumed() {
         let registry = registry(Duration::from_secs(3600));
         let (outbound, _queue) = mpsc::channel(16);
-        let (session, generation) = registry.create(outbound);
+        let (session, generation) = registry.create(outbound).expect("create");
         let process = start_true(&session, "p").expect("start");
         // Wait for the close while no timer is pending: paused time jumps to the next
         // timer whenever the runtime only waits for I/O, and the TTL reaper is one.

@@ -170,6 +170,13 @@ async fn stdio_stdout_carries_only_protocol_frames_even_with_logging_on() -> Tes
         let reply = server.response(&json!(id)).await?;
         assert_eq!(reply.message["jsonrpc"], "2.0", "{:?}", reply.message);
     }
+    // Until the stdio EOF rules (PROTOCOL.md §2) are in, EOF may cut notifications that
+    // are still on their way; wait for the last one so the check below is about purity.
+    server
+        .wait_for_events("process/closed of p", server.default_wait(), |events| {
+            events.iter().any(|event| event.is_closed("p"))
+        })
+        .await?;
     server.disconnect().await?; // EOF on stdin: the server must exit
     server.wait_exit(server.default_wait()).await?;
     // Everything else the server wrote to stdout, up to EOF, must be protocol frames.

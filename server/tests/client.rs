@@ -377,8 +377,9 @@ struct Proxy {
     cut: tokio::sync::watch::Sender<u64>,
 }
 
-async fn proxy_to(upstream: String) -> std::io::Result<Proxy> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// Forwards every connection accepted on `listener` to `upstream`. The server must
+/// accept the proxy's address as a `Host` (`--allow-host`), as behind any real proxy.
+async fn proxy_to(listener: tokio::net::TcpListener, upstream: String) -> std::io::Result<Proxy> {
     let url = format!("ws://{}", listener.local_addr()?);
     let (cut, cuts) = tokio::sync::watch::channel(0u64);
     tokio::spawn(async move {
@@ -402,13 +403,19 @@ async fn proxy_to(upstream: String) -> std::io::Result<Proxy> {
 
 #[tokio::test]
 async fn reconnect_after_a_dropped_websocket_loses_no_output() -> TestResult {
-    let server = start_server(Transport::WebSocket, &["--session-ttl", "30s"]).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let proxy_host = listener.local_addr()?.to_string();
+    let server = start_server(
+        Transport::WebSocket,
+        &["--session-ttl", "30s", "--allow-host", &proxy_host],
+    )
+    .await?;
     let upstream = server
         .url()
         .expect("url")
         .trim_start_matches("ws://")
         .to_owned();
-    let proxy = proxy_to(upstream).await?;
+    let proxy = proxy_to(listener, upstream).await?;
     let options = ClientOptions {
         reconnect: Some(WAIT),
         ..ClientOptions::default()

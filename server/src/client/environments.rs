@@ -7,6 +7,7 @@
 //! [[environments]]
 //! id = "local"
 //! url = "ws://127.0.0.1:8765"
+//! token_file = "local.token"   # relative to this file's directory
 //!
 //! [[environments]]
 //! id = "build-box"
@@ -31,6 +32,8 @@ pub const URL_OVERRIDE_VAR: &str = "EXEC_SERVER_URL";
 pub struct Environment {
     pub id: String,
     pub transport: ExecServerTransport,
+    /// The server's bearer token, read when it is used (websocket entries only).
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -60,6 +63,7 @@ struct RawEnvironment {
     args: Option<Vec<String>>,
     env: Option<BTreeMap<String, String>>,
     cwd: Option<PathBuf>,
+    token_file: Option<PathBuf>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -70,7 +74,14 @@ impl Environments {
     pub fn load(path: &Path) -> Result<Environments, EnvironmentsError> {
         let text = std::fs::read_to_string(path)
             .map_err(|err| EnvironmentsError(format!("{}: {err}", path.display())))?;
-        Self::parse(&text, &path.display().to_string())
+        let mut parsed = Self::parse(&text, &path.display().to_string())?;
+        let directory = path.parent().unwrap_or(Path::new("."));
+        for environment in &mut parsed.environments {
+            if let Some(token_file) = &mut environment.token_file {
+                *token_file = directory.join(&*token_file);
+            }
+        }
+        Ok(parsed)
     }
 
     /// Parses the file's text; `origin` names it in errors (`FILE:LINE: …`).
@@ -88,6 +99,15 @@ impl Environments {
             let entry = entry.into_inner();
             if environments.iter().any(|known| known.id == entry.id) {
                 return Err(fail("id", &format!("{:?} is defined twice", entry.id)));
+            }
+            if entry.token_file.is_some() && entry.program.is_some() {
+                return Err(fail(
+                    "token_file",
+                    &format!(
+                        "environment {:?}: token_file goes with url (a stdio program needs no token)",
+                        entry.id
+                    ),
+                ));
             }
             let transport = match (entry.url, entry.program) {
                 (Some(_), Some(_)) => {
@@ -135,6 +155,7 @@ impl Environments {
             environments.push(Environment {
                 id: entry.id,
                 transport,
+                token_file: entry.token_file,
             });
         }
         let default = match raw.default {
@@ -162,25 +183,26 @@ impl Environments {
             .find(|environment| environment.id == id)
     }
 
-    /// The transport to use when none was named: `EXEC_SERVER_URL` (`url_override`)
-    /// wins over the file's default; `none` means no exec-server at all.
-    pub fn default_transport(
+    /// The server to use when none was named: `EXEC_SERVER_URL` (`url_override`) wins
+    /// over the file's default (and then carries no token file; its id is the
+    /// variable's name); `none` means no exec-server at all.
+    pub fn default_environment(
         &self,
         url_override: Option<&str>,
-    ) -> Result<Option<ExecServerTransport>, EnvironmentsError> {
+    ) -> Result<Option<Environment>, EnvironmentsError> {
         match url_override {
             Some("none") => Ok(None),
             Some(url) => match ExecServerTransport::parse(url) {
-                Ok(transport @ ExecServerTransport::WebSocketUrl(_)) => Ok(Some(transport)),
+                Ok(transport @ ExecServerTransport::WebSocketUrl(_)) => Ok(Some(Environment {
+                    id: URL_OVERRIDE_VAR.to_owned(),
+                    transport,
+                    token_file: None,
+                })),
                 _ => Err(EnvironmentsError(format!(
                     "{URL_OVERRIDE_VAR}={url:?} is not a ws:// or wss:// URL (or none)"
                 ))),
             },
-            None => Ok(self
-                .default
-                .as_deref()
-                .and_then(|id| self.get(id))
-                .map(|environment| environment.transport.clone())),
+            None => Ok(self.default.as_deref().and_then(|id| self.get(id)).cloned()),
         }
     }
 }
@@ -189,12 +211,25 @@ impl Environments {
 mod tests {
     use super::*;
 
+    #[test]
+    fn token_files_are_relative_to_the_environments_file() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("environments.toml");
+        std::fs::write(&path, GOOD).expect("write");
+        let loaded = Environments::load(&path).expect("load");
+        assert_eq!(
+            loaded.get("local").and_then(|e| e.token_file.clone()),
+            Some(directory.path().join("local.token"))
+        );
+    }
+
     const GOOD: &str = r#"
 default = "box"
 
 [[environments]]
 id = "local"
 url = "ws://127.0.0.1:1"
+token_file = "local.token"
 
 [[environments]]
 id = "box"
@@ -211,6 +246,10 @@ cwd = "/tmp"
         assert_eq!(
             parsed.get("local").map(|e| e.transport.clone()),
             Some(ExecServerTransport::WebSocketUrl("ws://127.0.0.1:1".into()))
+        );
+        assert_eq!(
+            parsed.get("local").and_then(|e| e.token_file.clone()),
+            Some(PathBuf::from("local.token"))
         );
         let Some(ExecServerTransport::StdioCommand {
             program,
@@ -230,18 +269,23 @@ cwd = "/tmp"
     #[test]
     fn the_url_variable_overrides_the_default() {
         let parsed = Environments::parse(GOOD, "env.toml").expect("valid");
+        let transport = |url_override| {
+            parsed
+                .default_environment(url_override)
+                .map(|found| found.map(|environment| environment.transport))
+        };
         assert!(matches!(
-            parsed.default_transport(None),
+            transport(None),
             Ok(Some(ExecServerTransport::StdioCommand { .. }))
         ));
         assert_eq!(
-            parsed.default_transport(Some("ws://10.0.0.1:9")),
+            transport(Some("ws://10.0.0.1:9")),
             Ok(Some(ExecServerTransport::WebSocketUrl(
                 "ws://10.0.0.1:9".into()
             )))
         );
-        assert_eq!(parsed.default_transport(Some("none")), Ok(None));
-        assert!(parsed.default_transport(Some("stdio:x")).is_err());
+        assert_eq!(transport(Some("none")), Ok(None));
+        assert!(transport(Some("stdio:x")).is_err());
     }
 
     #[test]
@@ -271,6 +315,14 @@ cwd = "/tmp"
             .unwrap_err()
             .to_string()
             .starts_with("env.toml:1:"));
+        let stdio_token = "[[environments]]\nid = \"a\"\nprogram = \"ssh\"\ntoken_file = \"t\"\n";
+        let err = Environments::parse(stdio_token, "env.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("env.toml:1: environments.token_file:"),
+            "{err}"
+        );
         let dup = "[[environments]]\nid = \"a\"\nurl = \"ws://127.0.0.1:1\"\n[[environments]]\nid = \"a\"\nurl = \"ws://127.0.0.1:2\"\n";
         assert!(Environments::parse(dup, "env.toml")
             .unwrap_err()

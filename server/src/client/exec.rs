@@ -17,7 +17,7 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct ExecOptions {
     pub transport: ExecServerTransport,
-    pub bearer_token: Option<String>,
+    pub bearer_token: Option<super::BearerToken>,
     pub tty: bool,
     pub cwd: String,
     pub env: BTreeMap<String, String>,

@@ -39,10 +39,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use crate::security::BearerToken;
 pub use transport::{ExecServerTransport, StdioChild};
 use wire::{Frame, FrameReader, FrameWriter};
 
 pub const DISCONNECTED: &str = "exec-server transport disconnected";
+
+/// The environment variable `exec` reads a bearer token from (never a command-line value).
+pub const TOKEN_VAR: &str = "EXEC_SERVER_TOKEN";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -74,8 +78,9 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Limit for the `initialize` answer.
     pub initialize_timeout: Duration,
-    /// Sent as `Authorization: Bearer …` on the websocket upgrade.
-    pub bearer_token: Option<String>,
+    /// Sent as `Authorization: Bearer …` on the websocket upgrade (the server's
+    /// `--auth-token-file`); unused on stdio.
+    pub bearer_token: Option<BearerToken>,
     /// Websocket only: after a transport loss, keep trying to resume the session for
     /// this long. `None` (the default) fails everything at the first loss.
     pub reconnect: Option<Duration>,
@@ -376,7 +381,7 @@ impl ExecServerClient {
     ) -> Result<Self, ClientError> {
         let opened = tokio::time::timeout(
             options.connect_timeout,
-            transport::open(&transport, options.bearer_token.as_deref()),
+            transport::open(&transport, options.bearer_token.as_ref()),
         )
         .await
         .map_err(|_| {
@@ -953,7 +958,7 @@ async fn resume(inner: &Arc<Inner>) -> Result<(), ResumeError> {
         .ok_or_else(|| ResumeError::Fatal("no session".into()))?;
     let opened = tokio::time::timeout(
         inner.options.connect_timeout,
-        transport::open(&inner.transport, inner.options.bearer_token.as_deref()),
+        transport::open(&inner.transport, inner.options.bearer_token.as_ref()),
     )
     .await
     .map_err(|_| ResumeError::Retry("connect timed out".into()))?

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 
 use super::wire::{self, FrameReader, FrameWriter};
+use crate::security::BearerToken;
 
 /// How long a stdio child gets between SIGTERM and SIGKILL.
 pub const STDIO_CHILD_GRACE: Duration = Duration::from_secs(2);
@@ -115,7 +116,7 @@ pub struct Opened {
 
 pub async fn open(
     transport: &ExecServerTransport,
-    bearer_token: Option<&str>,
+    bearer_token: Option<&BearerToken>,
 ) -> std::io::Result<Opened> {
     match transport {
         ExecServerTransport::WebSocketUrl(url) => {

@@ -10,7 +10,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::security::BearerToken;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -47,23 +49,51 @@ pub fn install_crypto_provider() {
 }
 
 /// Opens a websocket to `url` (`ws://` or `wss://`), optionally with a bearer token,
-/// with TCP_NODELAY set.
+/// with TCP_NODELAY set. A refused upgrade's error carries the HTTP status and the
+/// server's explanation.
 pub async fn connect_websocket(
     url: &str,
-    bearer_token: Option<&str>,
+    bearer_token: Option<&BearerToken>,
 ) -> std::io::Result<(FrameWriter, FrameReader)> {
     install_crypto_provider();
     let mut request = url.into_client_request().map_err(std::io::Error::other)?;
     if let Some(token) = bearer_token {
-        let value =
-            HeaderValue::from_str(&format!("Bearer {token}")).map_err(std::io::Error::other)?;
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", token.secret()))
+            .map_err(|_| std::io::Error::other("the token cannot be sent in an HTTP header"))?;
+        value.set_sensitive(true);
         request.headers_mut().insert("Authorization", value);
     }
     let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
         .await
-        .map_err(std::io::Error::other)?;
+        .map_err(describe_connect_error)?;
     let (sink, stream) = socket.split();
     Ok((FrameWriter::WebSocket(sink), FrameReader::WebSocket(stream)))
+}
+
+fn describe_connect_error(err: tungstenite::Error) -> std::io::Error {
+    let tungstenite::Error::Http(response) = err else {
+        return std::io::Error::other(err);
+    };
+    const MAX_EXPLANATION_CHARS: usize = 500;
+    let explanation: String = response
+        .body()
+        .as_deref()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .take(MAX_EXPLANATION_CHARS)
+        .collect();
+    let status = response.status();
+    let kind = match status.as_u16() {
+        401 | 403 => std::io::ErrorKind::PermissionDenied,
+        _ => std::io::ErrorKind::ConnectionRefused,
+    };
+    let message = match explanation.is_empty() {
+        true => format!("the server refused the websocket upgrade: HTTP {status}"),
+        false => format!("the server refused the websocket upgrade: HTTP {status}: {explanation}"),
+    };
+    std::io::Error::new(kind, message)
 }
 
 /// JSON Lines over a pair of byte streams (a child's stdout and stdin).

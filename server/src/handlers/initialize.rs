@@ -8,6 +8,7 @@ use crate::server::ServerState;
 
 /// `resumable`: whether this connection's session can be resumed (websocket, not stdio).
 pub fn result(state: &ServerState, session_id: &str, resumable: bool) -> Value {
+    let limits = &state.options.limits;
     json!({
         "sessionId": session_id,
         "serverInfo": {"name": "exec-server", "version": env!("CARGO_PKG_VERSION")},
@@ -26,7 +27,13 @@ pub fn result(state: &ServerState, session_id: &str, resumable: bool) -> Value {
                 "ttlMs": state.options.session_ttl.as_millis() as u64,
             },
             "fs": {"root": state.options.file_system.root().is_some()},
-            "auth": {"token": false},
+            "auth": {"token": state.options.upgrade_policy.token.is_some()},
+            "limits": {
+                "maxConnections": limits.max_connections,
+                "maxSessions": limits.max_sessions,
+                "maxProcesses": limits.max_processes,
+                "maxRetainedBytes": limits.max_retained_bytes,
+            },
         },
     })
 }

@@ -175,14 +175,11 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::session::{SessionRegistry, SessionSettings};
+    use crate::limits::Limits;
+    use crate::session::{registry_for_tests, SessionRegistry};
 
     fn registry(ttl: Duration) -> SessionRegistry {
-        SessionRegistry::new(SessionSettings {
-            output_retention_bytes: 1024,
-            watchdog: None,
-            detached_ttl: ttl,
-        })
+        registry_for_tests(ttl, Limits::default())
     }
 
     fn sleeper() -> Value {
@@ -193,7 +190,7 @@ mod tests {
     async fn a_long_poll_from_a_superseded_attachment_fails_as_stale() {
         let registry = registry(Duration::from_secs(30));
         let (old_outbound, _old_queue) = mpsc::channel(16);
-        let (session, old_generation) = registry.create(old_outbound);
+        let (session, old_generation) = registry.create(old_outbound).expect("create");
         start(
             &Arc::new(FileSystem::Unconfined),
             &session,
@@ -233,7 +230,7 @@ mod tests {
     async fn expiry_is_authoritative_at_resume_time_even_before_the_reaper_runs() {
         let registry = registry(Duration::ZERO);
         let (outbound, _queue) = mpsc::channel(16);
-        let (session, generation) = registry.create(outbound);
+        let (session, generation) = registry.create(outbound).expect("create");
         start(
             &Arc::new(FileSystem::Unconfined),
             &session,

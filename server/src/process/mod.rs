@@ -6,6 +6,7 @@
 
 pub mod env;
 mod pty;
+pub mod retention;
 mod spawn;
 
 use std::collections::VecDeque;
@@ -25,6 +26,7 @@ use tokio::time::Instant;
 use crate::protocol::{Stream, WriteStatus};
 use crate::session::Notifier;
 use crate::watchdog::Watchdog;
+use retention::{MemberKey, RetentionPool};
 pub use spawn::SpawnRequest;
 use spawn::{InputWriter, OutputReader};
 
@@ -44,6 +46,9 @@ pub struct Process {
     /// Kept for resizing while the process runs; dropped at close to free the fd.
     pty: Mutex<Option<pty::PtyMaster>>,
     retention_bytes: usize,
+    /// The server-wide budget this process's retained output counts against.
+    pool: Arc<RetentionPool>,
+    pool_key: MemberKey,
     output: Mutex<OutputState>,
     /// Bumped on every change of `output`; long-polls wait on it.
     changes: watch::Sender<u64>,
@@ -79,6 +84,16 @@ struct OutputState {
 }
 
 impl OutputState {
+    /// Drops the oldest retained chunk; returns its size (0 if none is left).
+    fn drop_oldest(&mut self) -> usize {
+        let Some(evicted) = self.chunks.pop_front() else {
+            return 0;
+        };
+        self.retained_bytes -= evicted.data.len();
+        self.first_retained_seq = evicted.seq + 1;
+        evicted.data.len()
+    }
+
     fn take_seq(&mut self) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -103,6 +118,7 @@ impl Process {
         id: String,
         request: &SpawnRequest<'_>,
         retention_bytes: usize,
+        pool: Arc<RetentionPool>,
         notifier: Notifier,
         watchdog: Option<Watchdog>,
     ) -> std::io::Result<Arc<Process>> {
@@ -116,6 +132,8 @@ impl Process {
             is_pty: spawned.pty.is_some(),
             pty: Mutex::new(spawned.pty),
             retention_bytes,
+            pool_key: pool.next_key(),
+            pool,
             output: Mutex::new(OutputState {
                 next_seq: 1,
                 chunks: VecDeque::new(),
@@ -131,6 +149,7 @@ impl Process {
             notifier,
             watchdog,
         });
+        process.pool.join(process.pool_key, &process);
         for (stream, reader) in spawned.outputs {
             tokio::spawn(Arc::clone(&process).pump_output(stream, reader));
         }
@@ -165,6 +184,24 @@ impl Process {
         self.output
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Bytes of output this process retains for `process/read`.
+    pub fn retained_bytes(&self) -> usize {
+        self.lock_output().retained_bytes
+    }
+
+    /// Drops this process's oldest retained chunks until at least `wanted` bytes are
+    /// freed or nothing is left (the server-wide budget is exceeded); returns the bytes freed.
+    fn drop_oldest_output(&self, wanted: usize) -> usize {
+        let mut state = self.lock_output();
+        let mut freed = 0;
+        while freed < wanted && !state.chunks.is_empty() {
+            freed += state.drop_oldest();
+        }
+        drop(state);
+        self.pool.release(freed);
+        freed
     }
 
     pub fn has_exited(&self) -> bool {
@@ -338,15 +375,15 @@ impl Process {
             let seq = state.take_seq();
             let notification = output_notification(&self.id, seq, stream, &data);
             state.retained_bytes += data.len();
+            self.pool.reserve(data.len());
             state.chunks.push_back(RetainedChunk { seq, stream, data });
             while state.retained_bytes > self.retention_bytes && state.chunks.len() > 1 {
-                if let Some(evicted) = state.chunks.pop_front() {
-                    state.retained_bytes -= evicted.data.len();
-                    state.first_retained_seq = evicted.seq + 1;
-                }
+                let freed = state.drop_oldest();
+                self.pool.release(freed);
             }
             notification
         };
+        self.pool.trim();
         self.changes.send_modify(|version| *version += 1);
         // Awaiting a slow connection here stops us reading the pipe: backpressure.
         self.notifier.send(notification).await;
@@ -398,6 +435,16 @@ impl Process {
 
     fn closed_notification(&self, seq: u64) -> String {
         crate::rpc::encode_notification("process/closed", json!({"processId": self.id, "seq": seq}))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let retained = self.output.get_mut().map_or_else(
+            |poison| poison.into_inner().retained_bytes,
+            |state| state.retained_bytes,
+        );
+        self.pool.leave(self.pool_key, retained);
     }
 }
 

@@ -1,23 +1,27 @@
 //! The websocket transport: an axum HTTP listener with the websocket upgrade on `/`
-//! and `GET /readyz`. Every accepted socket gets TCP_NODELAY, so small notifications
-//! are not held back by the peer's delayed ACK.
+//! and `GET /readyz`. Every upgrade passes the `security` rules (token, `Origin`,
+//! `Host`) and the connection cap before any JSON-RPC is read; `/readyz` needs neither.
+//! Every accepted socket gets TCP_NODELAY, so small notifications are not held back by
+//! the peer's delayed ACK.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt as _;
 use axum::Router;
 use futures_util::stream::{SplitStream, StreamExt};
 use futures_util::SinkExt;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::connection::{self, FrameSource, InboundFrame, OUTBOUND_QUEUE_MESSAGES};
+use crate::security::Refusal;
 use crate::server::ServerState;
 
 /// A bound websocket listener, not yet serving.
@@ -44,12 +48,17 @@ impl WebSocketListener {
     /// Serves until shutdown is triggered.
     pub async fn serve(self) -> std::io::Result<()> {
         let shutdown = self.state.shutdown.clone();
+        let gate = Arc::new(Gate {
+            bound: self.local_addr()?,
+            connections: Arc::new(Semaphore::new(self.state.options.limits.max_connections)),
+            state: self.state,
+        });
         let app = Router::new()
             .route("/", get(upgrade))
             .route("/readyz", get(|| async { StatusCode::OK }))
             .fallback(|| async { StatusCode::NOT_FOUND })
             .method_not_allowed_fallback(|| async { StatusCode::NOT_FOUND })
-            .with_state(self.state);
+            .with_state(gate);
         let listener = self.listener.tap_io(|tcp| {
             if let Err(err) = tcp.set_nodelay(true) {
                 tracing::warn!(%err, "could not set TCP_NODELAY");
@@ -61,7 +70,51 @@ impl WebSocketListener {
     }
 }
 
-async fn upgrade(upgrade: WebSocketUpgrade, State(state): State<Arc<ServerState>>) -> Response {
+/// What the upgrade route needs besides the server state: the address it is bound to
+/// (for the `Host` rule) and one permit per live connection (`--max-connections`).
+struct Gate {
+    state: Arc<ServerState>,
+    bound: SocketAddr,
+    connections: Arc<Semaphore>,
+}
+
+async fn upgrade(
+    State(gate): State<Arc<Gate>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if let Err(refusal) = gate
+        .state
+        .options
+        .upgrade_policy
+        .admit(&headers, gate.bound)
+    {
+        tracing::warn!(%refusal, "websocket upgrade refused");
+        return match refusal {
+            Refusal::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                refusal.to_string(),
+            )
+                .into_response(),
+            Refusal::ForeignOrigin(_) | Refusal::ForeignHost(_) => {
+                (StatusCode::FORBIDDEN, refusal.to_string()).into_response()
+            }
+        };
+    }
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let Ok(permit) = Arc::clone(&gate.connections).try_acquire_owned() else {
+        let limit = gate.state.options.limits.max_connections;
+        tracing::warn!(limit, "websocket upgrade refused: connection limit reached");
+        let message = format!(
+            "the server has {limit} connections, its limit (--max-connections); try again later"
+        );
+        return (StatusCode::SERVICE_UNAVAILABLE, message).into_response();
+    };
+    let state = Arc::clone(&gate.state);
     let limit = state.options.max_message_bytes;
     upgrade
         .max_message_size(limit)
@@ -70,7 +123,7 @@ async fn upgrade(upgrade: WebSocketUpgrade, State(state): State<Arc<ServerState>
         // write buffer must take any one message. Memory stays bounded anyway: the
         // writer awaits the sink, which flushes before accepting the next message.
         .max_write_buffer_size(usize::MAX)
-        .on_upgrade(move |socket| serve_socket(socket, state))
+        .on_upgrade(move |socket| serve_socket(socket, state, permit))
 }
 
 /// Keepalive: the writer pings every `keepalive`; the reader ends a connection whose
@@ -78,7 +131,8 @@ async fn upgrade(upgrade: WebSocketUpgrade, State(state): State<Arc<ServerState>
 /// vanished without FIN or RST is thus detached, and its session can be resumed.
 const SILENT_INTERVALS: u32 = 3;
 
-async fn serve_socket(socket: WebSocket, state: Arc<ServerState>) {
+/// `_slot` is this connection's place under `--max-connections`, freed when it ends.
+async fn serve_socket(socket: WebSocket, state: Arc<ServerState>, _slot: OwnedSemaphorePermit) {
     let (mut sink, stream) = socket.split();
     let (outbound, mut queue) = mpsc::channel::<String>(OUTBOUND_QUEUE_MESSAGES);
     let keepalive = state.options.ws_keepalive;

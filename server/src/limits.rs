@@ -1,0 +1,72 @@
+//! The server's resource caps (PROTOCOL.md §1, §3): their defaults, their wire names,
+//! and the error a request gets when one is reached. Every cap is per server except
+//! `maxProcesses` (per session); reaching one refuses that request only.
+
+/// Longest `processId` and `clientName` accepted, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Live websocket connections (`--max-connections`); one more gets HTTP 503.
+    pub max_connections: usize,
+    /// Sessions, attached or detached (`--max-sessions`).
+    pub max_sessions: usize,
+    /// Process entries per session, running or closed and not yet evicted.
+    pub max_processes: usize,
+    /// Output retained by all processes together (`--max-retained-bytes`).
+    pub max_retained_bytes: usize,
+}
+
+pub const DEFAULT_LIMITS: Limits = Limits {
+    max_connections: 1024,
+    max_sessions: 16 * 1024,
+    max_processes: 4096,
+    max_retained_bytes: 1024 * 1024 * 1024,
+};
+
+impl Default for Limits {
+    fn default() -> Self {
+        DEFAULT_LIMITS
+    }
+}
+
+/// A cap that a request can run into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    MaxSessions,
+    MaxProcesses,
+}
+
+impl Limit {
+    /// The name in `capabilities.limits` and in the error's `data.limit`.
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            Limit::MaxSessions => "maxSessions",
+            Limit::MaxProcesses => "maxProcesses",
+        }
+    }
+}
+
+/// A request was refused because a cap is reached; `value` is the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LimitReached {
+    #[error("the server has {value} sessions, its limit (--max-sessions); resume a detached session or wait for one to expire")]
+    Sessions { value: usize },
+    #[error("this session has {value} processes, its limit (--max-processes); terminate some, or wait until closed ones are evicted")]
+    Processes { value: usize },
+}
+
+impl LimitReached {
+    pub fn limit(self) -> Limit {
+        match self {
+            LimitReached::Sessions { .. } => Limit::MaxSessions,
+            LimitReached::Processes { .. } => Limit::MaxProcesses,
+        }
+    }
+
+    pub fn value(self) -> usize {
+        match self {
+            LimitReached::Sessions { value } | LimitReached::Processes { value } => value,
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! Who may open a websocket (PROTOCOL.md §2 "Security"): the bearer token, and the
+//! `Origin` and `Host` rules that every upgrade passes before any JSON-RPC is read.
+//!
+//! Loopback is not a security boundary: a browser lets any web page open
+//! `ws://127.0.0.1:PORT` (sending its `Origin`), and a DNS-rebound name reaches the same
+//! port under a foreign `Host`. Both are refused here; the token guards the rest.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use axum::http::{header, HeaderMap};
+use subtle::ConstantTimeEq as _;
+
+/// A bearer token. Its `Debug` never shows the secret, so it can sit in options that
+/// are logged or printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(String);
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("the token is empty")]
+    Empty,
+    #[error("the token must be one line of visible ASCII (no spaces or control characters)")]
+    NotAHeaderValue,
+    /// The file could not be read; the text is the OS error, never the content.
+    #[error("{0}")]
+    Unreadable(String),
+}
+
+impl BearerToken {
+    /// A token given as a value (e.g. from an environment variable): one trailing
+    /// newline is trimmed, as for a file, and it must fit in an HTTP header.
+    pub fn new(value: impl Into<String>) -> Result<Self, TokenError> {
+        let mut value = value.into();
+        if value.ends_with('\n') {
+            value.pop();
+            if value.ends_with('\r') {
+                value.pop();
+            }
+        }
+        if value.is_empty() {
+            return Err(TokenError::Empty);
+        }
+        if !value.bytes().all(|byte| byte.is_ascii_graphic()) {
+            return Err(TokenError::NotAHeaderValue);
+        }
+        Ok(Self(value))
+    }
+
+    /// Reads a token file: its content with one trailing newline trimmed.
+    pub fn read_file(path: &Path) -> Result<Self, TokenError> {
+        let content =
+            std::fs::read_to_string(path).map_err(|err| TokenError::Unreadable(err.to_string()))?;
+        Self::new(content)
+    }
+
+    /// The secret itself, for the one place that sends it: the `Authorization` header.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether an `Authorization` header value carries this token. The comparison
+    /// takes the same time wherever the first differing byte is.
+    fn is_carried_by(&self, authorization: &[u8]) -> bool {
+        let Some((scheme, presented)) = split_once_byte(authorization, b' ') else {
+            return false;
+        };
+        scheme.eq_ignore_ascii_case(b"bearer")
+            && bool::from(presented.trim_ascii().ct_eq(self.0.as_bytes()))
+    }
+}
+
+fn split_once_byte(bytes: &[u8], separator: u8) -> Option<(&[u8], &[u8])> {
+    let at = bytes.iter().position(|byte| *byte == separator)?;
+    Some((&bytes[..at], &bytes[at + 1..]))
+}
+
+/// Why an upgrade was refused; each maps to one HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// `401`: no token, or the wrong one.
+    Unauthorized,
+    /// `403`: an `Origin` not listed by `--allow-origin` (a web page).
+    ForeignOrigin(String),
+    /// `403`: on a loopback bind, a `Host` that is not this server (DNS rebinding).
+    ForeignHost(String),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Unauthorized => f.write_str(
+                "missing or wrong bearer token: send `Authorization: Bearer <token>` with the token in the server's --auth-token-file",
+            ),
+            Refusal::ForeignOrigin(origin) => write!(
+                f,
+                "websocket upgrades from web pages are refused (Origin: {origin}); a trusted origin can be allowed with --allow-origin"
+            ),
+            Refusal::ForeignHost(host) => write!(
+                f,
+                "Host {host} does not name this loopback server; connect to its IP:PORT or localhost:PORT, or allow the name with --allow-host"
+            ),
+        }
+    }
+}
+
+/// The rules every websocket upgrade must pass.
+#[derive(Debug, Clone, Default)]
+pub struct UpgradePolicy {
+    /// Required as `Authorization: Bearer …` when set (`--auth-token-file`).
+    pub token: Option<BearerToken>,
+    /// `Origin` values accepted (`--allow-origin`); any other `Origin` is refused.
+    pub allowed_origins: Vec<String>,
+    /// Extra `Host` values accepted on a loopback bind (`--allow-host`).
+    pub allowed_hosts: Vec<String>,
+}
+
+impl UpgradePolicy {
+    /// Checks one upgrade request to a server bound at `bound`. The `Origin` and `Host`
+    /// rules come first: they refuse what a browser sends, whatever token it carries.
+    pub fn admit(&self, headers: &HeaderMap, bound: SocketAddr) -> Result<(), Refusal> {
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let origin = String::from_utf8_lossy(origin.as_bytes());
+            let allowed = self
+                .allowed_origins
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(&origin));
+            if !allowed {
+                return Err(Refusal::ForeignOrigin(origin.into_owned()));
+            }
+        }
+        if bound.ip().to_canonical().is_loopback() {
+            let host = headers
+                .get(header::HOST)
+                .map(|host| String::from_utf8_lossy(host.as_bytes()).into_owned())
+                .unwrap_or_default();
+            if !self.is_own_host(&host, bound) {
+                return Err(Refusal::ForeignHost(host));
+            }
+        }
+        if let Some(token) = &self.token {
+            let carried = headers
+                .get_all(header::AUTHORIZATION)
+                .iter()
+                .any(|value| token.is_carried_by(value.as_bytes()));
+            if !carried {
+                return Err(Refusal::Unauthorized);
+            }
+        }
+        Ok(())
+    }
+
+    fn is_own_host(&self, host: &str, bound: SocketAddr) -> bool {
+        let port = bound.port();
+        let own = [
+            bound.to_string(),
+            format!("localhost:{port}"),
+            format!("127.0.0.1:{port}"),
+            format!("[::1]:{port}"),
+        ];
+        own.iter()
+            .chain(&self.allowed_hosts)
+            .any(|allowed| allowed.eq_ignore_ascii_case(host))
+    }
+}
+
+/// Whether serving `addr` without a token would hand command execution to the network.
+pub fn exposes_network(addr: SocketAddr) -> bool {
+    !addr.ip().to_canonical().is_loopback()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    const BOUND: &str = "127.0.0.1:8765";
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(name, HeaderValue::from_str(value).expect("header value"));
+        }
+        map
+    }
+
+    fn bound() -> SocketAddr {
+        BOUND.parse().expect("addr")
+    }
+
+    fn with_token(token: &str) -> UpgradePolicy {
+        UpgradePolicy {
+            token: Some(BearerToken::new(token).expect("token")),
+            ..UpgradePolicy::default()
+        }
+    }
+
+    #[test]
+    fn tokens_trim_one_newline_and_refuse_empty_or_unsendable_values() {
+        assert_eq!(BearerToken::new("abc\n").map(|t| t.0), Ok("abc".into()));
+        assert_eq!(BearerToken::new("abc\r\n").map(|t| t.0), Ok("abc".into()));
+        assert_eq!(BearerToken::new("\n"), Err(TokenError::Empty));
+        assert_eq!(BearerToken::new(""), Err(TokenError::Empty));
+        assert_eq!(BearerToken::new("a\n\n"), Err(TokenError::NotAHeaderValue));
+        assert_eq!(BearerToken::new("a b"), Err(TokenError::NotAHeaderValue));
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let token = BearerToken::new("s3cret").expect("token");
+        assert!(!format!("{token:?}").contains("s3cret"));
+        assert!(!format!("{:?}", with_token("s3cret")).contains("s3cret"));
+    }
+
+    #[test]
+    fn the_token_must_be_carried_as_a_bearer_credential() {
+        let policy = with_token("s3cret");
+        let host = (header::HOST, BOUND);
+        let admit = |authorization: Option<&str>| {
+            let mut pairs = vec![host.clone()];
+            if let Some(value) = authorization {
+                pairs.push((header::AUTHORIZATION, value));
+            }
+            policy.admit(&headers(&pairs), bound())
+        };
+        assert_eq!(admit(Some("Bearer s3cret")), Ok(()));
+        assert_eq!(admit(Some("bearer s3cret")), Ok(()));
+        assert_eq!(admit(None), Err(Refusal::Unauthorized));
+        assert_eq!(admit(Some("Bearer s3cre")), Err(Refusal::Unauthorized));
+        assert_eq!(admit(Some("Bearer s3crett")), Err(Refusal::Unauthorized));
+        assert_eq!(admit(Some("Basic s3cret")), Err(Refusal::Unauthorized));
+        assert_eq!(admit(Some("s3cret")), Err(Refusal::Unauthorized));
+    }
+
+    #[test]
+    fn origins_are_refused_unless_listed() {
+        let policy = UpgradePolicy {
+            allowed_origins: vec!["https://ide.example".into()],
+            ..UpgradePolicy::default()
+        };
+        let admit = |origin: &str| {
+            policy.admit(
+                &headers(&[(header::HOST, BOUND), (header::ORIGIN, origin)]),
+                bound(),
+            )
+        };
+        assert_eq!(admit("https://ide.example"), Ok(()));
+        assert!(matches!(
+            admit("https://evil.example"),
+            Err(Refusal::ForeignOrigin(_))
+        ));
+        assert!(matches!(admit("null"), Err(Refusal::ForeignOrigin(_))));
+        assert_eq!(
+            policy.admit(&headers(&[(header::HOST, BOUND)]), bound()),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_loopback_server_answers_only_to_its_own_names() {
+        let policy = UpgradePolicy {
+            allowed_hosts: vec!["dev.internal:8765".into()],
+            ..UpgradePolicy::default()
+        };
+        let admit = |host: &str| policy.admit(&headers(&[(header::HOST, host)]), bound());
+        for own in [
+            BOUND,
+            "localhost:8765",
+            "LOCALHOST:8765",
+            "[::1]:8765",
+            "dev.internal:8765",
+        ] {
+            assert_eq!(admit(own), Ok(()), "{own}");
+        }
+        for foreign in ["evil.example:8765", "localhost:1", "localhost", "127.0.0.1"] {
+            assert!(
+                matches!(admit(foreign), Err(Refusal::ForeignHost(_))),
+                "{foreign}"
+            );
+        }
+        assert!(matches!(
+            policy.admit(&HeaderMap::new(), bound()),
+            Err(Refusal::ForeignHost(_))
+        ));
+        let everywhere: SocketAddr = "0.0.0.0:8765".parse().expect("addr");
+        assert_eq!(
+            policy.admit(&headers(&[(header::HOST, "evil.example")]), everywhere),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn only_loopback_addresses_stay_off_the_network() {
+        for loopback in [
+            "127.0.0.1:1",
+            "127.1.2.3:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert!(
+                !exposes_network(loopback.parse().expect("addr")),
+                "{loopback}"
+            );
+        }
+        for exposed in ["0.0.0.0:1", "[::]:1", "10.0.0.1:1"] {
+            assert!(exposes_network(exposed.parse().expect("addr")), "{exposed}");
+        }
+    }
+}
