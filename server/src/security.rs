@@ -118,7 +118,9 @@ pub struct UpgradePolicy {
     pub token: Option<BearerToken>,
     /// `Origin` values accepted (`--allow-origin`); any other `Origin` is refused.
     pub allowed_origins: Vec<String>,
-    /// Extra `Host` values accepted on a loopback bind (`--allow-host`).
+    /// Extra `Host` values accepted on a loopback bind (`--allow-host`): `NAME:PORT`
+    /// matches exactly, a bare `NAME` matches that name with any port or none (a
+    /// proxy in front of the server may use its own port).
     pub allowed_hosts: Vec<String>,
 }
 
@@ -165,9 +167,27 @@ impl UpgradePolicy {
             format!("127.0.0.1:{port}"),
             format!("[::1]:{port}"),
         ];
-        own.iter()
-            .chain(&self.allowed_hosts)
-            .any(|allowed| allowed.eq_ignore_ascii_case(host))
+        let name = host_name(host);
+        own.iter().any(|own| own.eq_ignore_ascii_case(host))
+            || self.allowed_hosts.iter().any(|allowed| {
+                allowed.eq_ignore_ascii_case(host)
+                    || (host_name(allowed) == allowed.as_str()
+                        && allowed.eq_ignore_ascii_case(name))
+            })
+    }
+}
+
+/// The name part of a `Host` value: `[::1]:80` → `[::1]`, `example:80` → `example`.
+fn host_name(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port))
+            if !name.is_empty()
+                && (!name.starts_with('[') || name.ends_with(']'))
+                && port.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            name
+        }
+        _ => host,
     }
 }
 
@@ -267,7 +287,7 @@ mod tests {
     #[test]
     fn a_loopback_server_answers_only_to_its_own_names() {
         let policy = UpgradePolicy {
-            allowed_hosts: vec!["dev.internal:8765".into()],
+            allowed_hosts: vec!["dev.internal:8765".into(), "proxy.example".into()],
             ..UpgradePolicy::default()
         };
         let admit = |host: &str| policy.admit(&headers(&[(header::HOST, host)]), bound());
@@ -277,10 +297,20 @@ mod tests {
             "LOCALHOST:8765",
             "[::1]:8765",
             "dev.internal:8765",
+            "proxy.example",
+            "proxy.example:443",
         ] {
             assert_eq!(admit(own), Ok(()), "{own}");
         }
-        for foreign in ["evil.example:8765", "localhost:1", "localhost", "127.0.0.1"] {
+        for foreign in [
+            "evil.example:8765",
+            "localhost:1",
+            "localhost",
+            "127.0.0.1",
+            "dev.internal:1",
+            "dev.internal",
+            "proxy.example.evil:443",
+        ] {
             assert!(
                 matches!(admit(foreign), Err(Refusal::ForeignHost(_))),
                 "{foreign}"

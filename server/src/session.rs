@@ -431,6 +431,21 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn the_default_limits_hold_ten_thousand_idle_sessions() {
+        let registry = registry(Duration::from_secs(3600));
+        let mut queues = Vec::new();
+        for _ in 0..10_000 {
+            let (outbound, queue) = mpsc::channel(1);
+            let (session, generation) = registry.create(outbound).expect("under the limit");
+            registry.connection_ended(&session, generation);
+            queues.push(queue);
+        }
+        let (outbound, _queue) = mpsc::channel(1);
+        registry.create(outbound).expect("and more");
+        registry.destroy_all();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn closed_processes_are_evicted_after_the_retention_period() {
         let registry = registry(Duration::from_secs(30));

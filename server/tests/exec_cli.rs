@@ -3,6 +3,7 @@
 mod common;
 
 use assert_cmd::Command;
+use predicates::prelude::PredicateBooleanExt as _;
 use common::*;
 use exec_server_harness::Transport;
 
@@ -175,4 +176,67 @@ fn ctrl_c_interrupts_the_remote_command() {
         Some(130),
         "128 + SIGINT from the remote side"
     );
+}
+
+/// `exec` reaches a server that requires a token through each source of it, and fails
+/// with the server's explanation and exit code 255 without one. The token is never a
+/// command-line value.
+#[tokio::test]
+async fn the_token_comes_from_a_file_the_environment_or_an_environments_entry() -> TestResult {
+    const TOKEN: &str = "exec-token-3f9a";
+    let server = exec_server_bin().auth_token(TOKEN).start().await?;
+    let url = server.url().expect("url").to_owned();
+    let directory = tempfile::tempdir()?;
+    std::fs::write(directory.path().join("server.token"), format!("{TOKEN}\n"))?;
+    let environments = directory.path().join("environments.toml");
+    std::fs::write(
+        &environments,
+        format!("default = \"box\"\n\n[[environments]]\nid = \"box\"\nurl = \"{url}\"\ntoken_file = \"server.token\"\n"),
+    )?;
+    let token_file = directory.path().join("server.token");
+    tokio::task::spawn_blocking(move || {
+        let echo = ["--", "echo", "in"];
+        exec(&url)
+            .env_remove("EXEC_SERVER_TOKEN")
+            .args(echo)
+            .assert()
+            .code(255)
+            .stderr(
+                predicates::str::contains("401")
+                    .and(predicates::str::contains("--auth-token-file")),
+            );
+        exec(&url)
+            .env_remove("EXEC_SERVER_TOKEN")
+            .arg("--token-file")
+            .arg(&token_file)
+            .args(echo)
+            .assert()
+            .success()
+            .stdout("in\n");
+        exec(&url)
+            .env("EXEC_SERVER_TOKEN", TOKEN)
+            .args(echo)
+            .assert()
+            .success()
+            .stdout("in\n");
+        // The environments file's default entry, with its token file beside it.
+        Command::new(BIN)
+            .env_remove("EXEC_SERVER_TOKEN")
+            .env_remove("EXEC_SERVER_URL")
+            .args(["exec", "--environments-file"])
+            .arg(&environments)
+            .args(echo)
+            .timeout(std::time::Duration::from_secs(30))
+            .assert()
+            .success()
+            .stdout("in\n");
+        Command::new(BIN)
+            .args(["exec", "--token", TOKEN, "--connect", &url])
+            .args(echo)
+            .assert()
+            .code(2);
+    })
+    .await
+    .expect("task");
+    Ok(())
 }
