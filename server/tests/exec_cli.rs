@@ -3,9 +3,9 @@
 mod common;
 
 use assert_cmd::Command;
-use predicates::prelude::PredicateBooleanExt as _;
 use common::*;
 use exec_server_harness::Transport;
+use predicates::prelude::PredicateBooleanExt as _;
 
 const BIN: &str = env!("CARGO_BIN_EXE_exec-server");
 
