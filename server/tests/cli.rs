@@ -7,7 +7,6 @@ use std::time::Duration;
 use common::*;
 use exec_server_harness::{wait_for_process_gone, ExecServer, HarnessError, Transport};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn exec_server() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_exec-server"))
@@ -49,27 +48,10 @@ fn an_address_in_use_is_a_runtime_error_with_exit_1() {
     assert!(!output.stderr.is_empty());
 }
 
-async fn http_get(url: &str, path: &str, within: Duration) -> String {
-    http_request(url, "GET", path, within).await
-}
-
-/// Sends one HTTP/1.1 request and returns the status line.
-async fn http_request(url: &str, method: &str, path: &str, within: Duration) -> String {
-    let addr = url.trim_start_matches("ws://");
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.expect("write");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.expect("read");
-        response
-    };
-    let response = tokio::time::timeout(within, exchange)
-        .await
-        .expect("response within deadline");
-    response.lines().next().unwrap_or_default().to_owned()
+/// The status line of one request with no extra headers.
+async fn status_line(url: &str, method: &str, path: &str, within: Duration) -> String {
+    let head = http_head(url, method, path, None, &[], within).await;
+    head.lines().next().unwrap_or_default().to_owned()
 }
 
 #[tokio::test]
@@ -77,13 +59,16 @@ async fn readyz_is_200_and_other_paths_404_on_the_websocket_port() -> TestResult
     let server = start_server(Transport::WebSocket, &[]).await?;
     let url = server.url().expect("url").to_owned();
     let within = server.default_wait();
-    assert_eq!(http_get(&url, "/readyz", within).await, "HTTP/1.1 200 OK");
     assert_eq!(
-        http_get(&url, "/nope", within).await,
+        status_line(&url, "GET", "/readyz", within).await,
+        "HTTP/1.1 200 OK"
+    );
+    assert_eq!(
+        status_line(&url, "GET", "/nope", within).await,
         "HTTP/1.1 404 Not Found"
     );
     assert_eq!(
-        http_request(&url, "POST", "/readyz", within).await,
+        status_line(&url, "POST", "/readyz", within).await,
         "HTTP/1.1 404 Not Found"
     );
     Ok(())

@@ -13,7 +13,6 @@ use exec_server::client::{ClientError, ClientOptions, ExecServerClient, ExecServ
 use exec_server::security::BearerToken;
 use exec_server_harness::ExecServer;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "tok-5b7f0c0e9d2a41f1";
 /// Deadline of the waits this file does itself (the harness has its own).
@@ -38,40 +37,6 @@ fn authority(server: &ExecServer) -> String {
         .to_owned()
 }
 
-/// The HTTP status and head of one request to `addr` carrying `Host: host` and `headers`.
-async fn http_status(
-    addr: &str,
-    target: &str,
-    host: &str,
-    headers: &[(&str, &str)],
-) -> (u16, String) {
-    let mut request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.write_all(request.as_bytes()).await?;
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await? == 1 {
-            head.push(byte[0]);
-        }
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&head).into_owned())
-    };
-    let head = tokio::time::timeout(WAIT, exchange)
-        .await
-        .expect("an HTTP answer within the deadline")
-        .expect("HTTP exchange");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {head:?}"));
-    (status, head)
-}
-
 const UPGRADE: [(&str, &str); 4] = [
     ("Connection", "Upgrade"),
     ("Upgrade", "websocket"),
@@ -91,13 +56,15 @@ async fn upgrade_status_as(server: &ExecServer, host: &str, extra: &[(&str, &str
         .copied()
         .chain(extra.iter().copied())
         .collect();
-    http_status(&authority(server), "/", host, &headers).await.0
+    http_status(&http_head(url(server), "GET", "/", Some(host), &headers, WAIT).await)
 }
 
 async fn readyz_status(server: &ExecServer, host: &str) -> u16 {
-    http_status(&authority(server), "/readyz", host, &[])
-        .await
-        .0
+    http_status(&http_head(url(server), "GET", "/readyz", Some(host), &[], WAIT).await)
+}
+
+fn url(server: &ExecServer) -> &str {
+    server.url().expect("a websocket server")
 }
 
 /// Starts `echo hi` in a fresh session on `server` and checks its output.
@@ -130,8 +97,8 @@ async fn every_upgrade_must_carry_the_token() -> TestResult {
         101,
         "right token"
     );
-    let (status, head) = http_status(&authority(&server), "/", &authority(&server), &UPGRADE).await;
-    assert_eq!(status, 401);
+    let head = http_head(url(&server), "GET", "/", None, &UPGRADE, WAIT).await;
+    assert_eq!(http_status(&head), 401);
     assert!(
         head.to_ascii_lowercase()
             .contains("www-authenticate: bearer"),

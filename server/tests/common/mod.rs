@@ -167,3 +167,48 @@ pub async fn resume_when_detached(
         }
     }
 }
+
+/// Sends one HTTP/1.1 request to the server at `url` (`ws://IP:PORT`) and returns the
+/// response head (status line and headers), read within `within`. `Host` defaults to the
+/// server's own address; `headers` are added as given.
+pub async fn http_head(
+    url: &str,
+    method: &str,
+    target: &str,
+    host: Option<&str>,
+    headers: &[(&str, &str)],
+    within: Duration,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("ws://");
+    let host = host.unwrap_or(addr);
+    let mut request =
+        format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.write_all(request.as_bytes()).await?;
+        // Byte by byte up to the blank line: an accepted upgrade keeps the socket open.
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await? == 1 {
+            head.push(byte[0]);
+        }
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&head).into_owned())
+    };
+    tokio::time::timeout(within, exchange)
+        .await
+        .expect("an HTTP response within the deadline")
+        .expect("HTTP exchange")
+}
+
+/// The status code of a response head.
+pub fn http_status(head: &str) -> u16 {
+    head.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"))
+}
