@@ -9,7 +9,7 @@ use clap::Parser;
 
 use crate::fs::FileSystem;
 use crate::limits::{Limits, DEFAULT_LIMITS};
-use crate::security::{exposes_network, BearerToken, UpgradePolicy};
+use crate::security::{exposes_network, BearerToken, TokenError, UpgradePolicy};
 use crate::server::ServerOptions;
 
 /// Where the server listens.
@@ -178,11 +178,12 @@ fn parse_bytes(text: &str) -> Result<usize, String> {
     usize::try_from(bytes).map_err(|_| format!("{text} is too large"))
 }
 
+/// A count between 1 and `u32::MAX` (a semaphore holds at most 2^61 permits).
 fn parse_count(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".to_owned()),
-        Ok(count) => Ok(count),
-        Err(err) => Err(err.to_string()),
+    let out_of_range = || format!("must be a whole number from 1 to {}", u32::MAX);
+    match text.parse::<u32>() {
+        Ok(0) | Err(_) => Err(out_of_range()),
+        Ok(count) => usize::try_from(count).map_err(|_| out_of_range()),
     }
 }
 
@@ -215,7 +216,11 @@ impl ServeArgs {
         let token = match &self.auth_token_file {
             None => None,
             Some(path) => Some(BearerToken::read_file(path).map_err(|err| {
-                OptionsError::Usage(format!("--auth-token-file {}: {err}", path.display()))
+                let message = format!("--auth-token-file {}: {err}", path.display());
+                match err {
+                    TokenError::Unreadable(_) => OptionsError::Io(std::io::Error::other(message)),
+                    _ => OptionsError::Usage(message),
+                }
             })?),
         };
         if let Listen::WebSocket(addr) = self.listen {
@@ -290,6 +295,15 @@ mod tests {
         assert_eq!(parse_bytes("1MiB"), Ok(1024 * 1024));
         assert_eq!(parse_bytes("1 GiB"), Ok(1024 * 1024 * 1024));
         assert!(parse_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn counts_are_positive_and_bounded() {
+        assert_eq!(parse_count("1"), Ok(1));
+        assert_eq!(parse_count("4096"), Ok(4096));
+        for bad in ["0", "-1", "4294967296", "many"] {
+            assert!(parse_count(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

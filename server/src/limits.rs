@@ -30,23 +30,6 @@ impl Default for Limits {
     }
 }
 
-/// A cap that a request can run into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limit {
-    MaxSessions,
-    MaxProcesses,
-}
-
-impl Limit {
-    /// The name in `capabilities.limits` and in the error's `data.limit`.
-    pub fn wire_name(self) -> &'static str {
-        match self {
-            Limit::MaxSessions => "maxSessions",
-            Limit::MaxProcesses => "maxProcesses",
-        }
-    }
-}
-
 /// A request was refused because a cap is reached; `value` is the cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LimitReached {
@@ -57,10 +40,11 @@ pub enum LimitReached {
 }
 
 impl LimitReached {
-    pub fn limit(self) -> Limit {
+    /// The cap's name in `capabilities.limits` and in the error's `data.limit`.
+    pub fn wire_name(self) -> &'static str {
         match self {
-            LimitReached::Sessions { .. } => Limit::MaxSessions,
-            LimitReached::Processes { .. } => Limit::MaxProcesses,
+            LimitReached::Sessions { .. } => "maxSessions",
+            LimitReached::Processes { .. } => "maxProcesses",
         }
     }
 

@@ -36,7 +36,9 @@ fn main() -> ExitCode {
             });
         }
     };
-    raise_open_file_limit();
+    if let Err(err) = exec_server::process::raise_open_file_limit() {
+        tracing::warn!(%err, "could not raise the open-file limit");
+    }
     options.watchdog = match exec_server::watchdog::Watchdog::start() {
         Ok(watchdog) => Some(watchdog),
         Err(err) => {
@@ -61,19 +63,6 @@ fn main() -> ExitCode {
             eprintln!("exec-server: {err:#}");
             ExitCode::from(1)
         }
-    }
-}
-
-/// Every process holds a few descriptors (pipes, a PTY) and every connection one; the
-/// usual soft limit of 1024 would cap a session far below `--max-processes`.
-fn raise_open_file_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let raised = getrlimit(Resource::RLIMIT_NOFILE).and_then(|(soft, hard)| match soft < hard {
-        true => setrlimit(Resource::RLIMIT_NOFILE, hard, hard),
-        false => Ok(()),
-    });
-    if let Err(err) = raised {
-        tracing::warn!(%err, "could not raise the open-file limit");
     }
 }
 

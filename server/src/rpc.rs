@@ -55,7 +55,7 @@ impl From<LimitReached> for RpcError {
         Self {
             code: LIMIT_REACHED,
             message: reached.to_string(),
-            data: Some(json!({"limit": reached.limit().wire_name(), "value": reached.value()})),
+            data: Some(json!({"limit": reached.wire_name(), "value": reached.value()})),
         }
     }
 }

@@ -13,9 +13,12 @@ use axum::http::{header, HeaderMap};
 use subtle::ConstantTimeEq as _;
 
 /// A bearer token. Its `Debug` never shows the secret, so it can sit in options that
-/// are logged or printed.
-#[derive(Clone, PartialEq, Eq)]
+/// are logged or printed; it has no `==`, which would not take constant time.
+#[derive(Clone)]
 pub struct BearerToken(String);
+
+/// Longest token accepted, in bytes; a longer file is not a token (e.g. `/dev/zero`).
+pub const MAX_TOKEN_BYTES: usize = 4096;
 
 impl fmt::Debug for BearerToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -29,6 +32,8 @@ pub enum TokenError {
     Empty,
     #[error("the token must be one line of visible ASCII (no spaces or control characters)")]
     NotAHeaderValue,
+    #[error("the token is longer than {MAX_TOKEN_BYTES} bytes")]
+    TooLong,
     /// The file could not be read; the text is the OS error, never the content.
     #[error("{0}")]
     Unreadable(String),
@@ -48,6 +53,9 @@ impl BearerToken {
         if value.is_empty() {
             return Err(TokenError::Empty);
         }
+        if value.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::TooLong);
+        }
         if !value.bytes().all(|byte| byte.is_ascii_graphic()) {
             return Err(TokenError::NotAHeaderValue);
         }
@@ -56,8 +64,17 @@ impl BearerToken {
 
     /// Reads a token file: its content with one trailing newline trimmed.
     pub fn read_file(path: &Path) -> Result<Self, TokenError> {
-        let content =
-            std::fs::read_to_string(path).map_err(|err| TokenError::Unreadable(err.to_string()))?;
+        use std::io::Read as _;
+        let unreadable = |err: std::io::Error| TokenError::Unreadable(err.to_string());
+        let mut content = Vec::new();
+        // A byte over the cap (after a CRLF) is enough to tell a token that is too long.
+        std::fs::File::open(path)
+            .and_then(|file| {
+                file.take(MAX_TOKEN_BYTES as u64 + 3)
+                    .read_to_end(&mut content)
+            })
+            .map_err(unreadable)?;
+        let content = String::from_utf8(content).map_err(|_| TokenError::NotAHeaderValue)?;
         Self::new(content)
     }
 
@@ -91,6 +108,16 @@ pub enum Refusal {
     ForeignOrigin(String),
     /// `403`: on a loopback bind, a `Host` that is not this server (DNS rebinding).
     ForeignHost(String),
+}
+
+/// At most this much of a header value the client sent is echoed in a refusal.
+const ECHOED_CHARS: usize = 100;
+
+fn echoed(value: &[u8]) -> String {
+    String::from_utf8_lossy(value)
+        .chars()
+        .take(ECHOED_CHARS)
+        .collect()
 }
 
 impl fmt::Display for Refusal {
@@ -129,22 +156,22 @@ impl UpgradePolicy {
     /// rules come first: they refuse what a browser sends, whatever token it carries.
     pub fn admit(&self, headers: &HeaderMap, bound: SocketAddr) -> Result<(), Refusal> {
         if let Some(origin) = headers.get(header::ORIGIN) {
-            let origin = String::from_utf8_lossy(origin.as_bytes());
             let allowed = self
                 .allowed_origins
                 .iter()
-                .any(|allowed| allowed.eq_ignore_ascii_case(&origin));
+                .any(|allowed| allowed.as_bytes().eq_ignore_ascii_case(origin.as_bytes()));
             if !allowed {
-                return Err(Refusal::ForeignOrigin(origin.into_owned()));
+                return Err(Refusal::ForeignOrigin(echoed(origin.as_bytes())));
             }
         }
         if bound.ip().to_canonical().is_loopback() {
             let host = headers
                 .get(header::HOST)
-                .map(|host| String::from_utf8_lossy(host.as_bytes()).into_owned())
+                .map(|host| host.as_bytes())
                 .unwrap_or_default();
-            if !self.is_own_host(&host, bound) {
-                return Err(Refusal::ForeignHost(host));
+            let own = std::str::from_utf8(host).is_ok_and(|host| self.is_own_host(host, bound));
+            if !own {
+                return Err(Refusal::ForeignHost(echoed(host)));
             }
         }
         if let Some(token) = &self.token {
@@ -225,12 +252,24 @@ mod tests {
 
     #[test]
     fn tokens_trim_one_newline_and_refuse_empty_or_unsendable_values() {
-        assert_eq!(BearerToken::new("abc\n").map(|t| t.0), Ok("abc".into()));
-        assert_eq!(BearerToken::new("abc\r\n").map(|t| t.0), Ok("abc".into()));
-        assert_eq!(BearerToken::new("\n"), Err(TokenError::Empty));
-        assert_eq!(BearerToken::new(""), Err(TokenError::Empty));
-        assert_eq!(BearerToken::new("a\n\n"), Err(TokenError::NotAHeaderValue));
-        assert_eq!(BearerToken::new("a b"), Err(TokenError::NotAHeaderValue));
+        let token = |value: &str| BearerToken::new(value).map(|token| token.0);
+        assert_eq!(token("abc\n"), Ok("abc".into()));
+        assert_eq!(token("abc\r\n"), Ok("abc".into()));
+        assert_eq!(token("\n"), Err(TokenError::Empty));
+        assert_eq!(token(""), Err(TokenError::Empty));
+        assert_eq!(token("a\n\n"), Err(TokenError::NotAHeaderValue));
+        assert_eq!(token("a b"), Err(TokenError::NotAHeaderValue));
+        let longest = "a".repeat(MAX_TOKEN_BYTES);
+        assert_eq!(token(&format!("{longest}\r\n")), Ok(longest.clone()));
+        assert_eq!(token(&format!("{longest}a")), Err(TokenError::TooLong));
+    }
+
+    #[test]
+    fn a_token_file_of_endless_bytes_is_refused() {
+        assert_eq!(
+            BearerToken::read_file(Path::new("/dev/zero")).map(|token| token.0),
+            Err(TokenError::TooLong)
+        );
     }
 
     #[test]

@@ -413,7 +413,15 @@ mod tests {
 
     /// Starts `/bin/true` as `process_id` and returns it.
     fn start_true(session: &Arc<Session>, process_id: &str) -> Result<Arc<Process>, RpcError> {
-        let argv = ["/bin/true".to_owned()];
+        start(session, process_id, &["/bin/true"])
+    }
+
+    fn start(
+        session: &Arc<Session>,
+        process_id: &str,
+        argv: &[&str],
+    ) -> Result<Arc<Process>, RpcError> {
+        let argv: Vec<String> = argv.iter().map(|arg| arg.to_string()).collect();
         let env = BTreeMap::new();
         let request = SpawnRequest {
             argv: &argv,
@@ -429,6 +437,33 @@ mod tests {
             Lookup::Running(process) => Ok(process),
             _ => Err(RpcError::internal("not running after start")),
         }
+    }
+
+    #[tokio::test]
+    async fn the_retention_pool_counts_until_release_and_trims_the_largest_retainer() {
+        let limits = Limits {
+            max_retained_bytes: 16,
+            ..Limits::default()
+        };
+        let registry = registry_for_tests(Duration::from_secs(30), limits);
+        let pool = Arc::clone(&registry.settings.retention_pool);
+        let (outbound, _queue) = mpsc::channel(16);
+        let (session, _) = registry.create(outbound).expect("create");
+        let deadline = Duration::from_secs(5);
+        let first = start(&session, "first", &["/usr/bin/printf", "123456789012"]).expect("start");
+        tokio::time::timeout(deadline, first.closed())
+            .await
+            .expect("first closes");
+        assert_eq!(pool.retained_bytes(), 12);
+        let second = start(&session, "second", &["/usr/bin/printf", "1234567890"]).expect("start");
+        tokio::time::timeout(deadline, second.closed())
+            .await
+            .expect("second closes");
+        // 22 bytes over a budget of 16: the largest retainer, `first`, loses its output.
+        assert_eq!((first.retained_bytes(), second.retained_bytes()), (0, 10));
+        assert_eq!(pool.retained_bytes(), 10);
+        registry.destroy_all();
+        assert_eq!(pool.retained_bytes(), 0, "released processes stop counting");
     }
 
     #[tokio::test]

@@ -195,3 +195,52 @@ async fn stdio_stdout_carries_only_protocol_frames_even_with_logging_on() -> Tes
     assert!(!server.stderr().is_empty(), "trace logs go to stderr");
     Ok(())
 }
+
+/// Opens a TCP connection to the server and sends the start of a request head only.
+async fn half_sent_request(server: &ExecServer) -> std::io::Result<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt as _;
+    let addr = server.url().expect("url").trim_start_matches("ws://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: x").await?;
+    Ok(stream)
+}
+
+#[tokio::test]
+async fn a_request_head_must_arrive_within_ten_seconds() -> TestResult {
+    use tokio::io::AsyncReadExt as _;
+    let server = start_server(Transport::WebSocket, &[]).await?;
+    let mut stream = half_sent_request(&server).await?;
+    let started = tokio::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut rest))
+        .await
+        .expect("the server closes a half-sent request within the deadline")?;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9),
+        "closed after {waited:?}, before the 10 s allowance"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_is_not_held_up_by_a_half_sent_request() -> TestResult {
+    let server = start_server(Transport::WebSocket, &[]).await?;
+    let _stream = half_sent_request(&server).await?;
+    // Let the server see the bytes before the signal: a readiness request on another
+    // connection is answered only after the accept loop took ours.
+    let head = http_head(
+        server.url().expect("url"),
+        "GET",
+        "/readyz",
+        None,
+        &[],
+        server.default_wait(),
+    )
+    .await;
+    assert_eq!(http_status(&head), 200);
+    server.signal(libc::SIGTERM)?;
+    let status = server.wait_exit(Duration::from_secs(5)).await?;
+    assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
+    Ok(())
+}

@@ -18,8 +18,12 @@ const TOKEN: &str = "tok-5b7f0c0e9d2a41f1";
 /// Deadline of the waits this file does itself (the harness has its own).
 const WAIT: Duration = Duration::from_secs(10);
 
-fn exec_server() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_exec-server"))
+/// The binary, killed if it runs past the deadline (a refusal that regressed into
+/// serving must fail the test, not hang it).
+fn exec_server() -> assert_cmd::Command {
+    let mut command = assert_cmd::Command::new(env!("CARGO_BIN_EXE_exec-server"));
+    command.timeout(WAIT);
+    command
 }
 
 fn token_file(content: &str) -> tempfile::NamedTempFile {
@@ -192,6 +196,18 @@ fn the_token_stays_out_of_help_and_errors() {
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(text.contains("--auth-token-file"), "{text}");
     assert!(!text.contains(TOKEN), "{text}");
+    // `exec` reads the token itself from the environment: clap must not show it.
+    let help = exec_server()
+        .args(["exec", "--help"])
+        .env("EXEC_SERVER_TOKEN", TOKEN)
+        .output()
+        .expect("exec --help");
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.contains("--token-file") && text.contains("EXEC_SERVER_TOKEN"),
+        "{text}"
+    );
+    assert!(!text.contains(TOKEN), "{text}");
     // A token that cannot be sent is refused without quoting it.
     let unsendable = token_file(&format!("{TOKEN} with spaces\n"));
     let output = exec_server()
@@ -228,7 +244,13 @@ fn an_empty_or_missing_token_file_refuses_to_start() {
         .args(["--auth-token-file", "/nonexistent/token"])
         .output()
         .expect("run");
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a file that cannot be read is a runtime failure"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/token"), "{stderr}");
 }
 
 #[test]
@@ -539,6 +561,11 @@ async fn the_defaults_let_a_thousand_processes_run_in_one_session() -> TestResul
         let response = server.response_within(id, WAIT * 6).await?;
         response.into_result("process/start")?;
     }
+    // The server raised its own limit; its children get the one it was started with.
+    let limit = session
+        .start_with(spec("limit", ["sh", "-c", "ulimit -Sn"]))
+        .await?;
+    assert_eq!(session.read_to_end(&limit).await?.stdout_text(), "1024\n");
     let mut terminations = Vec::with_capacity(PROCESSES);
     for n in 0..PROCESSES {
         terminations.push(

@@ -27,7 +27,7 @@ use crate::protocol::{Stream, WriteStatus};
 use crate::session::Notifier;
 use crate::watchdog::Watchdog;
 use retention::{MemberKey, RetentionPool};
-pub use spawn::SpawnRequest;
+pub use spawn::{raise_open_file_limit, SpawnRequest};
 use spawn::{InputWriter, OutputReader};
 
 /// Largest payload of one `process/output` notification.
@@ -81,6 +81,8 @@ struct OutputState {
     exit_announced: bool,
     open_streams: usize,
     closed_seq: Option<u64>,
+    /// The entry is gone (`release`): nobody can read, so nothing is retained any more.
+    released: bool,
 }
 
 impl OutputState {
@@ -143,6 +145,7 @@ impl Process {
                 exit_announced: false,
                 open_streams: spawned.outputs.len(),
                 closed_seq: None,
+                released: false,
             }),
             changes: watch::Sender::new(0),
             stdin: Arc::new(StdinQueue::new()),
@@ -233,6 +236,15 @@ impl Process {
     pub fn release(&self) {
         self.kill_tree();
         self.stdin.shut();
+        // A descendant that escaped the kill may still write to the pipe; what it writes
+        // must not keep counting against the server-wide retention budget.
+        let mut state = self.lock_output();
+        state.released = true;
+        let retained = state.retained_bytes;
+        state.chunks.clear();
+        state.retained_bytes = 0;
+        drop(state);
+        self.pool.release(retained);
         if let Some(watchdog) = &self.watchdog {
             watchdog.unregister(self.pid);
         }
@@ -374,9 +386,11 @@ impl Process {
             let mut state = self.lock_output();
             let seq = state.take_seq();
             let notification = output_notification(&self.id, seq, stream, &data);
-            state.retained_bytes += data.len();
-            self.pool.reserve(data.len());
-            state.chunks.push_back(RetainedChunk { seq, stream, data });
+            if !state.released {
+                state.retained_bytes += data.len();
+                self.pool.reserve(data.len());
+                state.chunks.push_back(RetainedChunk { seq, stream, data });
+            }
             while state.retained_bytes > self.retention_bytes && state.chunks.len() > 1 {
                 let freed = state.drop_oldest();
                 self.pool.release(freed);

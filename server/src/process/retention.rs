@@ -1,11 +1,12 @@
 //! The server-wide budget for retained output (`--max-retained-bytes`, PROTOCOL.md §1):
 //! every process's retained chunks count against one total, and when it is exceeded
 //! the oldest output of the largest retainer is dropped, which its readers see through
-//! `firstRetainedSeq` like any other retention loss.
+//! `firstRetainedSeq` like any other retention loss. A process counts until it is
+//! released (its entry is gone) or dropped, whichever comes first.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
 
 use super::Process;
 
@@ -65,29 +66,34 @@ impl RetentionPool {
         self.retained_bytes.fetch_sub(bytes, Ordering::SeqCst);
     }
 
-    /// Drops the oldest output of the largest retainers until the total fits. Called
-    /// by a producer after it added output; only one producer trims at a time.
+    /// Drops the oldest output of the largest retainers until the total is back under
+    /// the low-water mark, an eighth below the budget, so that the scan of every member
+    /// this takes happens once per eighth of the budget, not once per chunk. Called by a
+    /// producer after it added output; one producer trims at a time, and one that finds
+    /// another trimming leaves it to that one, which checks again after it let go.
     pub(super) fn trim(&self) {
-        if self.retained_bytes() <= self.max_bytes {
-            return;
-        }
-        let Ok(_trimming) = self.trimming.try_lock() else {
-            return;
-        };
         while self.retained_bytes() > self.max_bytes {
-            // Upgraded outside the members lock: dropping the last `Arc` of a process
-            // calls `leave`, which takes that lock.
-            let live: Vec<Weak<Process>> = self.members().values().cloned().collect();
-            let largest = live
-                .iter()
-                .filter_map(Weak::upgrade)
-                .max_by_key(|process| process.retained_bytes());
-            let Some(largest) = largest else {
-                return;
+            let _trimming = match self.trimming.try_lock() {
+                Ok(guard) => guard,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
             };
-            let excess = self.retained_bytes().saturating_sub(self.max_bytes);
-            if largest.drop_oldest_output(excess) == 0 {
-                return;
+            let low_water = self.max_bytes - self.max_bytes / 8;
+            while self.retained_bytes() > low_water {
+                // Upgraded outside the members lock: dropping the last `Arc` of a
+                // process calls `leave`, which takes that lock.
+                let live: Vec<Weak<Process>> = self.members().values().cloned().collect();
+                let largest = live
+                    .iter()
+                    .filter_map(Weak::upgrade)
+                    .max_by_key(|process| process.retained_bytes());
+                let Some(largest) = largest else {
+                    return;
+                };
+                let excess = self.retained_bytes().saturating_sub(low_water);
+                if largest.drop_oldest_output(excess) == 0 {
+                    return;
+                }
             }
         }
     }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::process::Stdio;
+use std::sync::OnceLock;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::process::{Child, Command};
@@ -21,6 +22,23 @@ pub struct SpawnRequest<'a> {
     pub env: &'a BTreeMap<String, String>,
     pub tty: bool,
     pub pipe_stdin: bool,
+}
+
+/// The open-file limits (soft, hard) the server was started with, if it raised its own:
+/// children get them back, since programs that use `select()` or close every descriptor
+/// up to the soft limit expect the usual value.
+static CHILD_OPEN_FILE_LIMITS: OnceLock<(libc::rlim_t, libc::rlim_t)> = OnceLock::new();
+
+/// Raises the server's soft open-file limit to the hard limit (each process holds a few
+/// descriptors, each connection one); children still start with the original limit.
+pub fn raise_open_file_limit() -> nix::Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+        let _ = CHILD_OPEN_FILE_LIMITS.set((soft, hard));
+    }
+    Ok(())
 }
 
 pub type OutputReader = Box<dyn AsyncRead + Send + Unpin>;
@@ -57,6 +75,9 @@ pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
     }
     let tty = request.tty;
     let server_pid = std::process::id() as libc::pid_t;
+    let open_file_limits = CHILD_OPEN_FILE_LIMITS
+        .get()
+        .map(|&(rlim_cur, rlim_max)| libc::rlimit { rlim_cur, rlim_max });
     let pty_pair = if tty { Some(pty::open()?) } else { None };
     match &pty_pair {
         Some(pair) => {
@@ -77,7 +98,7 @@ pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
         }
     }
     // SAFETY: the closure only makes async-signal-safe system calls (fchdir, setsid,
-    // ioctl, prctl, getppid) between fork and exec; `cwd_fd` outlives the spawn.
+    // ioctl, prctl, getppid, setrlimit) between fork and exec; `cwd_fd` outlives the spawn.
     unsafe {
         command.pre_exec(move || {
             if let Some(fd) = cwd_fd {
@@ -97,6 +118,11 @@ pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
             // The server may have died between fork and prctl; then nobody would signal us.
             if libc::getppid() != server_pid {
                 return Err(io::Error::other("exec-server exited during spawn"));
+            }
+            if let Some(limits) = &open_file_limits {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, limits) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(())
         });

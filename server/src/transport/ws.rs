@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -13,16 +14,19 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt as _;
 use axum::Router;
 use futures_util::stream::{SplitStream, StreamExt};
 use futures_util::SinkExt;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
 
 use crate::connection::{self, FrameSource, InboundFrame, OUTBOUND_QUEUE_MESSAGES};
 use crate::security::Refusal;
 use crate::server::ServerState;
+use crate::shutdown::Shutdown;
 
 /// A bound websocket listener, not yet serving.
 pub struct WebSocketListener {
@@ -45,7 +49,10 @@ impl WebSocketListener {
         Ok(format!("ws://{}", self.local_addr()?))
     }
 
-    /// Serves until shutdown is triggered.
+    /// Serves until shutdown is triggered. HTTP/1.1 only: every request head must
+    /// arrive within `REQUEST_HEAD_TIMEOUT`, and at shutdown requests still in progress
+    /// get `HTTP_DRAIN` to finish, so no peer can hold a descriptor, or the shutdown,
+    /// for long without authenticating.
     pub async fn serve(self) -> std::io::Result<()> {
         let shutdown = self.state.shutdown.clone();
         let gate = Arc::new(Gate {
@@ -59,15 +66,61 @@ impl WebSocketListener {
             .fallback(|| async { StatusCode::NOT_FOUND })
             .method_not_allowed_fallback(|| async { StatusCode::NOT_FOUND })
             .with_state(gate);
-        let listener = self.listener.tap_io(|tcp| {
+        let http_connections = TaskTracker::new();
+        loop {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                _ = shutdown.triggered() => break,
+            };
+            let tcp = match accepted {
+                Ok((tcp, _peer)) => tcp,
+                Err(err) => {
+                    // Typically out of descriptors: back off rather than spin.
+                    tracing::warn!(%err, "accepting a connection failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
             if let Err(err) = tcp.set_nodelay(true) {
                 tracing::warn!(%err, "could not set TCP_NODELAY");
             }
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.triggered().await })
-            .await
+            http_connections.spawn(serve_http(tcp, app.clone(), shutdown.clone()));
+        }
+        http_connections.close();
+        http_connections.wait().await;
+        Ok(())
     }
+}
+
+/// A peer must send a whole request head within this (PROTOCOL.md §2).
+const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// After shutdown, how long a request still in progress may take to finish.
+const HTTP_DRAIN: Duration = Duration::from_secs(1);
+/// Pause after a failed `accept`.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// One HTTP connection until it is answered or upgraded (the websocket then lives on in
+/// its own task, see `serve_socket`).
+async fn serve_http(tcp: TcpStream, app: Router, shutdown: Shutdown) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(REQUEST_HEAD_TIMEOUT);
+    let connection = builder
+        .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app))
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => {
+            if let Err(err) = served {
+                tracing::debug!(%err, "HTTP connection ended with an error");
+            }
+            return;
+        }
+        _ = shutdown.triggered() => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(HTTP_DRAIN, connection).await;
 }
 
 /// What the upgrade route needs besides the server state: the address it is bound to
