@@ -15,9 +15,10 @@ use tokio::task::JoinSet;
 
 use crate::handlers::{self, Method};
 use crate::limits::MAX_ID_BYTES;
+use crate::outbound::{Outbound, ReplyRoom};
 use crate::rpc::{self, Inbound, Reply, Request, RequestId, RpcError};
 use crate::server::ServerState;
-use crate::session::{Generation, Outbound, Session, STALE_ATTACHMENT};
+use crate::session::{Generation, Session, STALE_ATTACHMENT};
 
 /// Requests (and queued replies) one connection may have in flight. Reading pauses at
 /// this bound instead of buffering without limit; replies never wait on the reader.
@@ -26,9 +27,6 @@ const MAX_IN_FLIGHT: usize = 4096;
 /// share until they answer (a `process/write` until its data reached the child), so
 /// this also bounds what pipelined writes can queue in front of a child's stdin.
 const MAX_IN_FLIGHT_BYTES: usize = 256 * 1024 * 1024;
-
-/// Capacity, in messages, of a connection's outbound queue.
-pub const OUTBOUND_QUEUE_MESSAGES: usize = 128;
 
 /// One inbound unit from a transport.
 #[derive(Debug)]
@@ -120,11 +118,15 @@ pub async fn serve(
         turns: HashMap::new(),
     };
     loop {
+        // While a request waits for room for its reply, read nothing more: replies the
+        // peer does not read must not pile up behind requests it keeps sending.
+        let replies_wait = connection.outbound.has_waiting_replies();
         tokio::select! {
-            frame = source.next_frame() => match frame {
+            frame = source.next_frame(), if !replies_wait => match frame {
                 Some(frame) => connection.on_frame(frame).await,
                 None => break,
             },
+            _ = connection.outbound.no_waiting_replies(), if replies_wait => {}
             Some(_) = connection.tasks.join_next(), if !connection.tasks.is_empty() => {}
             _ = shutdown.triggered() => break,
             // The transport's writer is gone (socket or stdout failed): nobody hears us.
@@ -233,7 +235,10 @@ impl Connection {
         let state = Arc::clone(&self.state);
         let outbound = self.outbound.clone();
         self.spawn(cost, async move {
-            let handler = handlers::dispatch(&state, &session, generation, method, params, turn);
+            let mut room = ReplyRoom::new(outbound);
+            let handler = handlers::dispatch(
+                &state, &session, generation, method, params, turn, &mut room,
+            );
             let result = AssertUnwindSafe(handler)
                 .catch_unwind()
                 .await
@@ -243,7 +248,7 @@ impl Connection {
                         "internal error while handling the request",
                     ))
                 });
-            send_reply(&outbound, &id, result).await;
+            send_reply(room, &id, result).await;
         })
         .await;
     }
@@ -290,8 +295,8 @@ impl Connection {
 
     async fn reply(&mut self, id: RequestId, result: Result<Value, RpcError>) {
         let result = result.map(Reply::from);
-        let outbound = self.outbound.clone();
-        self.spawn(1, async move { send_reply(&outbound, &id, result).await })
+        let room = ReplyRoom::new(self.outbound.clone());
+        self.spawn(1, async move { send_reply(room, &id, result).await })
             .await;
     }
 
@@ -323,11 +328,11 @@ impl Connection {
     }
 }
 
-async fn send_reply(outbound: &Outbound, id: &RequestId, result: Result<Reply, RpcError>) {
+async fn send_reply(room: ReplyRoom, id: &RequestId, result: Result<Reply, RpcError>) {
     let message = match result {
         Ok(reply) => rpc::encode_reply(id, reply),
         Err(error) => rpc::encode_error(id, &error),
     };
     // A closed queue means the transport is gone; there is nobody left to answer.
-    let _ = outbound.send(message).await;
+    let _ = room.send(message).await;
 }

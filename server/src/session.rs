@@ -10,18 +10,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::limits::{LimitReached, Limits};
+use crate::outbound::Outbound;
 use crate::process::retention::RetentionPool;
 use crate::process::{Process, SpawnRequest};
 use crate::rpc::RpcError;
 use crate::watchdog::Watchdog;
-
-/// Sender of serialized outbound messages for one connection.
-pub type Outbound = mpsc::Sender<String>;
 
 /// How long a closed process stays readable before its entry (and id) is released.
 pub const CLOSED_PROCESS_RETENTION: Duration = Duration::from_secs(30);
@@ -47,12 +45,12 @@ impl Notifier {
         *self.lock() = None;
     }
 
-    /// Delivers one notification, waiting while the connection's queue is full.
+    /// Delivers one notification, waiting while the connection's budget is full.
     pub async fn send(&self, message: String) {
         let target = self.lock().clone();
         if let Some(outbound) = target {
             // A closed queue means the connection is going away; the output is retained.
-            let _ = outbound.send(message).await;
+            let _ = outbound.send_notification(message).await;
         }
     }
 }
@@ -447,7 +445,7 @@ mod tests {
         };
         let registry = registry_for_tests(Duration::from_secs(30), limits);
         let pool = Arc::clone(&registry.settings.retention_pool);
-        let (outbound, _queue) = mpsc::channel(16);
+        let (outbound, _queue) = crate::outbound::channel(1 << 20);
         let (session, _) = registry.create(outbound).expect("create");
         let deadline = Duration::from_secs(5);
         let first = start(&session, "first", &["/usr/bin/printf", "123456789012"]).expect("start");
@@ -471,12 +469,12 @@ mod tests {
         let registry = registry(Duration::from_secs(3600));
         let mut queues = Vec::new();
         for _ in 0..10_000 {
-            let (outbound, queue) = mpsc::channel(1);
+            let (outbound, queue) = crate::outbound::channel(1 << 20);
             let (session, generation) = registry.create(outbound).expect("under the limit");
             registry.connection_ended(&session, generation);
             queues.push(queue);
         }
-        let (outbound, _queue) = mpsc::channel(1);
+        let (outbound, _queue) = crate::outbound::channel(1 << 20);
         registry.create(outbound).expect("and more");
         registry.destroy_all();
     }
@@ -484,7 +482,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn closed_processes_are_evicted_after_the_retention_period() {
         let registry = registry(Duration::from_secs(30));
-        let (outbound, _queue) = mpsc::channel(16);
+        let (outbound, _queue) = crate::outbound::channel(1 << 20);
         let (session, _) = registry.create(outbound).expect("create");
         let process = start_true(&session, "p").expect("start");
         process.closed().await;
@@ -508,7 +506,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_detached_session_keeps_closed_processes_until_it_is_resumed() {
         let registry = registry(Duration::from_secs(3600));
-        let (outbound, _queue) = mpsc::channel(16);
+        let (outbound, _queue) = crate::outbound::channel(1 << 20);
         let (session, generation) = registry.create(outbound).expect("create");
         let process = start_true(&session, "p").expect("start");
         // Wait for the close while no timer is pending: paused time jumps to the next
@@ -520,7 +518,7 @@ mod tests {
             matches!(session.lookup("p"), Lookup::Running(_)),
             "kept while detached"
         );
-        let (outbound, _queue) = mpsc::channel(16);
+        let (outbound, _queue) = crate::outbound::channel(1 << 20);
         registry.resume(session.id(), outbound).expect("resume");
         for _ in 0..600 {
             if matches!(session.lookup("p"), Lookup::Unknown) {

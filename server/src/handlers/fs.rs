@@ -10,6 +10,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::fs::{self, absolute, io_error, FileSystem, Kind, MAX_READ_FILE_BYTES};
+use crate::outbound::ReplyRoom;
 use crate::protocol::{
     CopyParams, CreateDirectoryParams, JoinParams, PathParams, RemoveParams, WriteFileParams,
 };
@@ -55,27 +56,47 @@ async fn blocking<T: Send + 'static>(
         .map_err(|err| RpcError::internal(format!("file-system task failed: {err}")))?
 }
 
-pub async fn read_file(fs: &Arc<FileSystem>, params: Value) -> Result<Reply, RpcError> {
+/// Opens and sizes the file, waits for room for its encoding in the connection's
+/// outbound budget (a file bigger than the budget waits until nothing else is queued),
+/// and only then reads it, encoding straight into the reply.
+pub async fn read_file(
+    fs: &Arc<FileSystem>,
+    params: Value,
+    room: &mut ReplyRoom,
+) -> Result<Reply, RpcError> {
     let params: PathParams = decode_params(params)?;
     refuse_sandbox_profiles(&params.sandbox)?;
     let path = absolute(&params.path, "path")?;
-    blocking(fs, move |fs| {
-        let file = fs.open_read(&path).map_err(io_error)?;
-        let size = file.metadata().map_err(io_error)?.len();
-        let too_large = || {
+    let too_large = {
+        let path = path.clone();
+        move || {
             RpcError::invalid_request(format!(
                 "{} is larger than {MAX_READ_FILE_BYTES} bytes, the most fs/readFile reads",
                 path.display()
             ))
-        };
-        if size > MAX_READ_FILE_BYTES {
-            return Err(too_large());
         }
+    };
+    let (file, size) = blocking(fs, {
+        let too_large = too_large.clone();
+        move |fs| {
+            let file = fs.open_read(&path).map_err(io_error)?;
+            let size = file.metadata().map_err(io_error)?.len();
+            if size > MAX_READ_FILE_BYTES {
+                return Err(too_large());
+            }
+            Ok((file, size))
+        }
+    })
+    .await?;
+    let encoded_size = usize::try_from(size.div_ceil(3) * 4).unwrap_or(usize::MAX);
+    room.reserve(encoded_size.saturating_add(READ_FILE_OVERHEAD))
+        .await?;
+    let handle = tokio::task::spawn_blocking(move || {
         // The size can grow while we read (a log file): never read past the limit.
         let mut file = file.take(MAX_READ_FILE_BYTES + 1);
         let mut total = 0u64;
         // Encode straight into the reply: the file's bytes are never held whole.
-        let mut message = String::with_capacity(size as usize / 3 * 4 + 96);
+        let mut message = String::with_capacity(encoded_size + READ_FILE_OVERHEAD);
         message.push_str(r#"{"jsonrpc":"2.0","result":{"dataBase64":""#);
         let mut block = vec![0u8; BASE64_BLOCK];
         loop {
@@ -91,9 +112,14 @@ pub async fn read_file(fs: &Arc<FileSystem>, params: Value) -> Result<Reply, Rpc
         }
         message.push_str("\"}");
         Ok(Reply::EncodedWithoutId(message))
-    })
-    .await
+    });
+    handle
+        .await
+        .map_err(|err| RpcError::internal(format!("file-system task failed: {err}")))?
 }
+
+/// Bytes of an `fs/readFile` reply besides the base64 (the envelope and the id).
+const READ_FILE_OVERHEAD: usize = 256;
 
 /// Reads until `buffer` is full or the file ends; returns how much was read.
 fn fill(file: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {

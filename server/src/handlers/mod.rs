@@ -9,9 +9,17 @@ pub mod process;
 use serde_json::Value;
 
 use crate::connection::Turn;
+use crate::outbound::{Closed, ReplyRoom};
 use crate::rpc::{Reply, RpcError};
 use crate::server::ServerState;
 use crate::session::{Generation, Session};
+
+/// Waiting for room ended because the connection closed: the reply has no reader.
+impl From<Closed> for RpcError {
+    fn from(closed: Closed) -> Self {
+        RpcError::internal(closed.to_string())
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -85,6 +93,8 @@ impl Method {
     }
 }
 
+/// Runs one request. `room` is where a handler that builds a big reply reserves room
+/// for it first (see `outbound`).
 pub async fn dispatch(
     state: &ServerState,
     session: &std::sync::Arc<Session>,
@@ -92,6 +102,7 @@ pub async fn dispatch(
     method: Method,
     params: Value,
     turn: Turn,
+    room: &mut ReplyRoom,
 ) -> Result<Reply, RpcError> {
     let fs = &state.options.file_system;
     let json = |result: Result<Value, RpcError>| result.map(Reply::from);
@@ -100,12 +111,12 @@ pub async fn dispatch(
             "initialize is handled by the connection",
         )),
         Method::ProcessStart => json(process::start(fs, session, params, turn).await),
-        Method::ProcessRead => json(process::read(session, generation, params, turn).await),
+        Method::ProcessRead => json(process::read(session, generation, params, turn, room).await),
         Method::ProcessWrite => json(process::write(session, params, turn).await),
         Method::ProcessSignal => json(process::signal(session, params, turn).await),
         Method::ProcessTerminate => json(process::terminate(session, params, turn).await),
         Method::ProcessResize => json(process::resize(session, params, turn).await),
-        Method::FsReadFile => fs::read_file(fs, params).await,
+        Method::FsReadFile => fs::read_file(fs, params, room).await,
         Method::FsWriteFile => fs::write_file(fs, params).await,
         Method::FsCreateDirectory => fs::create_directory(fs, params).await,
         Method::FsGetMetadata => fs::get_metadata(fs, params).await,

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::connection::Turn;
 use crate::fs::{absolute, io_error, FileSystem};
+use crate::outbound::ReplyRoom;
 use crate::process::env::child_environment;
 use crate::process::{Process, SpawnRequest};
 use crate::protocol::{
@@ -76,11 +77,15 @@ fn running(session: &Session, process_id: &str) -> Result<Arc<Process>, RpcError
 
 /// A long-poll that outlives its connection's ownership of the session (the session
 /// was resumed elsewhere) fails rather than answer a connection that no longer owns it.
+///
+/// The result is built only once there is room for it in the connection's outbound
+/// budget, and never bigger than the room reserved.
 pub async fn read(
     session: &Arc<Session>,
     generation: Generation,
     params: Value,
     mut turn: Turn,
+    room: &mut ReplyRoom,
 ) -> Result<Value, RpcError> {
     let params: ReadParams = decode_params(params)?;
     turn.wait().await;
@@ -88,10 +93,20 @@ pub async fn read(
     // A long-poll must not hold up later requests for the same process.
     turn.finish();
     let wait = Duration::from_millis(params.wait_ms);
-    tokio::select! {
-        result = process.read(params.after_seq, params.max_bytes, wait) => Ok(result),
-        _ = session.superseded(generation) => Err(RpcError::invalid_request(STALE_ATTACHMENT)),
-    }
+    let (after_seq, max_bytes) = (params.after_seq, params.max_bytes);
+    let size = async {
+        process.wait_for_news(after_seq, wait).await;
+        let size = process.read_size(after_seq, max_bytes);
+        room.reserve(size).await?;
+        Ok::<_, RpcError>(size)
+    };
+    let size = tokio::select! {
+        size = size => size?,
+        _ = session.superseded(generation) => {
+            return Err(RpcError::invalid_request(STALE_ATTACHMENT));
+        }
+    };
+    Ok(process.read_now(after_seq, max_bytes, size))
 }
 
 pub async fn write(
@@ -172,7 +187,6 @@ mod tests {
     use std::time::Duration;
 
     use serde_json::json;
-    use tokio::sync::mpsc;
 
     use super::*;
     use crate::limits::Limits;
@@ -189,7 +203,8 @@ mod tests {
     #[tokio::test]
     async fn a_long_poll_from_a_superseded_attachment_fails_as_stale() {
         let registry = registry(Duration::from_secs(30));
-        let (old_outbound, _old_queue) = mpsc::channel(16);
+        let (old_outbound, _old_queue) = crate::outbound::channel(1 << 20);
+        let mut old_room = ReplyRoom::new(old_outbound.clone());
         let (session, old_generation) = registry.create(old_outbound).expect("create");
         start(
             &Arc::new(FileSystem::Unconfined),
@@ -203,12 +218,20 @@ mod tests {
             let session = Arc::clone(&session);
             async move {
                 let params = json!({"processId": "p", "waitMs": 60_000});
-                read(&session, old_generation, params, Turn::unordered()).await
+                read(
+                    &session,
+                    old_generation,
+                    params,
+                    Turn::unordered(),
+                    &mut old_room,
+                )
+                .await
             }
         });
         // The old connection has not noticed anything yet; its session moves on.
         registry.connection_ended(&session, old_generation);
-        let (new_outbound, _new_queue) = mpsc::channel(16);
+        let (new_outbound, _new_queue) = crate::outbound::channel(1 << 20);
+        let mut new_room = ReplyRoom::new(new_outbound.clone());
         let (resumed, new_generation) =
             registry.resume(session.id(), new_outbound).expect("resume");
         assert!(Arc::ptr_eq(&resumed, &session));
@@ -220,16 +243,22 @@ mod tests {
             .expect("task");
         assert_eq!(outcome, Err(RpcError::invalid_request(STALE_ATTACHMENT)));
         let params = json!({"processId": "p", "waitMs": 0});
-        assert!(read(&resumed, new_generation, params, Turn::unordered())
-            .await
-            .is_ok());
+        assert!(read(
+            &resumed,
+            new_generation,
+            params,
+            Turn::unordered(),
+            &mut new_room
+        )
+        .await
+        .is_ok());
         registry.destroy_all();
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn expiry_is_authoritative_at_resume_time_even_before_the_reaper_runs() {
         let registry = registry(Duration::ZERO);
-        let (outbound, _queue) = mpsc::channel(16);
+        let (outbound, _queue) = crate::outbound::channel(1 << 20);
         let (session, generation) = registry.create(outbound).expect("create");
         start(
             &Arc::new(FileSystem::Unconfined),
@@ -245,7 +274,7 @@ mod tests {
         // No await between these: on this single-threaded runtime the reaper task that
         // connection_ended spawns cannot have run when resume looks at the deadline.
         registry.connection_ended(&session, generation);
-        let (outbound, _queue) = mpsc::channel(16);
+        let (outbound, _queue) = crate::outbound::channel(1 << 20);
         let refused = registry.resume(session.id(), outbound).map(|_| ());
         assert_eq!(
             refused,

@@ -290,8 +290,10 @@ impl Process {
         self.stdin.drained_below(STDIN_HIGH_WATER_BYTES).await
     }
 
-    /// Long-poll read (PROTOCOL.md §6.3).
-    pub async fn read(&self, after_seq: u64, max_bytes: Option<u64>, wait: Duration) -> Value {
+    /// The long-poll wait of a read (PROTOCOL.md §6.3): returns at once if there is a
+    /// chunk or an exit event newer than `after_seq`, or the process is closed;
+    /// otherwise when one of these happens, or after `wait`.
+    pub async fn wait_for_news(&self, after_seq: u64, wait: Duration) {
         let deadline = Instant::now() + wait;
         let mut changes = self.changes.subscribe();
         loop {
@@ -304,29 +306,36 @@ impl Process {
                         .back()
                         .is_some_and(|chunk| chunk.seq > after_seq);
                 if ready || Instant::now() >= deadline {
-                    return self.read_now(&state, after_seq, max_bytes);
+                    return;
                 }
             }
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() {
-                    return self.read_now(&self.lock_output(), after_seq, max_bytes);
+                    return;
                 },
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
     }
 
-    fn read_now(&self, state: &OutputState, after_seq: u64, max_bytes: Option<u64>) -> Value {
-        let budget = max_bytes.unwrap_or(u64::MAX);
-        let mut used = 0u64;
+    /// An upper bound of the encoded size of what [`Process::read_now`] would return
+    /// now, so a caller can reserve room for it before building it.
+    pub fn read_size(&self, after_seq: u64, max_bytes: Option<u64>) -> usize {
+        let state = self.lock_output();
+        READ_RESULT_OVERHEAD
+            + readable_chunks(&state, after_seq, max_bytes, usize::MAX)
+                .map(|chunk| encoded_chunk_size(chunk.data.len()))
+                .sum::<usize>()
+    }
+
+    /// The read result (PROTOCOL.md §6.3) for chunks after `after_seq`, stopping
+    /// before the chunk that would exceed `max_bytes` of data or `size_cap` bytes of
+    /// encoding (a size from [`Process::read_size`]), but with at least one chunk.
+    pub fn read_now(&self, after_seq: u64, max_bytes: Option<u64>, size_cap: usize) -> Value {
+        let state = self.lock_output();
         let mut chunks = Vec::new();
         let mut last_seq = None;
-        for chunk in state.chunks.iter().filter(|chunk| chunk.seq > after_seq) {
-            let size = chunk.data.len() as u64;
-            if last_seq.is_some() && used + size > budget {
-                break;
-            }
-            used += size;
+        for chunk in readable_chunks(&state, after_seq, max_bytes, size_cap) {
             last_seq = Some(chunk.seq);
             chunks.push(json!({
                 "seq": chunk.seq,
@@ -460,6 +469,39 @@ impl Drop for Process {
         );
         self.pool.leave(self.pool_key, retained);
     }
+}
+
+/// Bytes of a read result besides its chunks (flags, seqs, the JSON-RPC envelope).
+const READ_RESULT_OVERHEAD: usize = 512;
+
+/// Bytes of one chunk in a read result: its base64 and its `{"seq","stream","chunk"}`.
+fn encoded_chunk_size(data_bytes: usize) -> usize {
+    data_bytes.div_ceil(3) * 4 + 64
+}
+
+/// The retained chunks after `after_seq` that a read returns: in order, stopping
+/// before the one that would exceed `max_bytes` of data or `size_cap` bytes encoded,
+/// but always at least one.
+fn readable_chunks(
+    state: &OutputState,
+    after_seq: u64,
+    max_bytes: Option<u64>,
+    size_cap: usize,
+) -> impl Iterator<Item = &RetainedChunk> {
+    let max_bytes = max_bytes.unwrap_or(u64::MAX);
+    let mut data_bytes = 0u64;
+    let mut encoded_bytes = READ_RESULT_OVERHEAD;
+    let mut first = true;
+    state
+        .chunks
+        .iter()
+        .filter(move |chunk| chunk.seq > after_seq)
+        .take_while(move |chunk| {
+            data_bytes = data_bytes.saturating_add(chunk.data.len() as u64);
+            encoded_bytes = encoded_bytes.saturating_add(encoded_chunk_size(chunk.data.len()));
+            let fits = data_bytes <= max_bytes && encoded_bytes <= size_cap;
+            std::mem::take(&mut first) || fits
+        })
 }
 
 /// Feeds queued writes to the child's stdin in order. Holds only the queue, so the

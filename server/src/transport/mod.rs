@@ -2,5 +2,7 @@
 //! nothing of JSON-RPC. Each one pairs a `FrameSource` with a writer task that drains
 //! the connection's outbound queue.
 
+mod handshake;
 pub mod stdio;
+mod unflushed;
 pub mod ws;

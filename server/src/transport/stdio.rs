@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
-
-use crate::connection::{self, FrameSource, InboundFrame, OUTBOUND_QUEUE_MESSAGES};
+use crate::connection::{self, FrameSource, InboundFrame};
+use crate::outbound::{self, OutboundQueue, OUTBOUND_BUDGET_BYTES};
 use crate::server::ServerState;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 /// Serves one connection over `input`/`output` (the process's stdin and stdout, or any
 /// byte streams) until `input` reaches EOF.
@@ -17,7 +16,7 @@ pub async fn serve(
     output: impl AsyncWrite + Send + Unpin + 'static,
     limit: usize,
 ) {
-    let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE_MESSAGES);
+    let (outbound, queue) = outbound::channel(OUTBOUND_BUDGET_BYTES);
     let writer = tokio::spawn(write_lines(output, queue));
     let source = LineSource {
         reader: BufReader::with_capacity(64 * 1024, input),
@@ -38,18 +37,23 @@ pub async fn serve(
     }
 }
 
-async fn write_lines(mut output: impl AsyncWrite + Unpin, mut queue: mpsc::Receiver<String>) {
-    while let Some(message) = queue.recv().await {
+async fn write_lines(mut output: impl AsyncWrite + Unpin, mut queue: OutboundQueue) {
+    while let Some(mut batch) = queue.recv().await {
         // The first message is extended in place, so even a very large one is not copied;
-        // small ones already queued behind it go out in the same write.
-        let mut batch = message;
-        batch.push('\n');
-        while batch.len() < BATCH_BYTES {
-            let Ok(more) = queue.try_recv() else { break };
-            batch.push_str(&more);
-            batch.push('\n');
+        // small ones already queued behind it go out in the same write. Each keeps its
+        // room in the budget until the write is done.
+        batch.text.push('\n');
+        let mut written_with = Vec::new();
+        while batch.text.len() < BATCH_BYTES {
+            let Ok(mut more) = queue.try_recv() else {
+                break;
+            };
+            batch.text.push_str(&std::mem::take(&mut more.text));
+            batch.text.push('\n');
+            written_with.push(more);
         }
-        if output.write_all(batch.as_bytes()).await.is_err() || output.flush().await.is_err() {
+        let text = batch.text.as_bytes();
+        if output.write_all(text).await.is_err() || output.flush().await.is_err() {
             tracing::warn!("stdout closed; dropping outbound messages");
             return;
         }

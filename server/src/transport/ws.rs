@@ -8,22 +8,27 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
 use axum::Router;
-use futures_util::stream::{SplitStream, StreamExt};
+use futures_util::stream::{SplitSink, SplitStream, StreamExt};
 use futures_util::SinkExt;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::task::TaskTracker;
 
-use crate::connection::{self, FrameSource, InboundFrame, OUTBOUND_QUEUE_MESSAGES};
+use super::handshake;
+use super::unflushed::{Unflushed, WritePressure};
+use crate::connection::{self, FrameSource, InboundFrame};
+use crate::outbound::{self, OutboundQueue, OUTBOUND_BUDGET_BYTES};
 use crate::security::Refusal;
 use crate::server::ServerState;
 use crate::shutdown::Shutdown;
@@ -131,16 +136,12 @@ struct Gate {
     connections: Arc<Semaphore>,
 }
 
-async fn upgrade(
-    State(gate): State<Arc<Gate>>,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
+async fn upgrade(State(gate): State<Arc<Gate>>, mut request: Request) -> Response {
     if let Err(refusal) = gate
         .state
         .options
         .upgrade_policy
-        .admit(&headers, gate.bound)
+        .admit(request.headers(), gate.bound)
     {
         tracing::warn!(%refusal, "websocket upgrade refused");
         return match refusal {
@@ -155,9 +156,13 @@ async fn upgrade(
             }
         };
     }
-    let upgrade = match upgrade {
-        Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
+    let accept_key = match handshake::accept_key(request.headers()) {
+        Ok(accept_key) => accept_key,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
+        let message = "this connection cannot be upgraded (HTTP/1.1 is required)";
+        return (StatusCode::UPGRADE_REQUIRED, message).into_response();
     };
     let Ok(permit) = Arc::clone(&gate.connections).try_acquire_owned() else {
         let limit = gate.state.options.limits.max_connections;
@@ -168,15 +173,13 @@ async fn upgrade(
         return (StatusCode::SERVICE_UNAVAILABLE, message).into_response();
     };
     let state = Arc::clone(&gate.state);
-    let limit = state.options.max_message_bytes;
-    upgrade
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        // Outbound messages are not limited (a read result may be many MiB), so the
-        // write buffer must take any one message. Memory stays bounded anyway: the
-        // writer awaits the sink, which flushes before accepting the next message.
-        .max_write_buffer_size(usize::MAX)
-        .on_upgrade(move |socket| serve_socket(socket, state, permit))
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => serve_socket(upgraded, state, permit).await,
+            Err(err) => tracing::debug!(%err, "websocket upgrade failed"),
+        }
+    });
+    handshake::switching_protocols(&accept_key)
 }
 
 /// Keepalive: the writer pings every `keepalive`; the reader ends a connection whose
@@ -185,45 +188,31 @@ async fn upgrade(
 const SILENT_INTERVALS: u32 = 3;
 
 /// `_slot` is this connection's place under `--max-connections`, freed when it ends.
-async fn serve_socket(socket: WebSocket, state: Arc<ServerState>, _slot: OwnedSemaphorePermit) {
-    let (mut sink, stream) = socket.split();
-    let (outbound, mut queue) = mpsc::channel::<String>(OUTBOUND_QUEUE_MESSAGES);
+async fn serve_socket(upgraded: Upgraded, state: Arc<ServerState>, _slot: OwnedSemaphorePermit) {
+    let socket = Unflushed::new(TokioIo::new(upgraded));
+    let pressure = socket.pressure();
+    let limit = state.options.max_message_bytes;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit))
+        // Outbound messages are not limited (a read result may be many MiB), so the
+        // write buffer must take any one message; what is unflushed is bounded by the
+        // outbound budget and `Unflushed` instead.
+        .max_write_buffer_size(usize::MAX);
+    let socket = WebSocketStream::from_raw_socket(socket, Role::Server, Some(config)).await;
+    let (sink, stream) = socket.split();
+    let (outbound, queue) = outbound::channel(OUTBOUND_BUDGET_BYTES);
     let keepalive = state.options.ws_keepalive;
-    let writer = tokio::spawn(async move {
-        let mut pings =
-            tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
-        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let message = tokio::select! {
-                message = queue.recv() => match message {
-                    Some(message) => message,
-                    None => break,
-                },
-                _ = pings.tick() => {
-                    if sink.send(Message::Ping(Default::default())).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            if sink.feed(Message::Text(message.into())).await.is_err() {
-                return;
-            }
-            while let Ok(more) = queue.try_recv() {
-                if sink.feed(Message::Text(more.into())).await.is_err() {
-                    return;
-                }
-            }
-            if sink.flush().await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.send(Message::Close(None)).await;
-    });
-    let silence_limit = keepalive * SILENT_INTERVALS;
+    let writer = tokio::spawn(write_messages(
+        sink,
+        queue,
+        keepalive,
+        Arc::clone(&pressure),
+    ));
     let source = MessageSource {
         stream,
-        silence_limit,
+        silence_limit: keepalive * SILENT_INTERVALS,
+        pressure,
     };
     connection::serve(state, source, outbound, true).await;
     // Let the writer flush and send Close, but not forever: a peer that vanished without
@@ -238,17 +227,97 @@ async fn serve_socket(socket: WebSocket, state: Arc<ServerState>, _slot: OwnedSe
     }
 }
 
+type Socket = WebSocketStream<Unflushed<TokioIo<Upgraded>>>;
+
+/// Drains the outbound queue into the socket, pings every `keepalive`, and flushes
+/// when the reader asks (it waits for unflushed bytes to drain). Each message keeps
+/// its room in the outbound budget until the flush that wrote it is done.
+async fn write_messages(
+    mut sink: SplitSink<Socket, Message>,
+    mut queue: OutboundQueue,
+    keepalive: Duration,
+    pressure: Arc<WritePressure>,
+) {
+    let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut queued = tokio::select! {
+            queued = queue.recv() => match queued {
+                Some(queued) => queued,
+                None => break,
+            },
+            _ = pings.tick() => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            _ = pressure.flush_wanted().notified() => {
+                if sink.flush().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let mut written = Vec::new();
+        let text = std::mem::take(&mut queued.text);
+        written.push(queued);
+        if sink.feed(Message::Text(text.into())).await.is_err() {
+            return;
+        }
+        while let Ok(mut more) = queue.try_recv() {
+            let text = std::mem::take(&mut more.text);
+            written.push(more);
+            if sink.feed(Message::Text(text.into())).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.send(Message::Close(None)).await;
+}
+
 /// How long a finished connection's writer may keep flushing.
-const WRITER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+const WRITER_GRACE: Duration = Duration::from_secs(1);
 
 struct MessageSource {
-    stream: SplitStream<WebSocket>,
-    silence_limit: std::time::Duration,
+    stream: SplitStream<Socket>,
+    silence_limit: Duration,
+    pressure: Arc<WritePressure>,
+}
+
+impl MessageSource {
+    /// Waits while more is unflushed than the outbound budget (a peer that does not read
+    /// what we send, pongs included); false if the socket took nothing for the silence
+    /// limit, which counts as a vanished peer.
+    async fn wait_for_room_to_write(&self) -> bool {
+        loop {
+            let progress = self.pressure.progress().notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            if self.pressure.unflushed() <= OUTBOUND_BUDGET_BYTES {
+                return true;
+            }
+            self.pressure.flush_wanted().notify_one();
+            if tokio::time::timeout(self.silence_limit, progress)
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+    }
 }
 
 impl FrameSource for MessageSource {
     async fn next_frame(&mut self) -> Option<InboundFrame> {
         loop {
+            if !self.wait_for_room_to_write().await {
+                tracing::info!(silence = ?self.silence_limit, "websocket peer stopped reading; disconnecting");
+                return None;
+            }
             let next = tokio::time::timeout(self.silence_limit, self.stream.next()).await;
             let Ok(next) = next else {
                 tracing::info!(silence = ?self.silence_limit, "websocket peer went silent; disconnecting");
@@ -267,7 +336,7 @@ impl FrameSource for MessageSource {
                     Ok(text) => InboundFrame::Message(text),
                     Err(_) => InboundFrame::NotUtf8,
                 },
-                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                 Message::Close(_) => return None,
             });
         }
