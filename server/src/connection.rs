@@ -3,18 +3,18 @@
 //! while keeping requests that name the same `processId` in arrival order, and bounds
 //! the work in flight. Transports hand it whole frames and drain its outbound queue.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt as _;
 use serde_json::Value;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::handlers::{self, Method};
 use crate::limits::MAX_ID_BYTES;
+use crate::ordering::{Turn, Turns};
 use crate::outbound::{Outbound, ReplyRoom};
 use crate::rpc::{self, Inbound, Reply, Request, RequestId, RpcError};
 use crate::server::ServerState;
@@ -25,7 +25,8 @@ use crate::session::{Generation, Session, STALE_ATTACHMENT};
 const MAX_IN_FLIGHT: usize = 4096;
 /// Bytes of request frames one connection may have in flight. Handlers hold their
 /// share until they answer (a `process/write` until its data reached the child), so
-/// this also bounds what pipelined writes can queue in front of a child's stdin.
+/// this also bounds what pipelined writes can queue in front of a child's stdin: a
+/// queued write holds its decoded bytes only (¾ of its frame), never the frame itself.
 const MAX_IN_FLIGHT_BYTES: usize = 256 * 1024 * 1024;
 
 /// One inbound unit from a transport.
@@ -54,34 +55,6 @@ enum Phase {
     Ready(Arc<Session>, Generation),
 }
 
-/// Lets requests that name the same process take effect in arrival order: each one
-/// waits for its predecessor's turn to finish before acting.
-pub struct Turn {
-    previous: Option<oneshot::Receiver<()>>,
-    finished: Option<oneshot::Sender<()>>,
-}
-
-impl Turn {
-    pub(crate) fn unordered() -> Self {
-        Turn {
-            previous: None,
-            finished: None,
-        }
-    }
-
-    pub async fn wait(&mut self) {
-        if let Some(previous) = self.previous.take() {
-            // An error only means the predecessor finished (or was cancelled).
-            let _ = previous.await;
-        }
-    }
-
-    /// Lets the next request for this process proceed (also happens on drop).
-    pub fn finish(&mut self) {
-        self.finished.take();
-    }
-}
-
 struct Connection {
     state: Arc<ServerState>,
     outbound: Outbound,
@@ -91,8 +64,7 @@ struct Connection {
     tasks: JoinSet<()>,
     in_flight: Arc<Semaphore>,
     in_flight_bytes: Arc<Semaphore>,
-    /// Per process id, the completion signal of the latest request naming it.
-    turns: HashMap<String, oneshot::Receiver<()>>,
+    turns: Turns,
 }
 
 /// Serves one connection until the transport disconnects or the server shuts down.
@@ -115,7 +87,7 @@ pub async fn serve(
         tasks: JoinSet::new(),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         in_flight_bytes: Arc::new(Semaphore::new(MAX_IN_FLIGHT_BYTES)),
-        turns: HashMap::new(),
+        turns: Turns::default(),
     };
     loop {
         // While a request waits for room for its reply, read nothing more: replies the
@@ -161,7 +133,11 @@ impl Connection {
                 return self.reply(Value::Null, Err(error)).await;
             }
         };
-        match rpc::classify(&text) {
+        // The frame is not needed once classified; drop it before waiting for room.
+        let cost = text.len();
+        let inbound = rpc::classify(&text);
+        drop(text);
+        match inbound {
             Inbound::Invalid { id, error } => {
                 tracing::debug!(%error, "invalid frame");
                 self.reply(id, Err(error)).await
@@ -170,7 +146,7 @@ impl Connection {
                 tracing::warn!(%id, "ignoring a response from the client; the server sends no requests");
             }
             Inbound::Notification(notification) => self.on_notification(&notification.method),
-            Inbound::Request(request) => self.on_request(request, text.len()).await,
+            Inbound::Request(request) => self.on_request(request, cost).await,
         }
     }
 
@@ -276,21 +252,7 @@ impl Connection {
         else {
             return Turn::unordered();
         };
-        if self.turns.len() > MAX_IN_FLIGHT {
-            // Forget ids whose last request has finished.
-            self.turns.retain(|_, finished| {
-                matches!(
-                    finished.try_recv(),
-                    Err(oneshot::error::TryRecvError::Empty)
-                )
-            });
-        }
-        let (finished, receiver) = oneshot::channel();
-        let previous = self.turns.insert(process_id.to_owned(), receiver);
-        Turn {
-            previous,
-            finished: Some(finished),
-        }
+        self.turns.take(process_id)
     }
 
     async fn reply(&mut self, id: RequestId, result: Result<Value, RpcError>) {

@@ -11,6 +11,7 @@ pub mod connection;
 pub mod fs;
 pub mod handlers;
 pub mod limits;
+pub mod ordering;
 pub mod outbound;
 pub mod process;
 pub mod protocol;

@@ -10,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::security::BearerToken;
@@ -63,7 +64,12 @@ pub async fn connect_websocket(
         value.set_sensitive(true);
         request.headers_mut().insert("Authorization", value);
     }
-    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
+    // The server is trusted to size its messages: an `fs/readFile` result can be far
+    // larger than tungstenite's default limits (64 MiB messages, 16 MiB frames).
+    let config = WebSocketConfig::default()
+        .max_message_size(None)
+        .max_frame_size(None);
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
         .await
         .map_err(describe_connect_error)?;
     let (sink, stream) = socket.split();

@@ -8,7 +8,7 @@ pub mod process;
 
 use serde_json::Value;
 
-use crate::connection::Turn;
+use crate::ordering::Turn;
 use crate::outbound::{Closed, ReplyRoom};
 use crate::rpc::{Reply, RpcError};
 use crate::server::ServerState;

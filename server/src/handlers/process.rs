@@ -9,8 +9,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::connection::Turn;
 use crate::fs::{absolute, io_error, FileSystem};
+use crate::ordering::Turn;
 use crate::outbound::ReplyRoom;
 use crate::process::env::child_environment;
 use crate::process::{Process, SpawnRequest};
@@ -114,16 +114,23 @@ pub async fn write(
     params: Value,
     mut turn: Turn,
 ) -> Result<Value, RpcError> {
-    let params: crate::protocol::WriteParams = decode_params(params)?;
-    let data = BASE64.decode(params.chunk.as_bytes()).map_err(|err| {
+    let crate::protocol::WriteParams {
+        process_id,
+        chunk,
+        close_stdin,
+    } = decode_params(params)?;
+    let data = BASE64.decode(chunk.as_bytes()).map_err(|err| {
         RpcError::invalid_params(format!("invalid params: chunk: not base64: {err}"))
     })?;
+    // Only the decoded bytes may stay held while the write waits for the child: the
+    // connection's in-flight budget counts frames, and this keeps ¾ of one per write.
+    drop(chunk);
     turn.wait().await;
-    let status = match session.lookup(&params.process_id) {
+    let status = match session.lookup(&process_id) {
         Lookup::Unknown => WriteStatus::UnknownProcess,
         Lookup::Starting => WriteStatus::Starting,
         Lookup::Running(process) => {
-            let status = process.enqueue_stdin(data, params.close_stdin);
+            let status = process.enqueue_stdin(data, close_stdin);
             turn.finish();
             if status == WriteStatus::Accepted {
                 process.stdin_backlog_drained().await;
