@@ -244,3 +244,47 @@ async fn sigterm_is_not_held_up_by_a_half_sent_request() -> TestResult {
     assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
     Ok(())
 }
+
+#[tokio::test]
+async fn sigterm_is_not_held_up_by_a_peer_that_does_not_read() -> TestResult {
+    let server = start_server(Transport::WebSocket, &[]).await?;
+    let session = server.initialize(CLIENT).await?;
+    // `yes` fills the socket and the outbound budget; this client never reads them.
+    session.start_with(spec("flood", ["yes"])).await?;
+    let second = server.new_connection().await?;
+    second.initialize("second").await?;
+    let deadline = tokio::time::Instant::now() + server.default_wait();
+    while !process_has_backlog(&server) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the flood never filled the socket"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.signal(libc::SIGTERM)?;
+    let status = server.wait_exit(Duration::from_secs(5)).await?;
+    assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
+    Ok(())
+}
+
+/// Whether the server's sockets hold unsent bytes (the `Send-Q` of /proc/net/tcp).
+fn process_has_backlog(server: &ExecServer) -> bool {
+    let port = server
+        .url()
+        .and_then(|url| url.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .expect("port");
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let local_port = fields
+            .get(1)
+            .and_then(|local| local.rsplit_once(':'))
+            .and_then(|(_, port)| u16::from_str_radix(port, 16).ok());
+        let send_queue = fields
+            .get(4)
+            .and_then(|queues| queues.split_once(':'))
+            .and_then(|(tx, _)| u64::from_str_radix(tx, 16).ok());
+        local_port == Some(port) && send_queue.is_some_and(|bytes| bytes > 1 << 16)
+    })
+}
