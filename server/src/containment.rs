@@ -1,6 +1,6 @@
 //! What holds each process tree together so that it can be killed whole (PROTOCOL.md
 //! §6.1, §9), chosen once at start-up (`--containment`): where the cgroup v2 hierarchy
-//! is writable, the server creates a cgroup of its own beside itself and gives every
+//! is writable, the server creates a cgroup inside its own and gives every
 //! process a child cgroup in it, which catches descendants that left the process group
 //! with `setsid()`; otherwise every process is contained by its process group only.
 
@@ -87,7 +87,7 @@ impl Containment {
 }
 
 impl ServerCgroup {
-    /// Creates `exec-server-PID-RANDOM` beside the server's own cgroup and checks that a
+    /// Creates `exec-server-PID-RANDOM` inside the server's own cgroup and checks that a
     /// child can be moved into it and that it can be killed.
     fn create() -> Result<ServerCgroup, String> {
         let own = Cgroup::current().map_err(|err| format!("cgroup v2: {err}"))?;
