@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::containment::{Containment, ContainmentMode};
 use crate::fs::FileSystem;
 use crate::limits::{Limits, DEFAULT_LIMITS};
 use crate::security::{exposes_network, BearerToken, TokenError, UpgradePolicy};
@@ -168,6 +169,11 @@ pub struct ServeArgs {
     /// largest retainer is dropped (units allowed: 512MiB)
     #[arg(long, default_value = "1GiB", value_name = "BYTES", value_parser = parse_bytes)]
     pub max_retained_bytes: usize,
+
+    /// What holds each process tree for killing: auto (a cgroup per process where cgroup
+    /// v2 is writable, else process groups), cgroup (required), or process-group
+    #[arg(long, value_enum, default_value_t = ContainmentMode::Auto, value_name = "MODE")]
+    pub containment: ContainmentMode,
 }
 
 fn parse_bytes(text: &str) -> Result<usize, String> {
@@ -210,8 +216,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl ServeArgs {
-    /// The server options these arguments select (without a watchdog). Reads the token
-    /// file and opens `--fs-root`; refuses to serve the network without a token.
+    /// The server options these arguments select (without a watchdog, and with process
+    /// groups: `--containment` is applied by the binary, since a cgroup needs the watchdog
+    /// to be removed). Reads the token file and opens `--fs-root`; refuses to serve the
+    /// network without a token.
     pub fn server_options(&self) -> Result<ServerOptions, OptionsError> {
         let token = match &self.auth_token_file {
             None => None,
@@ -242,6 +250,7 @@ impl ServeArgs {
             session_ttl: self.session_ttl,
             ws_keepalive: self.ws_keepalive,
             file_system: Arc::new(file_system),
+            containment: Containment::ProcessGroup,
             watchdog: None,
             upgrade_policy: UpgradePolicy {
                 token,
@@ -320,5 +329,6 @@ mod tests {
             crate::server::DEFAULT_MAX_MESSAGE_BYTES
         );
         assert!(options.upgrade_policy.token.is_none());
+        assert_eq!(args.containment, ContainmentMode::Auto);
     }
 }

@@ -5,9 +5,11 @@
 //! handshake, ordering) → `handlers` (one module per method family) → `session` /
 //! `process` (state), with `shutdown` as the server-wide stop signal.
 
+pub mod cgroup;
 pub mod cli;
 pub mod client;
 pub mod connection;
+pub mod containment;
 pub mod fs;
 pub mod handlers;
 pub mod limits;

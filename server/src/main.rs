@@ -1,5 +1,6 @@
-//! The `exec-server` binary: parse arguments; to serve, start the orphan watchdog
-//! while the process is still single-threaded, then run the server on a tokio runtime;
+//! The `exec-server` binary: parse arguments; to serve, choose the containment and start
+//! the orphan watchdog while the process is still single-threaded, then run the server
+//! on a tokio runtime;
 //! for `exec`, run the client command and exit with the remote exit code.
 
 use std::io::Write;
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use exec_server::cli::{Args, Command, ExecArgs, Listen, OptionsError};
+use exec_server::containment::Containment;
 use exec_server::{Server, ServerOptions, Shutdown};
 
 fn main() -> ExitCode {
@@ -39,10 +41,22 @@ fn main() -> ExitCode {
     if let Err(err) = exec_server::process::raise_open_file_limit() {
         tracing::warn!(%err, "could not raise the open-file limit");
     }
-    options.watchdog = match exec_server::watchdog::Watchdog::start() {
+    options.containment = match Containment::select(args.serve.containment) {
+        Ok(containment) => containment,
+        Err(reason) => {
+            eprintln!("exec-server: {reason}");
+            return ExitCode::from(1);
+        }
+    };
+    options.watchdog = match exec_server::watchdog::Watchdog::start(&options.containment) {
         Ok(watchdog) => Some(watchdog),
         Err(err) => {
             tracing::warn!(%err, "could not start the orphan watchdog");
+            // Nobody would remove the server's cgroup at exit.
+            if let Some(cgroup) = options.containment.server_cgroup() {
+                let _ = cgroup.remove();
+                options.containment = Containment::ProcessGroup;
+            }
             None
         }
     };

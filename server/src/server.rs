@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::containment::Containment;
 use crate::fs::FileSystem;
 use crate::limits::Limits;
 use crate::process::retention::RetentionPool;
@@ -32,6 +33,9 @@ pub struct ServerOptions {
     pub ws_keepalive: std::time::Duration,
     /// Where `fs/*` and process working directories may reach (`--fs-root`).
     pub file_system: Arc<FileSystem>,
+    /// A cgroup per process, or process groups (the default: a server's cgroups are
+    /// removed at exit by the watchdog, which only the binary starts).
+    pub containment: Containment,
     /// Orphan watchdog, if the embedding process started one.
     pub watchdog: Option<Watchdog>,
     /// Token, `Origin` and `Host` rules for websocket upgrades.
@@ -47,6 +51,7 @@ impl Default for ServerOptions {
             session_ttl: DEFAULT_SESSION_TTL,
             ws_keepalive: DEFAULT_WS_KEEPALIVE,
             file_system: Arc::new(FileSystem::Unconfined),
+            containment: Containment::ProcessGroup,
             watchdog: None,
             upgrade_policy: UpgradePolicy::default(),
             limits: Limits::default(),
@@ -70,6 +75,7 @@ impl Server {
     pub fn new(options: ServerOptions, shutdown: Shutdown) -> Self {
         let registry = SessionRegistry::new(SessionSettings {
             output_retention_bytes: options.output_retention_bytes,
+            containment: options.containment.clone(),
             watchdog: options.watchdog.clone(),
             detached_ttl: options.session_ttl,
             limits: options.limits,

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::containment::Containment;
 use crate::limits::{LimitReached, Limits};
 use crate::outbound::Outbound;
 use crate::process::retention::RetentionPool;
@@ -59,6 +60,8 @@ impl Notifier {
 #[derive(Clone)]
 pub struct SessionSettings {
     pub output_retention_bytes: usize,
+    /// A cgroup per process, or process groups only.
+    pub containment: Containment,
     pub watchdog: Option<Watchdog>,
     /// How long a detached session waits to be resumed before it is destroyed.
     pub detached_ttl: Duration,
@@ -188,6 +191,7 @@ impl Session {
             self.settings.output_retention_bytes,
             Arc::clone(&self.settings.retention_pool),
             self.notifier.clone(),
+            &self.settings.containment,
             self.settings.watchdog.clone(),
         );
         let mut table = self.table();
@@ -387,11 +391,13 @@ impl SessionRegistry {
     }
 }
 
-/// A registry without a watchdog and with 1 KiB of retention per process.
+/// A registry with process groups, without a watchdog and with 1 KiB of retention per
+/// process.
 #[cfg(test)]
 pub(crate) fn registry_for_tests(detached_ttl: Duration, limits: Limits) -> SessionRegistry {
     SessionRegistry::new(SessionSettings {
         output_retention_bytes: 1024,
+        containment: Containment::ProcessGroup,
         watchdog: None,
         detached_ttl,
         limits,

@@ -1,15 +1,33 @@
 //! The orphan watchdog: a tiny process forked at start-up that outlives a crashed
-//! server. The server tells it, over a pipe, which process groups it manages; when the
-//! pipe reaches EOF (the server exited, even by `kill -9`) the watchdog SIGKILLs every
-//! group still registered. The parent-death signal alone only reaches direct children.
+//! server and kills what the server leaves when it exits (even by `kill -9`), when its
+//! pipe from the server reaches EOF. The parent-death signal alone only reaches direct
+//! children. What it kills depends on the containment:
+//!
+//! - **cgroup**: the server's cgroup, and with it every process's cgroup and everything
+//!   in them, `setsid()` or not; then it removes those directories. No number is used.
+//! - **process groups**: the groups the server registered over the pipe (`+pgid` /
+//!   `-pgid` lines). The server unregisters a group before it reaps the group's leader,
+//!   so while registered the number is still that leader's pid and cannot have been
+//!   reused. One window is left: when the server dies, its unreaped leaders are reaped
+//!   by init, and a group whose members were all gone by then could lose its number to
+//!   a new process before the watchdog's `killpg` — only if pids wrap around in between.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
+use std::time::{Duration, Instant};
+
 use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::unistd::{fork, pipe2, setsid, ForkResult};
+
+use crate::cgroup::Cgroup;
+use crate::containment::Containment;
+
+/// How long the killed processes of the server's cgroup may take to die before the
+/// watchdog gives up removing the cgroup directories.
+const CGROUP_EMPTY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Handle used by the server to register and unregister process groups.
 #[derive(Clone)]
@@ -18,17 +36,18 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    /// Forks the watchdog process.
+    /// Forks the watchdog process, which will kill what `containment` holds.
     ///
     /// Call this before any other thread exists (before building the tokio runtime):
     /// forking a multi-threaded process may leave the child deadlocked on a lock.
-    pub fn start() -> io::Result<Watchdog> {
+    pub fn start(containment: &Containment) -> io::Result<Watchdog> {
+        let cgroup = containment.server_cgroup().cloned();
         let (reader, writer) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         // SAFETY: called while the process is single-threaded (see above).
         match unsafe { fork() }? {
             ForkResult::Child => {
                 drop(writer);
-                run_watchdog(reader)
+                run_watchdog(reader, cgroup)
             }
             ForkResult::Parent { .. } => {
                 drop(reader);
@@ -59,7 +78,7 @@ impl Watchdog {
     }
 }
 
-fn run_watchdog(reader: OwnedFd) -> ! {
+fn run_watchdog(reader: OwnedFd, cgroup: Option<Cgroup>) -> ! {
     // Leave the server's process group and session, so that killing the server's group
     // (as test harnesses do) does not take the watchdog with it; ignore terminal signals.
     let _ = setsid();
@@ -91,10 +110,26 @@ fn run_watchdog(reader: OwnedFd) -> ! {
             _ => {}
         }
     }
-    for pgid in groups {
-        let _ = crate::teardown::signal_group(pgid, Signal::SIGKILL);
+    match cgroup {
+        Some(cgroup) => kill_and_remove(&cgroup),
+        None => {
+            for pgid in groups {
+                let _ = crate::teardown::signal_group(pgid, Signal::SIGKILL);
+            }
+        }
     }
     // SAFETY: _exit skips the parent's atexit handlers and buffered-output flushes,
     // which belong to the server, not to this forked copy.
     unsafe { libc::_exit(0) }
+}
+
+/// Kills everything in `cgroup` and its descendants, waits for it to die, then removes
+/// the cgroup directories.
+fn kill_and_remove(cgroup: &Cgroup) {
+    let _ = cgroup.kill();
+    let deadline = Instant::now() + CGROUP_EMPTY_DEADLINE;
+    while matches!(cgroup.is_populated(), Ok(true)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = cgroup.remove();
 }

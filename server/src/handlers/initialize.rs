@@ -20,6 +20,7 @@ pub fn result(state: &ServerState, session_id: &str, resumable: bool) -> Value {
                 "resize": true,
                 "closeStdin": true,
                 "firstRetainedSeq": true,
+                "containment": state.options.containment.name(),
                 "outputRetentionBytes": state.options.output_retention_bytes,
             },
             "session": {

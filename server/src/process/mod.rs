@@ -1,13 +1,16 @@
 //! One managed child process: its output sequence (chunks, exit, close), retention,
-//! long-poll reads, the ordered stdin queue, signals and killing its process group.
+//! long-poll reads, the ordered stdin queue, signals and killing its tree.
 //!
 //! A process owns the tasks that pump its pipes and wait for its exit; they hold an
-//! `Arc<Process>` and end on their own once the streams close and the child is reaped.
+//! `Arc<Process>` and end on their own once the streams close and the child has exited.
+//! Reaping the child is its `Tree`'s business.
 
 pub mod env;
+mod leader;
 mod pty;
 pub mod retention;
 mod spawn;
+mod tree;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,12 +26,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
+use crate::containment::Containment;
 use crate::protocol::{Stream, WriteStatus};
 use crate::session::Notifier;
 use crate::watchdog::Watchdog;
+pub(crate) use leader::keep_children_for_us_to_reap;
+use leader::Exit;
 use retention::{MemberKey, RetentionPool};
 pub use spawn::{raise_open_file_limit, SpawnRequest};
 use spawn::{InputWriter, OutputReader};
+use tree::Tree;
 
 /// Largest payload of one `process/output` notification.
 pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
@@ -40,8 +47,9 @@ const PTY_END_OF_FILE: u8 = 0x04;
 
 pub struct Process {
     id: String,
-    /// The child's pid, which is also its process-group id.
-    pid: i32,
+    /// The child, its descendants and what contains them; shared with the wait task,
+    /// which reaps the child once the tree is dead or empty.
+    tree: Arc<Tree>,
     is_pty: bool,
     /// Kept for resizing while the process runs; dropped at close to free the fd.
     pty: Mutex<Option<pty::PtyMaster>>,
@@ -55,7 +63,6 @@ pub struct Process {
     /// Shared with the stdin writer task, which must not keep the whole process alive.
     stdin: Arc<StdinQueue>,
     notifier: Notifier,
-    watchdog: Option<Watchdog>,
 }
 
 struct RetainedChunk {
@@ -115,22 +122,36 @@ impl OutputState {
 }
 
 impl Process {
-    /// Spawns the child described by `request` and starts its pump, stdin and wait tasks.
+    /// Spawns the child described by `request`, in a cgroup of its own if `containment`
+    /// has them, and starts its pump, stdin and wait tasks. `watchdog` guards its process
+    /// group when it has no cgroup.
     pub fn spawn(
         id: String,
         request: &SpawnRequest<'_>,
         retention_bytes: usize,
         pool: Arc<RetentionPool>,
         notifier: Notifier,
+        containment: &Containment,
         watchdog: Option<Watchdog>,
     ) -> std::io::Result<Arc<Process>> {
-        let spawned = spawn::spawn(request)?;
-        if let Some(watchdog) = &watchdog {
-            watchdog.register(spawned.pid);
-        }
+        let cgroup = containment.process_cgroup().map_err(|err| {
+            std::io::Error::new(err.kind(), format!("cannot create its cgroup: {err}"))
+        })?;
+        let spawned = match spawn::spawn(request, cgroup.as_ref()) {
+            Ok(spawned) => spawned,
+            Err(err) => {
+                // The child that may have joined it was reaped by the failed spawn.
+                if let Some(cgroup) = &cgroup {
+                    let _ = cgroup.remove();
+                }
+                return Err(err);
+            }
+        };
+        let tree = Arc::new(Tree::new(spawned.pid, cgroup, watchdog));
+        let leader = spawned.leader;
         let process = Arc::new(Process {
             id,
-            pid: spawned.pid,
+            tree: Arc::clone(&tree),
             is_pty: spawned.pty.is_some(),
             pty: Mutex::new(spawned.pty),
             retention_bytes,
@@ -150,7 +171,6 @@ impl Process {
             changes: watch::Sender::new(0),
             stdin: Arc::new(StdinQueue::new()),
             notifier,
-            watchdog,
         });
         process.pool.join(process.pool_key, &process);
         for (stream, reader) in spawned.outputs {
@@ -165,21 +185,18 @@ impl Process {
                 process.is_pty,
             ));
         }
-        let mut child = spawned.child;
         let waiter = Arc::clone(&process);
         tokio::spawn(async move {
-            let status = child.wait().await;
-            waiter.publish_exit(status).await;
+            let exit = leader.exited().await;
+            waiter.publish_exit(exit).await;
+            drop(waiter);
+            tree.reap_when_done(leader).await;
         });
         Ok(process)
     }
 
     pub fn id(&self) -> &str {
         &self.id
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.pid
     }
 
     fn lock_output(&self) -> MutexGuard<'_, OutputState> {
@@ -225,14 +242,14 @@ impl Process {
         }
     }
 
-    /// SIGKILLs the whole process group, including members that closed their output
-    /// and so outlived `closed`. Safe until the entry is released: the group id is the
-    /// leader's pid, which the kernel does not hand out again before pids wrap around.
+    /// SIGKILLs the whole tree, including members that closed their output and so
+    /// outlived `closed`, and (with a cgroup) descendants that left the process group.
+    /// Never signals a pid the kernel may have reused (see `tree`).
     pub fn kill_tree(&self) {
-        self.signal_group(Signal::SIGKILL);
+        self.tree.kill();
     }
 
-    /// Kills what is left of the tree and stops guarding it: the entry is going away.
+    /// Kills what is left of the tree: the entry is going away.
     pub fn release(&self) {
         self.kill_tree();
         self.stdin.shut();
@@ -245,9 +262,6 @@ impl Process {
         state.retained_bytes = 0;
         drop(state);
         self.pool.release(retained);
-        if let Some(watchdog) = &self.watchdog {
-            watchdog.unregister(self.pid);
-        }
     }
 
     /// Sends `signal` to the process group. On a PTY an interrupt is the terminal's
@@ -260,13 +274,9 @@ impl Process {
         {
             return;
         }
-        self.signal_group(signal);
-    }
-
-    fn signal_group(&self, signal: Signal) {
-        if let Err(err) = crate::teardown::signal_group(self.pid, signal) {
+        if let Err(err) = self.tree.signal_group(signal) {
             if err != nix::errno::Errno::ESRCH {
-                tracing::warn!(process_id = %self.id, pid = self.pid, %err, "killpg failed");
+                tracing::warn!(process_id = %self.id, %err, "killpg failed");
             }
         }
     }
@@ -412,9 +422,14 @@ impl Process {
         self.notifier.send(notification).await;
     }
 
-    async fn publish_exit(&self, status: std::io::Result<std::process::ExitStatus>) {
-        let (code, signal) = match status {
-            Ok(status) => exit_code_and_signal(status),
+    async fn publish_exit(&self, exit: std::io::Result<Exit>) {
+        let (code, signal) = match exit {
+            Ok(Exit::Code(code)) => (code, None),
+            // 128 + N, as shells report it.
+            Ok(Exit::Signal(number)) => (
+                128 + number,
+                Signal::try_from(number).ok().map(Signal::as_str),
+            ),
             Err(err) => {
                 tracing::error!(process_id = %self.id, %err, "waiting for child failed");
                 (-1, None)
@@ -545,20 +560,6 @@ fn output_notification(process_id: &str, seq: u64, stream: Stream, data: &[u8]) 
     BASE64.encode_string(data, &mut message);
     message.push_str("\"}}");
     message
-}
-
-fn exit_code_and_signal(status: std::process::ExitStatus) -> (i32, Option<&'static str>) {
-    use std::os::unix::process::ExitStatusExt;
-    if let Some(code) = status.code() {
-        return (code, None);
-    }
-    match status.signal() {
-        Some(number) => (
-            128 + number,
-            Signal::try_from(number).ok().map(Signal::as_str),
-        ),
-        None => (-1, None),
-    }
 }
 
 enum StdinCommand {

@@ -1,16 +1,19 @@
-//! Turns a validated `process/start` request into a running child: its own session and
-//! process group, a parent-death signal, exact environment, and pipes or a PTY.
+//! Turns a validated `process/start` request into a running child: its own cgroup (when
+//! it has one) and session and process group, a parent-death signal, exact environment,
+//! and pipes or a PTY. The child is left unreaped, watched through its [`Leader`].
 
 use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::process::Stdio;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::process::{Child, Command};
 
+use super::leader::Leader;
 use super::pty::{self, PtyMaster};
+use crate::cgroup::{self, Cgroup};
 use crate::protocol::Stream;
 
 pub struct SpawnRequest<'a> {
@@ -45,7 +48,7 @@ pub type OutputReader = Box<dyn AsyncRead + Send + Unpin>;
 pub type InputWriter = Box<dyn AsyncWrite + Send + Unpin>;
 
 pub struct Spawned {
-    pub child: Child,
+    pub leader: Leader,
     /// Process id of the child, which is also its process-group and session id.
     pub pid: i32,
     pub outputs: Vec<(Stream, OutputReader)>,
@@ -53,19 +56,17 @@ pub struct Spawned {
     pub pty: Option<PtyMaster>,
 }
 
-/// Spawns the child. Must run on a long-lived thread: Linux delivers the parent-death
-/// signal when the *thread* that forked the child exits.
-pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
+/// Spawns the child, inside `cgroup` if given. Must run on a long-lived runtime thread:
+/// Linux delivers the parent-death signal when the *thread* that forked the child exits.
+/// std's `Command` is used rather than tokio's, which would reap the child.
+pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<Spawned> {
     let (program, args) = request
         .argv
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "argv must not be empty"))?;
+    super::leader::keep_children_for_us_to_reap();
     let mut command = Command::new(program);
-    command
-        .args(args)
-        .env_clear()
-        .envs(request.env)
-        .kill_on_drop(false);
+    command.args(args).env_clear().envs(request.env);
     let cwd_fd = request.cwd_dir.as_ref().map(|dir| dir.as_raw_fd());
     if cwd_fd.is_none() {
         command.current_dir(request.cwd);
@@ -78,6 +79,9 @@ pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
     let open_file_limits = CHILD_OPEN_FILE_LIMITS
         .get()
         .map(|&(rlim_cur, rlim_max)| libc::rlimit { rlim_cur, rlim_max });
+    // Opened before the fork: the child must only make async-signal-safe calls.
+    let cgroup_procs = cgroup.map(Cgroup::open_procs).transpose()?;
+    let cgroup_procs_fd = cgroup_procs.as_ref().map(|procs| procs.as_raw_fd());
     let pty_pair = if tty { Some(pty::open()?) } else { None };
     match &pty_pair {
         Some(pair) => {
@@ -97,10 +101,15 @@ pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
                 .stderr(Stdio::piped());
         }
     }
-    // SAFETY: the closure only makes async-signal-safe system calls (fchdir, setsid,
-    // ioctl, prctl, getppid, setrlimit) between fork and exec; `cwd_fd` outlives the spawn.
+    // SAFETY: the closure only makes async-signal-safe system calls (write, fchdir,
+    // setsid, ioctl, prctl, getppid, setrlimit) between fork and exec; `cwd_fd` and
+    // `cgroup_procs_fd` outlive the spawn.
     unsafe {
         command.pre_exec(move || {
+            // First, so that everything the child does (and forks) is inside its cgroup.
+            if let Some(procs) = cgroup_procs_fd {
+                cgroup::join(procs)?;
+            }
             if let Some(fd) = cwd_fd {
                 if libc::fchdir(fd) == -1 {
                     return Err(io::Error::last_os_error());
@@ -128,18 +137,30 @@ pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
         });
     }
     let mut child = command.spawn()?;
-    let pid = child
-        .id()
-        .and_then(|pid| i32::try_from(pid).ok())
-        .ok_or_else(|| io::Error::other("spawned child has no pid"))?;
+    // The command holds copies of the PTY slave; EOF reaches the master once all are closed.
+    drop(command);
+    drop(cgroup_procs);
+    let pid = i32::try_from(child.id()).map_err(|_| io::Error::other("child pid out of range"))?;
+    match watch(&mut child, pid, pty_pair) {
+        Ok(spawned) => Ok(spawned),
+        Err(err) => {
+            // Unreaped, so the group id is still this child's.
+            let _ = crate::teardown::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+            Err(err)
+        }
+    }
+}
+
+/// Opens the leader's pidfd and hands the child's pipes or PTY to tokio's reactor.
+fn watch(child: &mut Child, pid: i32, pty_pair: Option<pty::PtyPair>) -> io::Result<Spawned> {
+    let leader = Leader::open(pid)?;
     match pty_pair {
         Some(pair) => {
-            // Dropping our slave copy (inside `command` and `pair`) lets EOF reach the master.
-            drop(command);
             drop(pair.slave);
             let master = pair.master;
             Ok(Spawned {
-                child,
+                leader,
                 pid,
                 outputs: vec![(Stream::Pty, Box::new(master.clone()))],
                 stdin: Some(Box::new(master.clone())),
@@ -149,17 +170,21 @@ pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
         None => {
             let mut outputs: Vec<(Stream, OutputReader)> = Vec::with_capacity(2);
             if let Some(stdout) = child.stdout.take() {
+                let stdout = tokio::process::ChildStdout::from_std(stdout)?;
                 outputs.push((Stream::Stdout, Box::new(stdout)));
             }
             if let Some(stderr) = child.stderr.take() {
+                let stderr = tokio::process::ChildStderr::from_std(stderr)?;
                 outputs.push((Stream::Stderr, Box::new(stderr)));
             }
-            let stdin = child
-                .stdin
-                .take()
-                .map(|stdin| Box::new(stdin) as InputWriter);
+            let stdin = match child.stdin.take() {
+                Some(stdin) => {
+                    Some(Box::new(tokio::process::ChildStdin::from_std(stdin)?) as InputWriter)
+                }
+                None => None,
+            };
             Ok(Spawned {
-                child,
+                leader,
                 pid,
                 outputs,
                 stdin,

@@ -1,0 +1,145 @@
+//! What holds each process tree together so that it can be killed whole (PROTOCOL.md
+//! §6.1, §9), chosen once at start-up (`--containment`): where the cgroup v2 hierarchy
+//! is writable, the server creates a cgroup inside its own and gives every
+//! process a child cgroup in it, which catches descendants that left the process group
+//! with `setsid()`; otherwise every process is contained by its process group only.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::cgroup::{self, Cgroup};
+
+/// The `--containment` choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ContainmentMode {
+    /// A cgroup per process where the cgroup v2 hierarchy is writable, else process groups
+    #[default]
+    Auto,
+    /// A cgroup per process; refuse to start where that is impossible
+    Cgroup,
+    /// Process groups only (descendants that call setsid() escape)
+    ProcessGroup,
+}
+
+/// How the processes of this server are contained. Embedders get process groups by
+/// default; cgroups are cleaned up at exit by the orphan watchdog, which only the
+/// binary starts.
+#[derive(Clone, Default)]
+pub enum Containment {
+    #[default]
+    ProcessGroup,
+    Cgroup(Arc<ServerCgroup>),
+}
+
+/// The server's cgroup directory, under which each process gets its own.
+pub struct ServerCgroup {
+    cgroup: Cgroup,
+    next_id: AtomicU64,
+}
+
+impl Containment {
+    /// Applies `mode`: `Auto` falls back to process groups (logging why) where cgroups
+    /// cannot be used; `Cgroup` then fails with the reason.
+    pub fn select(mode: ContainmentMode) -> Result<Containment, String> {
+        if mode == ContainmentMode::ProcessGroup {
+            return Ok(Containment::ProcessGroup);
+        }
+        match ServerCgroup::create() {
+            Ok(server) => Ok(Containment::Cgroup(Arc::new(server))),
+            Err(reason) if mode == ContainmentMode::Auto => {
+                tracing::warn!(
+                    "no cgroup containment ({reason}); processes are contained by their process group, which descendants that call setsid() escape"
+                );
+                Ok(Containment::ProcessGroup)
+            }
+            Err(reason) => Err(format!("--containment cgroup: {reason}")),
+        }
+    }
+
+    /// The name `capabilities.process.containment` advertises.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Containment::ProcessGroup => "processGroup",
+            Containment::Cgroup(_) => "cgroup",
+        }
+    }
+
+    /// The cgroup that holds every process's cgroup, if processes get one.
+    pub fn server_cgroup(&self) -> Option<&Cgroup> {
+        match self {
+            Containment::ProcessGroup => None,
+            Containment::Cgroup(server) => Some(&server.cgroup),
+        }
+    }
+
+    /// A new, empty cgroup for one process (`None` with process groups).
+    pub fn process_cgroup(&self) -> io::Result<Option<Cgroup>> {
+        match self {
+            Containment::ProcessGroup => Ok(None),
+            Containment::Cgroup(server) => {
+                let id = server.next_id.fetch_add(1, Ordering::Relaxed);
+                server.cgroup.create_child(&format!("p{id}")).map(Some)
+            }
+        }
+    }
+}
+
+impl ServerCgroup {
+    /// Creates `exec-server-PID-RANDOM` inside the server's own cgroup and checks that a
+    /// child can be moved into it and that it can be killed.
+    fn create() -> Result<ServerCgroup, String> {
+        let own = Cgroup::current().map_err(|err| format!("cgroup v2: {err}"))?;
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("exec-server-{}-{}", std::process::id(), &suffix[..8]);
+        let cgroup = own
+            .create_child(&name)
+            .map_err(|err| format!("cannot create a cgroup in {}: {err}", own.path().display()))?;
+        let usable = if !cgroup.can_kill() {
+            Err("the kernel has no cgroup.kill (Linux 5.14 or later needed)".to_owned())
+        } else {
+            probe_join(&cgroup).map_err(|err| {
+                format!(
+                    "cannot move a process into {}: {err}",
+                    cgroup.path().display()
+                )
+            })
+        };
+        match usable {
+            Ok(()) => Ok(ServerCgroup {
+                cgroup,
+                next_id: AtomicU64::new(1),
+            }),
+            Err(reason) => {
+                let _ = cgroup.remove();
+                Err(reason)
+            }
+        }
+    }
+}
+
+/// Forks a child that moves itself into `cgroup` and exits with the errno of the
+/// attempt: the same step every process takes before `exec`.
+fn probe_join(cgroup: &Cgroup) -> io::Result<()> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+    let procs = cgroup.open_procs()?;
+    crate::process::keep_children_for_us_to_reap();
+    // SAFETY: the child only calls write(2) and _exit(2), which are async-signal-safe.
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            let code = match cgroup::join(procs.as_raw_fd()) {
+                Ok(()) => 0,
+                Err(err) => err.raw_os_error().unwrap_or(libc::EIO),
+            };
+            // SAFETY: leaves the forked copy without running the parent's exit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => match waitpid(child, None)? {
+            WaitStatus::Exited(_, 0) => Ok(()),
+            WaitStatus::Exited(_, errno) => Err(io::Error::from_raw_os_error(errno)),
+            other => Err(io::Error::other(format!("probe ended with {other:?}"))),
+        },
+    }
+}
