@@ -633,6 +633,34 @@ async fn fs_root_refuses_dot_dot_and_symlink_escapes() -> TestResult {
     Ok(())
 }
 
+/// Under `--fs-root`, an absolute symlink is refused even when it points inside the root
+/// (cap-std resolves every link beneath the root handle and has no meaning for `/`);
+/// relative links to the same places work.
+#[tokio::test]
+async fn fs_root_refuses_absolute_links_even_to_inside_the_root() -> TestResult {
+    let base = tempfile::tempdir()?;
+    let root = std::fs::canonicalize(base.path())?.join("root");
+    std::fs::create_dir_all(root.join("inside"))?;
+    std::fs::write(root.join("inside/file"), "inside")?;
+    symlink(root.join("inside/file"), root.join("absolute-file"))?;
+    symlink(root.join("inside"), root.join("absolute-dir"))?;
+    symlink("inside/file", root.join("relative-file"))?;
+    symlink("inside", root.join("relative-dir"))?;
+    let server = ready(Transport::WebSocket, &["--fs-root", &p(&root)]).await?;
+    for path in [root.join("absolute-file"), root.join("absolute-dir/file")] {
+        let error = failure(&server, "fs/readFile", json!({"path": p(&path)})).await?;
+        assert_eq!(error.code, INVALID_REQUEST, "{}: {error}", path.display());
+        assert!(error.message.contains("outside"), "{error}");
+    }
+    for path in [root.join("relative-file"), root.join("relative-dir/file")] {
+        let read = server
+            .call("fs/readFile", json!({"path": p(&path)}))
+            .await?;
+        assert_eq!(unb64(&read["dataBase64"]), b"inside", "{}", path.display());
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn capabilities_advertise_the_fs_root() -> TestResult {
     let root = tempfile::tempdir()?;
