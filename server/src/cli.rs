@@ -125,8 +125,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     pub session_ttl: Duration,
 
-    /// Websocket ping interval; a peer silent for 3 intervals is disconnected (detached)
-    #[arg(long, default_value = "15s", value_name = "DURATION", value_parser = parse_positive_duration)]
+    /// Websocket ping interval, at least 1s; a peer silent for 3 intervals is disconnected
+    /// (detached)
+    #[arg(long, default_value = "15s", value_name = "DURATION", value_parser = parse_keepalive)]
     pub ws_keepalive: Duration,
 
     /// Confine every fs path and process cwd to this directory
@@ -204,9 +205,16 @@ pub enum OptionsError {
     Io(#[from] std::io::Error),
 }
 
-fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+/// The shortest `--ws-keepalive`. Below it pings are no keepalive but a flood, and a
+/// peer is cut off after three intervals of ordinary latency (at `1ns`, at once).
+const MIN_WS_KEEPALIVE: Duration = Duration::from_secs(1);
+
+fn parse_keepalive(text: &str) -> Result<Duration, String> {
     match parse_duration(text)? {
-        Duration::ZERO => Err("must be longer than zero".to_owned()),
+        duration if duration < MIN_WS_KEEPALIVE => Err(format!(
+            "must be at least {}",
+            humantime::format_duration(MIN_WS_KEEPALIVE)
+        )),
         duration => Ok(duration),
     }
 }
@@ -312,6 +320,15 @@ mod tests {
         assert_eq!(parse_count("4096"), Ok(4096));
         for bad in ["0", "-1", "4294967296", "many"] {
             assert!(parse_count(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keepalives_are_at_least_a_second() {
+        assert_eq!(parse_keepalive("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_keepalive("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["0s", "1ns", "999ms", "soon"] {
+            assert!(parse_keepalive(bad).is_err(), "{bad}");
         }
     }
 

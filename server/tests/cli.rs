@@ -35,6 +35,27 @@ fn bad_listen_urls_exit_2_naming_the_accepted_forms() {
     }
 }
 
+/// Pings more often than once a second are no keepalive: `1ns` used to be accepted and
+/// then cut every connection off at once.
+#[test]
+fn a_ws_keepalive_under_one_second_exits_2() {
+    for bad in ["1ns", "999ms", "0s"] {
+        // A server that accepts the value serves until the deadline kills it.
+        let output = assert_cmd::Command::new(env!("CARGO_BIN_EXE_exec-server"))
+            .args(["--ws-keepalive", bad])
+            .timeout(Duration::from_secs(10))
+            .output()
+            .expect("run");
+        assert_eq!(output.status.code(), Some(2), "{bad}");
+        assert!(output.stdout.is_empty(), "nothing on stdout for {bad}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--ws-keepalive") && stderr.contains("at least 1s"),
+            "{bad}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn an_address_in_use_is_a_runtime_error_with_exit_1() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -6,6 +6,9 @@ mod common;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
+use cap_fs_ext::DirExt;
+use cap_std::fs::Dir;
+
 use common::*;
 use exec_server_harness::{ExecServer, HarnessError, RpcFailure, Transport};
 use serde_json::{json, Value};
@@ -414,6 +417,31 @@ async fn copy_of_a_tree_keeps_links_as_links_and_skips_fifos() -> TestResult {
     Ok(())
 }
 
+/// Merging a tree into an existing directory never writes through a symlink found there.
+#[tokio::test]
+async fn a_tree_copy_does_not_write_through_links_in_the_destination() -> TestResult {
+    let server = ready(Transport::WebSocket, &[]).await?;
+    let dir = tempfile::tempdir()?;
+    let source = dir.path().join("source");
+    std::fs::create_dir(&source)?;
+    std::fs::write(source.join("file"), "new")?;
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::write(&elsewhere, "keep")?;
+    let destination = dir.path().join("destination");
+    std::fs::create_dir(&destination)?;
+    symlink(&elsewhere, destination.join("file"))?;
+    let params =
+        json!({"sourcePath": p(&source), "destinationPath": p(&destination), "recursive": true});
+    let error = failure(&server, "fs/copy", params).await?;
+    assert_eq!(error.code, -32603, "{error}");
+    assert_eq!(
+        std::fs::read(&elsewhere)?,
+        b"keep",
+        "the link's target is untouched"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn canonicalize_join_and_parent() -> TestResult {
     for transport in BOTH {
@@ -605,6 +633,34 @@ async fn fs_root_refuses_dot_dot_and_symlink_escapes() -> TestResult {
     Ok(())
 }
 
+/// Under `--fs-root`, an absolute symlink is refused even when it points inside the root
+/// (cap-std resolves every link beneath the root handle and has no meaning for `/`);
+/// relative links to the same places work.
+#[tokio::test]
+async fn fs_root_refuses_absolute_links_even_to_inside_the_root() -> TestResult {
+    let base = tempfile::tempdir()?;
+    let root = std::fs::canonicalize(base.path())?.join("root");
+    std::fs::create_dir_all(root.join("inside"))?;
+    std::fs::write(root.join("inside/file"), "inside")?;
+    symlink(root.join("inside/file"), root.join("absolute-file"))?;
+    symlink(root.join("inside"), root.join("absolute-dir"))?;
+    symlink("inside/file", root.join("relative-file"))?;
+    symlink("inside", root.join("relative-dir"))?;
+    let server = ready(Transport::WebSocket, &["--fs-root", &p(&root)]).await?;
+    for path in [root.join("absolute-file"), root.join("absolute-dir/file")] {
+        let error = failure(&server, "fs/readFile", json!({"path": p(&path)})).await?;
+        assert_eq!(error.code, INVALID_REQUEST, "{}: {error}", path.display());
+        assert!(error.message.contains("outside"), "{error}");
+    }
+    for path in [root.join("relative-file"), root.join("relative-dir/file")] {
+        let read = server
+            .call("fs/readFile", json!({"path": p(&path)}))
+            .await?;
+        assert_eq!(unb64(&read["dataBase64"]), b"inside", "{}", path.display());
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn capabilities_advertise_the_fs_root() -> TestResult {
     let root = tempfile::tempdir()?;
@@ -719,6 +775,194 @@ async fn devices_fifos_and_copies_onto_themselves_are_refused_without_hanging() 
         let error = failure(&server, "fs/copy", params).await?;
         assert_eq!(error.code, INVALID_REQUEST, "{error}");
         assert_eq!(std::fs::read_to_string(&file)?, "precious");
+    }
+    Ok(())
+}
+
+/// Deeper than the ~14 000 levels that once overflowed a worker's stack and aborted the
+/// server. Paths this deep are far longer than PATH_MAX, so the test builds and checks
+/// the trees by descending with directory handles.
+const DEEP: usize = 15_000;
+
+/// How long one fs call on a `DEEP` tree may take (it takes a fraction of that).
+const DEEP_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Builds `name/d/d/…/d` (`depth` levels of `d`) under `parent`, with a file `leaf` and a
+/// relative link `link` to it at the bottom.
+fn build_chain(parent: &Dir, name: &str, depth: usize) -> std::io::Result<()> {
+    parent.create_dir(name)?;
+    let mut dir = parent.open_dir(name)?;
+    for _ in 0..depth {
+        dir.create_dir("d")?;
+        dir = dir.open_dir("d")?;
+    }
+    dir.write("leaf", b"bottom")?;
+    dir.symlink_contents("leaf", "link")
+}
+
+/// The depth of a chain built by [`build_chain`], its leaf's content and its link's
+/// target; `None` if `name` does not exist.
+fn inspect_chain(
+    parent: &Dir,
+    name: &str,
+) -> std::io::Result<Option<(usize, Vec<u8>, std::path::PathBuf)>> {
+    let mut dir = match parent.open_dir_nofollow(name) {
+        Ok(dir) => dir,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let mut depth = 0;
+    loop {
+        match dir.open_dir_nofollow("d") {
+            Ok(next) => {
+                dir = next;
+                depth += 1;
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => break,
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(Some((
+        depth,
+        dir.read("leaf")?,
+        dir.read_link_contents("link")?,
+    )))
+}
+
+/// Removes chains built by [`build_chain`] when dropped, without recursion (each step
+/// lifts `name/d` up one level), so a failed test does not leave `tempfile` a tree its
+/// recursive removal would overflow the test thread's stack on.
+struct Chains<'a> {
+    parent: &'a Dir,
+    names: &'a [&'a str],
+}
+
+impl Drop for Chains<'_> {
+    fn drop(&mut self) {
+        for name in self.names {
+            let lifted = format!("{name}.lifted");
+            while self
+                .parent
+                .rename(format!("{name}/d"), self.parent, &lifted)
+                .is_ok()
+            {
+                let _ = self.parent.remove_dir(name);
+                let _ = self.parent.rename(&lifted, self.parent, name);
+            }
+            let _ = self.parent.remove_file(format!("{name}/leaf"));
+            let _ = self.parent.remove_file(format!("{name}/link"));
+            let _ = self.parent.remove_dir(name);
+        }
+    }
+}
+
+/// A second client with a running process, to show that the server outlives the deep
+/// call: the client is still served and its process still runs.
+async fn bystander(server: &ExecServer, cwd: &Path) -> Result<ExecServer, HarnessError> {
+    let other = server.new_connection().await?;
+    let session = other.initialize(CLIENT).await?;
+    session
+        .start_with(spec("sleeper", ["sleep", "1000"]).cwd(p(cwd)))
+        .await?;
+    Ok(other)
+}
+
+async fn bystander_still_served(other: &ExecServer) -> TestResult {
+    let read = other
+        .call("process/read", json!({"processId": "sleeper"}))
+        .await?;
+    assert_eq!(read["exited"], false, "the other client's process runs on");
+    other.call("environment/info", json!({})).await?;
+    Ok(())
+}
+
+/// A temporary directory for a `DEEP` tree, in memory where the machine has `/dev/shm`:
+/// on a disk mounted with `discard` every rmdir waits for the device (about 2.5 ms here,
+/// 40 s for the tree, as long as `rm -rf` takes), which would only measure the disk.
+fn deep_tempdir() -> std::io::Result<tempfile::TempDir> {
+    match Path::new("/dev/shm") {
+        shm if shm.is_dir() => tempfile::tempdir_in(shm),
+        _ => tempfile::tempdir(),
+    }
+}
+
+/// The servers the deep-tree tests run against: unconfined, and confined to `root`.
+fn unconfined_and_confined(root: &Path) -> [Vec<String>; 2] {
+    [vec![], vec!["--fs-root".to_owned(), p(root)]]
+}
+
+#[tokio::test]
+async fn a_tree_deeper_than_any_stack_is_removed_and_the_server_serves_on() -> TestResult {
+    let base = deep_tempdir()?;
+    let root = std::fs::canonicalize(base.path())?;
+    let handle = Dir::open_ambient_dir(&root, cap_std::ambient_authority())?;
+    let _cleanup = Chains {
+        parent: &handle,
+        names: &["deep"],
+    };
+    for args in unconfined_and_confined(&root) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = ready(Transport::WebSocket, &args).await?;
+        let other = bystander(&server, &root).await?;
+        build_chain(&handle, "deep", DEEP)?;
+        let started = std::time::Instant::now();
+        let id = server
+            .send_request("fs/remove", json!({"path": p(&root.join("deep"))}))
+            .await?;
+        server
+            .response_within(&id, DEEP_WAIT)
+            .await?
+            .into_result("fs/remove")?;
+        eprintln!(
+            "fs/remove of {DEEP} levels {args:?}: {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+        assert_eq!(inspect_chain(&handle, "deep")?, None, "{args:?}: removed");
+        bystander_still_served(&other).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tree_deeper_than_any_stack_is_copied_and_the_server_serves_on() -> TestResult {
+    let base = deep_tempdir()?;
+    let root = std::fs::canonicalize(base.path())?;
+    let handle = Dir::open_ambient_dir(&root, cap_std::ambient_authority())?;
+    let _cleanup = Chains {
+        parent: &handle,
+        names: &["deep", "copy"],
+    };
+    build_chain(&handle, "deep", DEEP)?;
+    for args in unconfined_and_confined(&root) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = ready(Transport::WebSocket, &args).await?;
+        let other = bystander(&server, &root).await?;
+        let started = std::time::Instant::now();
+        let params = json!({"sourcePath": p(&root.join("deep")), "destinationPath": p(&root.join("copy")), "recursive": true});
+        let id = server.send_request("fs/copy", params).await?;
+        server
+            .response_within(&id, DEEP_WAIT)
+            .await?
+            .into_result("fs/copy")?;
+        eprintln!(
+            "fs/copy of {DEEP} levels {args:?}: {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+        let expected = Some((DEEP, b"bottom".to_vec(), Path::new("leaf").to_owned()));
+        assert_eq!(
+            inspect_chain(&handle, "copy")?,
+            expected,
+            "{args:?}: copied"
+        );
+        assert_eq!(inspect_chain(&handle, "deep")?, expected, "source intact");
+        bystander_still_served(&other).await?;
+        let id = server
+            .send_request("fs/remove", json!({"path": p(&root.join("copy"))}))
+            .await?;
+        server
+            .response_within(&id, DEEP_WAIT)
+            .await?
+            .into_result("fs/remove")?;
     }
     Ok(())
 }

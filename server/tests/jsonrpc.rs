@@ -203,6 +203,32 @@ async fn unknown_methods_bad_params_and_stray_messages() -> TestResult {
     Ok(())
 }
 
+/// `environment/info` takes no params: an object (fields ignored), `null` or none are
+/// fine, and anything else is invalid params like any other method's.
+#[tokio::test]
+async fn environment_info_refuses_params_that_are_not_an_object() -> TestResult {
+    for transport in BOTH {
+        let server = start_server(transport, &[]).await?;
+        server.initialize(CLIENT).await?;
+        for params in [json!([1]), json!([]), json!("x"), json!(5), json!(true)] {
+            let error = server
+                .call_expecting_error("environment/info", params.clone())
+                .await?;
+            assert_eq!(error.code, -32602, "{transport:?} {params}: {error}");
+            assert!(error.message.contains("object"), "{error}");
+        }
+        for params in [Value::Null, json!({}), json!({"unknown": 1})] {
+            server.call("environment/info", params).await?;
+        }
+        server
+            .send_raw(r#"{"id":"bare","method":"environment/info"}"#)
+            .await?;
+        let reply = server.response(&json!("bare")).await?;
+        assert!(reply.result.is_some(), "without params: {reply:?}");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_long_poll_read_does_not_block_other_requests() -> TestResult {
     for transport in BOTH {

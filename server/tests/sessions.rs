@@ -243,11 +243,14 @@ async fn an_unknown_session_id_is_refused() -> TestResult {
 
 #[tokio::test]
 async fn a_peer_that_goes_silent_is_detached_by_the_keepalive() -> TestResult {
-    let server = start_server(
-        Transport::WebSocket,
-        &["--ws-keepalive", "100ms", "--session-ttl", LONG_TTL],
-    )
-    .await?;
+    // The shortest keepalive is 1 s, so the silence limit is 3 s: the harness's waits
+    // (resume_when_detached's included) get twice their usual 5 s.
+    let server = exec_server_bin()
+        .transport(Transport::WebSocket)
+        .args(["--ws-keepalive", "1s", "--session-ttl", LONG_TTL])
+        .time_scale(2.0)
+        .start()
+        .await?;
     let session = server.initialize(CLIENT).await?;
     let pid = start_reporting_pids(&session, "sleeper", "echo $$; exec sleep 1000", 1).await?[0];
     // From here on the first connection reads nothing, so it never answers a ping.

@@ -3,8 +3,10 @@
 //! of I/O errors to JSON-RPC errors. Without a root, paths go to `std::fs`; with one,
 //! every access is resolved by `cap-std` beneath the root directory handle, which
 //! refuses `..` and symlink escapes in any component without check-then-use races.
+//! Trees are walked by `walk`, from directory handle to directory handle.
 
 mod copy;
+mod walk;
 
 use std::ffi::OsString;
 use std::io;
@@ -290,14 +292,31 @@ impl FileSystem {
 
     pub fn remove_dir(&self, path: &Path, recursive: bool) -> io::Result<()> {
         match (self, recursive) {
-            (FileSystem::Unconfined, true) => std::fs::remove_dir_all(path),
-            (FileSystem::Unconfined, false) => std::fs::remove_dir(path),
-            (FileSystem::Confined { root, dir }, true) => {
-                dir.remove_dir_all(Self::beneath(root, path)?)
+            // Not `remove_dir_all` (std's or cap-std's): both recurse once per level.
+            (_, true) => {
+                walk::remove_contents(self.open_tree(path)?)?;
+                self.remove_dir(path, false)
             }
+            (FileSystem::Unconfined, false) => std::fs::remove_dir(path),
             (FileSystem::Confined { root, dir }, false) => {
                 dir.remove_dir(Self::beneath(root, path)?)
             }
+        }
+    }
+
+    /// Opens the directory at `path` as the top of a walk; a symlink there is an error,
+    /// never followed.
+    fn open_tree(&self, path: &Path) -> io::Result<Dir> {
+        use cap_fs_ext::DirExt;
+        match self {
+            FileSystem::Unconfined => match (path.parent(), path.file_name()) {
+                (Some(parent), Some(name)) => {
+                    Dir::open_ambient_dir(parent, cap_std::ambient_authority())?
+                        .open_dir_nofollow(name)
+                }
+                _ => Dir::open_ambient_dir(path, cap_std::ambient_authority()),
+            },
+            FileSystem::Confined { root, dir } => dir.open_dir_nofollow(Self::beneath(root, path)?),
         }
     }
 

@@ -6,7 +6,13 @@ use serde_json::{json, Value};
 
 use crate::rpc::RpcError;
 
-pub fn info() -> Result<Value, RpcError> {
+/// Takes no params: like every method it accepts an object (fields ignored) or none.
+pub fn info(params: Value) -> Result<Value, RpcError> {
+    if !(params.is_null() || params.is_object()) {
+        return Err(RpcError::invalid_params(
+            "invalid params: expected an object or no params",
+        ));
+    }
     let path = std::env::var("SHELL")
         .ok()
         .filter(|shell| Path::new(shell).is_absolute())

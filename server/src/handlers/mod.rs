@@ -126,6 +126,6 @@ pub async fn dispatch(
         Method::FsCanonicalize => fs::canonicalize(fs, params).await,
         Method::FsJoin => fs::join(params),
         Method::FsParent => fs::parent(params),
-        Method::EnvironmentInfo => json(environment::info()),
+        Method::EnvironmentInfo => json(environment::info(params)),
     }
 }
