@@ -30,7 +30,11 @@ fn check(error: &RpcError) {
 }
 
 fn capped(id: &str) {
-    assert!(id.len() <= MAX_ID_BYTES, "an id of {} bytes was accepted", id.len());
+    assert!(
+        id.len() <= MAX_ID_BYTES,
+        "an id of {} bytes was accepted",
+        id.len()
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -35,7 +35,10 @@ impl AsyncRead for Chunked {
         _: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let n = self.step.min(buf.remaining()).min(self.data.len() - self.at);
+        let n = self
+            .step
+            .min(buf.remaining())
+            .min(self.data.len() - self.at);
         let at = self.at;
         buf.put_slice(&self.data[at..at + n]);
         self.at += n;
@@ -47,7 +50,11 @@ impl AsyncRead for Chunked {
 struct Output(Arc<Mutex<Vec<u8>>>);
 
 impl AsyncWrite for Output {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.0.lock().unwrap().extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -97,10 +104,19 @@ fn check_line(line: &[u8]) {
     assert_eq!(message["jsonrpc"], "2.0", "{message}");
     match (object.get("id"), object.get("method")) {
         (Some(id), None) => {
-            assert!(id.is_null() || id.is_string() || id.is_i64() || id.is_u64(), "{message}");
-            assert!(object.contains_key("result") != object.contains_key("error"), "{message}");
+            assert!(
+                id.is_null() || id.is_string() || id.is_i64() || id.is_u64(),
+                "{message}"
+            );
+            assert!(
+                object.contains_key("result") != object.contains_key("error"),
+                "{message}"
+            );
             if let Some(error) = object.get("error") {
-                assert!(error["code"].is_i64() && error["message"].is_string(), "{message}");
+                assert!(
+                    error["code"].is_i64() && error["message"].is_string(),
+                    "{message}"
+                );
             }
         }
         (None, Some(method)) => assert!(method.is_string(), "{message}"),
