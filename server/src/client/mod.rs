@@ -257,6 +257,9 @@ struct Tracker {
     /// The exit event has been received (delivered or buffered).
     exit_seen: bool,
     done: bool,
+    /// `process/start` was answered. Until then a catch-up read may reach the server
+    /// before the start does and find no such process; that is not a failure.
+    started: bool,
 }
 
 impl Tracker {
@@ -486,6 +489,7 @@ impl ExecServerClient {
                     sender,
                     exit_seen: false,
                     done: false,
+                    started: false,
                 },
             );
             id
@@ -505,6 +509,9 @@ impl ExecServerClient {
         if let Err(err) = self.call("process/start", params).await {
             self.inner.state().processes.remove(&id);
             return Err(err);
+        }
+        if let Some(tracker) = self.inner.state().processes.get_mut(&id) {
+            tracker.started = true;
         }
         Ok(ProcessHandle { id, events })
     }
@@ -874,30 +881,41 @@ fn connection_lost(inner: &Arc<Inner>, reason: &str, may_reconnect: bool) {
         true
     });
     if !switched {
+        // The connection of a resume attempt died before the resume finished: fail the
+        // attempt's `initialize` now, so it is retried at once instead of waiting out
+        // `initialize_timeout`, which can outlast the session's TTL.
+        if *inner.link.borrow() == Link::Reconnecting {
+            fail_unreplayable(inner);
+        }
         return;
     }
     tracing::warn!(reason, "exec-server connection lost");
     match reconnect {
         Some(window) => {
-            let lost: Vec<PendingCall> = {
-                let mut state = inner.state();
-                let ids: Vec<u64> = state
-                    .pending
-                    .iter()
-                    .filter(|(_, call)| call.replay.is_none())
-                    .map(|(id, _)| *id)
-                    .collect();
-                ids.into_iter()
-                    .filter_map(|id| state.pending.remove(&id))
-                    .collect()
-            };
-            for call in lost {
-                let method = call.method.clone();
-                let _ = call.reply.send(Err(ClientError::ResponseLost { method }));
-            }
+            fail_unreplayable(inner);
             tokio::spawn(reconnect_loop(Arc::downgrade(inner), window));
         }
         _ => close(inner, reason),
+    }
+}
+
+/// Fails every pending call that is not re-sent after a reconnect: its answer is lost.
+fn fail_unreplayable(inner: &Inner) {
+    let lost: Vec<PendingCall> = {
+        let mut state = inner.state();
+        let ids: Vec<u64> = state
+            .pending
+            .iter()
+            .filter(|(_, call)| call.replay.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| state.pending.remove(&id))
+            .collect()
+    };
+    for call in lost {
+        let method = call.method.clone();
+        let _ = call.reply.send(Err(ClientError::ResponseLost { method }));
     }
 }
 
@@ -1038,6 +1056,20 @@ async fn catch_up(weak: Weak<Inner>) {
                 Ok(read) => read,
                 // Lost again: the next resume catches up from where the streams are.
                 Err(ClientError::Disconnected | ClientError::ResponseLost { .. }) => return,
+                // A start sent after the resume, still unanswered: the process did not
+                // exist when the read was handled, so all its events come live.
+                Err(ClientError::Server { code, message, .. })
+                    if code == crate::rpc::INVALID_REQUEST
+                        && message.starts_with("unknown process id")
+                        && client
+                            .inner
+                            .state()
+                            .processes
+                            .get(&process_id)
+                            .is_some_and(|tracker| !tracker.started) =>
+                {
+                    break;
+                }
                 Err(err) => {
                     if let Some(mut tracker) = client.inner.state().processes.remove(&process_id) {
                         tracker.fail(&format!("cannot catch up after reconnecting: {err}"));
@@ -1115,6 +1147,7 @@ mod tests {
                 sender,
                 exit_seen: false,
                 done: false,
+                started: true,
             },
             receiver,
         )
