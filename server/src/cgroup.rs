@@ -9,6 +9,10 @@ use std::io;
 use std::os::fd::{OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
+/// How long the killed processes of a cgroup may take to die before its directory is
+/// given up on (by a process's teardown: then the watchdog removes it at server exit).
+pub const EMPTY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One cgroup v2 directory.
 #[derive(Debug, Clone)]
 pub struct Cgroup {

@@ -211,7 +211,7 @@ impl Connection {
         let state = Arc::clone(&self.state);
         let outbound = self.outbound.clone();
         self.spawn(cost, async move {
-            let mut room = ReplyRoom::new(outbound);
+            let mut room = ReplyRoom::new(outbound, id.to_string().len());
             let handler = handlers::dispatch(
                 &state, &session, generation, method, params, turn, &mut room,
             );
@@ -257,7 +257,7 @@ impl Connection {
 
     async fn reply(&mut self, id: RequestId, result: Result<Value, RpcError>) {
         let result = result.map(Reply::from);
-        let room = ReplyRoom::new(self.outbound.clone());
+        let room = ReplyRoom::new(self.outbound.clone(), id.to_string().len());
         self.spawn(1, async move { send_reply(room, &id, result).await })
             .await;
     }

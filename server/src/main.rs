@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use exec_server::cli::{Args, Command, ExecArgs, Listen, OptionsError};
-use exec_server::containment::Containment;
+use exec_server::containment::{Containment, ContainmentMode};
 use exec_server::{Server, ServerOptions, Shutdown};
 
 fn main() -> ExitCode {
@@ -51,12 +51,16 @@ fn main() -> ExitCode {
     options.watchdog = match exec_server::watchdog::Watchdog::start(&options.containment) {
         Ok(watchdog) => Some(watchdog),
         Err(err) => {
-            tracing::warn!(%err, "could not start the orphan watchdog");
             // Nobody would remove the server's cgroup at exit.
             if let Some(cgroup) = options.containment.server_cgroup() {
                 let _ = cgroup.remove();
+                if args.serve.containment == ContainmentMode::Cgroup {
+                    eprintln!("exec-server: --containment cgroup needs the orphan watchdog, which could not start: {err}");
+                    return ExitCode::from(1);
+                }
                 options.containment = Containment::ProcessGroup;
             }
+            tracing::warn!(%err, "could not start the orphan watchdog");
             None
         }
     };

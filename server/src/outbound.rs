@@ -140,10 +140,6 @@ impl Outbound {
         self.sender.closed().await
     }
 
-    pub fn is_closed(&self) -> bool {
-        self.sender.is_closed()
-    }
-
     /// Bytes of the budget currently held by queued or reserved messages.
     pub fn used_bytes(&self) -> usize {
         self.budget.capacity - self.budget.room.available_permits()
@@ -154,19 +150,28 @@ impl Outbound {
 /// it first ([`ReplyRoom::reserve`]); any other reply reserves its size once built.
 pub struct ReplyRoom {
     outbound: Outbound,
+    /// Bytes of the reply besides its result: the request's id, which the peer chose
+    /// and may have made long, and the envelope around it.
+    envelope_bytes: usize,
     room: Option<Room>,
 }
 
+/// The envelope of a reply besides its id and result: `{"jsonrpc":"2.0","id":,"result":}`.
+const ENVELOPE_BYTES: usize = 64;
+
 impl ReplyRoom {
-    pub fn new(outbound: Outbound) -> Self {
+    /// Room for the reply to a request whose id takes `id_bytes` bytes.
+    pub fn new(outbound: Outbound, id_bytes: usize) -> Self {
         Self {
             outbound,
+            envelope_bytes: id_bytes.saturating_add(ENVELOPE_BYTES),
             room: None,
         }
     }
 
-    /// Waits for room for a reply of about `bytes`.
-    pub async fn reserve(&mut self, bytes: usize) -> Result<(), Closed> {
+    /// Waits for room for a reply whose result takes about `result_bytes`.
+    pub async fn reserve(&mut self, result_bytes: usize) -> Result<(), Closed> {
+        let bytes = result_bytes.saturating_add(self.envelope_bytes);
         self.room = Some(self.outbound.reserve_reply(bytes).await?);
         Ok(())
     }

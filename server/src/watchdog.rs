@@ -25,10 +25,6 @@ use nix::unistd::{fork, pipe2, setsid, ForkResult};
 use crate::cgroup::Cgroup;
 use crate::containment::Containment;
 
-/// How long the killed processes of the server's cgroup may take to die before the
-/// watchdog gives up removing the cgroup directories.
-const CGROUP_EMPTY_DEADLINE: Duration = Duration::from_secs(10);
-
 /// Handle used by the server to register and unregister process groups.
 #[derive(Clone)]
 pub struct Watchdog {
@@ -127,7 +123,7 @@ fn run_watchdog(reader: OwnedFd, cgroup: Option<Cgroup>) -> ! {
 /// the cgroup directories.
 fn kill_and_remove(cgroup: &Cgroup) {
     let _ = cgroup.kill();
-    let deadline = Instant::now() + CGROUP_EMPTY_DEADLINE;
+    let deadline = Instant::now() + crate::cgroup::EMPTY_DEADLINE;
     while matches!(cgroup.is_populated(), Ok(true)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }

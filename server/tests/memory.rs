@@ -223,3 +223,40 @@ async fn writes_queued_for_a_child_that_never_reads_hold_less_than_the_budget() 
     println!("{what}: +{} MiB", growth / MIB);
     Ok(())
 }
+
+#[tokio::test]
+async fn long_request_ids_count_in_the_room_a_reply_reserves() -> TestResult {
+    const READS: usize = 100;
+    let server = start_server(Transport::WebSocket, &[]).await?;
+    let session = server.initialize(CLIENT).await?;
+    session.start_with(spec("small", ["echo", "hi"])).await?;
+    notified_output(&server, "small", WAIT).await?;
+    // A 2 MiB id makes each small read result a 2 MiB reply.
+    let id = "i".repeat(2 * MIB as usize);
+    let baseline = memory(&server, "VmRSS");
+    let sent = Arc::new(AtomicU64::new(0));
+    let sender = tokio::spawn({
+        let server = server.clone();
+        let sent = Arc::clone(&sent);
+        async move {
+            for n in 0..READS {
+                let frame = format!(
+                    r#"{{"id":"{id}{n}","method":"process/read","params":{{"processId":"small"}}}}"#
+                );
+                server.send_raw(frame).await?;
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok::<_, exec_server_harness::HarnessError>(())
+        }
+    });
+    let accepted = wait_until_stalled(&sent, Duration::from_secs(3), WAIT * 6).await;
+    let what = format!("{accepted} read results with 2 MiB ids nobody reads");
+    let growth = settled_growth(&server, baseline, 160 * MIB, &what).await;
+    assert!(
+        !sender.is_finished(),
+        "the server read every request although no reply was read"
+    );
+    sender.abort();
+    println!("{what}: +{} MiB", growth / MIB);
+    Ok(())
+}

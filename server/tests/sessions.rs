@@ -261,6 +261,32 @@ async fn a_peer_that_goes_silent_is_detached_by_the_keepalive() -> TestResult {
 }
 
 #[tokio::test]
+async fn a_peer_that_stops_reading_while_replies_wait_for_room_is_detached() -> TestResult {
+    // Two replies bigger than the outbound budget: the first fills the socket, the
+    // second waits for room, so the server reads nothing more from this peer (not
+    // even pongs). It must still notice the peer takes nothing and detach it.
+    let directory = tempfile::tempdir()?;
+    let path = directory.path().join("sparse");
+    std::fs::File::create(&path)?.set_len(70 * 1024 * 1024)?;
+    let server = exec_server_bin()
+        .transport(Transport::WebSocket)
+        .args(["--ws-keepalive", "1s", "--session-ttl", LONG_TTL])
+        .time_scale(2.0)
+        .start()
+        .await?;
+    let session = server.initialize(CLIENT).await?;
+    let pid = start_reporting_pids(&session, "sleeper", "echo $$; exec sleep 1000", 1).await?[0];
+    for id in [1, 2] {
+        let request = json!({"id": id, "method": "fs/readFile", "params": {"path": path}});
+        server.send_raw(request.to_string()).await?;
+    }
+    let other = server.new_connection().await?;
+    resume_when_detached(&other, session.id()).await?;
+    assert!(process_alive(pid), "detached, not killed");
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_oversized_message_ends_the_connection_and_detaches() -> TestResult {
     let server = start_server(
         Transport::WebSocket,

@@ -211,7 +211,7 @@ mod tests {
     async fn a_long_poll_from_a_superseded_attachment_fails_as_stale() {
         let registry = registry(Duration::from_secs(30));
         let (old_outbound, _old_queue) = crate::outbound::channel(1 << 20);
-        let mut old_room = ReplyRoom::new(old_outbound.clone());
+        let mut old_room = ReplyRoom::new(old_outbound.clone(), 1);
         let (session, old_generation) = registry.create(old_outbound).expect("create");
         start(
             &Arc::new(FileSystem::Unconfined),
@@ -238,7 +238,7 @@ mod tests {
         // The old connection has not noticed anything yet; its session moves on.
         registry.connection_ended(&session, old_generation);
         let (new_outbound, _new_queue) = crate::outbound::channel(1 << 20);
-        let mut new_room = ReplyRoom::new(new_outbound.clone());
+        let mut new_room = ReplyRoom::new(new_outbound.clone(), 1);
         let (resumed, new_generation) =
             registry.resume(session.id(), new_outbound).expect("resume");
         assert!(Arc::ptr_eq(&resumed, &session));

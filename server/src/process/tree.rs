@@ -20,10 +20,6 @@ use super::leader::Leader;
 use crate::cgroup::Cgroup;
 use crate::watchdog::Watchdog;
 
-/// How long a killed cgroup may take to empty before it is left to the watchdog, which
-/// removes the server's cgroups when the server exits.
-const CGROUP_EMPTY_DEADLINE: Duration = Duration::from_secs(10);
-
 pub struct Tree {
     /// The leader's pid, which is also its process-group id.
     pid: i32,
@@ -160,7 +156,9 @@ fn group_has_members(pgid: i32) -> bool {
 
 /// Removes `cgroup` once the processes it killed are gone (they take a moment to die).
 async fn remove_once_empty(cgroup: &Cgroup) {
-    let deadline = Instant::now() + CGROUP_EMPTY_DEADLINE;
+    // Past this the cgroup is left to the watchdog, which removes the server's cgroups
+    // when the server exits.
+    let deadline = Instant::now() + crate::cgroup::EMPTY_DEADLINE;
     let mut pause = Duration::from_millis(1);
     while matches!(cgroup.is_populated(), Ok(true)) && Instant::now() < deadline {
         tokio::time::sleep(pause).await;

@@ -4,8 +4,10 @@
 //! (`unflushed`), which is why this is not left to axum's extractor.
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 /// Why a request is not a websocket upgrade we can accept.
@@ -42,9 +44,14 @@ fn lists_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bo
     })
 }
 
-/// Checks the handshake headers of an upgrade request and returns the
-/// `Sec-WebSocket-Accept` value for its answer.
-pub fn accept_key(headers: &HeaderMap) -> Result<String, NotAnUpgrade> {
+/// Checks an upgrade request (RFC 6455 §4.2.1) and returns the `Sec-WebSocket-Accept`
+/// value for its answer.
+pub fn accept_key(method: &Method, headers: &HeaderMap) -> Result<String, NotAnUpgrade> {
+    if method != Method::GET {
+        return Err(NotAnUpgrade::BadRequest(
+            "not a websocket upgrade: the method must be GET",
+        ));
+    }
     if !lists_token(headers, header::CONNECTION, "upgrade") {
         return Err(NotAnUpgrade::BadRequest(
             "not a websocket upgrade: `Connection: upgrade` is missing",
@@ -61,6 +68,12 @@ pub fn accept_key(headers: &HeaderMap) -> Result<String, NotAnUpgrade> {
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .ok_or(NotAnUpgrade::BadRequest("Sec-WebSocket-Key is missing"))?;
+    let nonce = BASE64.decode(key.as_bytes()).unwrap_or_default();
+    if nonce.len() != 16 {
+        return Err(NotAnUpgrade::BadRequest(
+            "Sec-WebSocket-Key must be 16 bytes in base64",
+        ));
+    }
     Ok(derive_accept_key(key.as_bytes()))
 }
 
@@ -98,8 +111,12 @@ mod tests {
             (header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ=="),
         ]);
         assert_eq!(
-            accept_key(&headers),
+            accept_key(&Method::GET, &headers),
             Ok("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".to_owned())
+        );
+        assert!(
+            accept_key(&Method::HEAD, &headers).is_err(),
+            "HEAD is not an upgrade"
         );
     }
 
@@ -119,7 +136,7 @@ mod tests {
                 .map(|(_, pair)| pair.clone())
                 .collect();
             assert!(
-                accept_key(&request(&partial)).is_err(),
+                accept_key(&Method::GET, &request(&partial)).is_err(),
                 "without {:?}",
                 full[missing].0
             );
@@ -127,8 +144,11 @@ mod tests {
         let mut old = full.to_vec();
         old[2] = (header::SEC_WEBSOCKET_VERSION, "8");
         assert_eq!(
-            accept_key(&request(&old)),
+            accept_key(&Method::GET, &request(&old)),
             Err(NotAnUpgrade::UnsupportedVersion)
         );
+        let mut bad_key = full.to_vec();
+        bad_key[3] = (header::SEC_WEBSOCKET_KEY, "not base64 !!");
+        assert!(accept_key(&Method::GET, &request(&bad_key)).is_err());
     }
 }

@@ -42,6 +42,9 @@ impl WritePressure {
     }
 }
 
+/// The written front of the backlog is dropped once it is at least this big.
+const COMPACT_BYTES: usize = 64 * 1024;
+
 pub struct Unflushed<S> {
     inner: S,
     backlog: Vec<u8>,
@@ -69,8 +72,14 @@ impl<S: AsyncWrite + Unpin> Unflushed<S> {
     /// Writes the backlog; ready once all of it is in the socket.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.written < self.backlog.len() {
-            let n =
-                ready!(Pin::new(&mut self.inner).poll_write(cx, &self.backlog[self.written..]))?;
+            let pending = &self.backlog[self.written..];
+            let n = match Pin::new(&mut self.inner).poll_write(cx, pending) {
+                Poll::Ready(written) => written?,
+                Poll::Pending => {
+                    self.compact();
+                    return Poll::Pending;
+                }
+            };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -81,6 +90,17 @@ impl<S: AsyncWrite + Unpin> Unflushed<S> {
         self.backlog = Vec::new();
         self.written = 0;
         Poll::Ready(Ok(()))
+    }
+
+    /// Drops the part of the backlog the socket already took once it is the larger
+    /// part, so a backlog that never quite empties (a peer reading slowly while it
+    /// floods us with pings) does not keep everything it ever held.
+    fn compact(&mut self) {
+        if self.written >= COMPACT_BYTES && self.written * 2 >= self.backlog.len() {
+            self.backlog.drain(..self.written);
+            self.backlog.shrink_to(self.backlog.len() * 2);
+            self.written = 0;
+        }
     }
 }
 
@@ -93,6 +113,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Unflushed<S> {
         let this = self.get_mut();
         if this.poll_drain(cx)?.is_ready() {
             if let Poll::Ready(written) = Pin::new(&mut this.inner).poll_write(cx, data) {
+                this.pressure.progress.notify_waiters();
                 return Poll::Ready(written);
             }
         }
@@ -155,5 +176,38 @@ mod tests {
             .expect("flush");
         assert_eq!(pressure.unflushed(), 0);
         assert_eq!(reader.await.expect("task").expect("read"), data);
+    }
+
+    #[tokio::test]
+    async fn a_backlog_that_never_empties_does_not_keep_what_was_written() {
+        let (near, mut far) = tokio::io::duplex(4096);
+        let mut adapter = Unflushed::new(near);
+        let block = vec![7u8; 16 * 1024];
+        let mut received = vec![0u8; block.len()];
+        // Three blocks ahead, then each round we write one block and the peer reads
+        // one: the backlog never empties, but what it holds stays about the same.
+        for _ in 0..3 {
+            adapter.write_all(&block).await.expect("write");
+        }
+        for _ in 0..200 {
+            adapter.write_all(&block).await.expect("write");
+            let read = far.read_exact(&mut received);
+            tokio::pin!(read);
+            loop {
+                tokio::select! {
+                    done = &mut read => {
+                        done.expect("read");
+                        break;
+                    }
+                    flushed = adapter.flush() => flushed.expect("flush"),
+                }
+            }
+        }
+        assert!(
+            adapter.backlog.capacity() < 1024 * 1024,
+            "{} bytes of capacity for {} unflushed",
+            adapter.backlog.capacity(),
+            adapter.pressure.unflushed()
+        );
     }
 }

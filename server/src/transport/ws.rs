@@ -20,8 +20,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{self, Bytes, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::task::TaskTracker;
 
@@ -156,7 +158,7 @@ async fn upgrade(State(gate): State<Arc<Gate>>, mut request: Request) -> Respons
             }
         };
     }
-    let accept_key = match handshake::accept_key(request.headers()) {
+    let accept_key = match handshake::accept_key(request.method(), request.headers()) {
         Ok(accept_key) => accept_key,
         Err(refusal) => return refusal.into_response(),
     };
@@ -203,15 +205,17 @@ async fn serve_socket(upgraded: Upgraded, state: Arc<ServerState>, _slot: OwnedS
     let (sink, stream) = socket.split();
     let (outbound, queue) = outbound::channel(OUTBOUND_BUDGET_BYTES);
     let keepalive = state.options.ws_keepalive;
+    let stall_limit = keepalive * SILENT_INTERVALS;
     let writer = tokio::spawn(write_messages(
         sink,
         queue,
         keepalive,
+        stall_limit,
         Arc::clone(&pressure),
     ));
     let source = MessageSource {
         stream,
-        silence_limit: keepalive * SILENT_INTERVALS,
+        silence_limit: stall_limit,
         pressure,
     };
     connection::serve(state, source, outbound, true).await;
@@ -231,52 +235,122 @@ type Socket = WebSocketStream<Unflushed<TokioIo<Upgraded>>>;
 
 /// Drains the outbound queue into the socket, pings every `keepalive`, and flushes
 /// when the reader asks (it waits for unflushed bytes to drain). Each message keeps
-/// its room in the outbound budget until the flush that wrote it is done.
+/// its room in the outbound budget until the flush that wrote it is done. A peer that
+/// takes nothing for `stall_limit` while we have something to write is gone: the
+/// writer ends, which ends the connection (and detaches its session).
 async fn write_messages(
-    mut sink: SplitSink<Socket, Message>,
+    sink: SplitSink<Socket, Message>,
     mut queue: OutboundQueue,
     keepalive: Duration,
+    stall_limit: Duration,
     pressure: Arc<WritePressure>,
 ) {
+    let mut writer = Writer {
+        sink,
+        pressure,
+        stall_limit,
+    };
     let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let mut queued = tokio::select! {
+        let first = tokio::select! {
             queued = queue.recv() => match queued {
                 Some(queued) => queued,
                 None => break,
             },
             _ = pings.tick() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                if !writer.send(Message::Ping(Default::default())).await {
                     return;
                 }
                 continue;
             }
-            _ = pressure.flush_wanted().notified() => {
-                if sink.flush().await.is_err() {
+            _ = writer.pressure.flush_wanted().notified() => {
+                if !writer.flush().await {
                     return;
                 }
                 continue;
             }
         };
-        let mut written = Vec::new();
-        let text = std::mem::take(&mut queued.text);
-        written.push(queued);
-        if sink.feed(Message::Text(text.into())).await.is_err() {
-            return;
-        }
-        while let Ok(mut more) = queue.try_recv() {
-            let text = std::mem::take(&mut more.text);
+        let mut written = vec![first];
+        while let Ok(more) = queue.try_recv() {
             written.push(more);
-            if sink.feed(Message::Text(text.into())).await.is_err() {
+        }
+        for queued in &mut written {
+            if !writer.feed_text(std::mem::take(&mut queued.text)).await {
                 return;
             }
         }
-        if sink.flush().await.is_err() {
+        if !writer.flush().await {
             return;
         }
     }
-    let _ = sink.send(Message::Close(None)).await;
+    let _ = writer.send(Message::Close(None)).await;
+}
+
+/// Text messages larger than this go out as fragments of this size, so tungstenite's
+/// own write buffer, which keeps its capacity, never grows past it.
+const FRAGMENT_BYTES: usize = 1024 * 1024;
+
+struct Writer {
+    sink: SplitSink<Socket, Message>,
+    pressure: Arc<WritePressure>,
+    stall_limit: Duration,
+}
+
+impl Writer {
+    /// Runs one sink operation; false if it failed or the socket took nothing for the
+    /// stall limit.
+    async fn until_stalled(
+        pressure: &WritePressure,
+        stall_limit: Duration,
+        operation: impl std::future::Future<Output = Result<(), tungstenite::Error>>,
+    ) -> bool {
+        tokio::pin!(operation);
+        loop {
+            let progress = pressure.progress().notified();
+            tokio::select! {
+                done = &mut operation => return done.is_ok(),
+                _ = progress => {}
+                _ = tokio::time::sleep(stall_limit) => {
+                    tracing::info!(stall = ?stall_limit, "websocket peer stopped reading; disconnecting");
+                    return false;
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, message: Message) -> bool {
+        Self::until_stalled(&self.pressure, self.stall_limit, self.sink.send(message)).await
+    }
+
+    async fn flush(&mut self) -> bool {
+        Self::until_stalled(&self.pressure, self.stall_limit, self.sink.flush()).await
+    }
+
+    /// Queues one text message in the sink, in fragments if it is large.
+    async fn feed_text(&mut self, text: String) -> bool {
+        if text.len() <= FRAGMENT_BYTES {
+            let message = Message::Text(text.into());
+            return Self::until_stalled(&self.pressure, self.stall_limit, self.sink.feed(message))
+                .await;
+        }
+        let bytes = Bytes::from(text.into_bytes());
+        let mut start = 0;
+        while start < bytes.len() {
+            let end = (start + FRAGMENT_BYTES).min(bytes.len());
+            let opcode = match start {
+                0 => OpCode::Data(Data::Text),
+                _ => OpCode::Data(Data::Continue),
+            };
+            let frame = Frame::message(bytes.slice(start..end), opcode, end == bytes.len());
+            let fed = self.sink.feed(Message::Frame(frame));
+            if !Self::until_stalled(&self.pressure, self.stall_limit, fed).await {
+                return false;
+            }
+            start = end;
+        }
+        true
+    }
 }
 
 /// How long a finished connection's writer may keep flushing.
