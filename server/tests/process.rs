@@ -397,6 +397,9 @@ async fn exited_comes_while_a_grandchild_holds_stdout_then_late_output_then_clos
             read["closed"], false,
             "the grandchild still holds stdout: {read}"
         );
+        // [ext] The seqs of the exit and close events (§6.3), null until known.
+        assert_eq!(read["exitedSeq"], json!(exited.seq()), "{read}");
+        assert_eq!(read["closedSeq"], Value::Null, "{read}");
         server
             .call(
                 "process/write",
@@ -413,6 +416,18 @@ async fn exited_comes_while_a_grandchild_holds_stdout_then_late_output_then_clos
         assert!(late_seq > exit_seq, "output after exited has a later seq");
         assert_eq!(read["closed"], true);
         assert_eq!(read["nextSeq"], late_seq + 1);
+        let events = server
+            .wait_for_events("closed", server.default_wait(), |events| {
+                events.iter().any(|e| e.is_closed("bg"))
+            })
+            .await?;
+        let closed = events
+            .into_iter()
+            .find(|e| e.is_closed("bg"))
+            .expect("closed");
+        assert_eq!(read["exitedSeq"], exit_seq, "{read}");
+        assert_eq!(read["closedSeq"], json!(closed.seq()), "{read}");
+        assert!(closed.seq() > Some(late_seq), "{read}");
     }
     Ok(())
 }

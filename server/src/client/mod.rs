@@ -203,6 +203,14 @@ pub struct ReadResult {
     pub failure: Option<String>,
     #[serde(default)]
     pub first_retained_seq: Option<u64>,
+    /// The seq of the exit event once the exit is known; `None` from servers that do
+    /// not send it (PROTOCOL.md §6.3).
+    #[serde(default)]
+    pub exited_seq: Option<u64>,
+    /// The seq of the close event once the process is closed; `None` from servers that
+    /// do not send it.
+    #[serde(default)]
+    pub closed_seq: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -316,6 +324,53 @@ impl Tracker {
             }
         }
         self.flush();
+    }
+
+    /// Applies one catch-up read: the exit and close events whose seqs the server gave
+    /// (PROTOCOL.md §6.3 `exitedSeq`, `closedSeq`) first, so a retention gap cannot
+    /// swallow them, then the gap below `firstRetainedSeq`, then the chunks. `finished`:
+    /// the read returned no chunk, so every chunk up to `nextSeq` has been read.
+    fn catch_up(&mut self, mut read: ReadResult, finished: bool) {
+        if let (Some(seq), Some(exit_code)) = (read.exited_seq, read.exit_code) {
+            if read.exited && !self.exit_seen {
+                self.deliver(seq, exited(seq, exit_code));
+            }
+        }
+        if let Some(seq) = read.closed_seq.filter(|_| read.closed) {
+            self.deliver(seq, ProcessEvent::Closed { seq });
+        }
+        if let Some(first) = read.first_retained_seq {
+            if first > self.next_seq {
+                self.skip_to(first);
+            }
+        }
+        for chunk in std::mem::take(&mut read.chunks) {
+            let (seq, stream, data) = (chunk.seq, chunk.stream, chunk.chunk);
+            self.deliver(seq, ProcessEvent::Output { seq, stream, data });
+        }
+        if finished {
+            self.infer_exit_and_close(&read);
+        }
+    }
+
+    /// For a server that does not send `exitedSeq`/`closedSeq`: with every chunk read up
+    /// to `read.next_seq` (the next seq the server will assign), the close is the seq
+    /// just below it, and the exit is the one seq left that no chunk and no event has.
+    fn infer_exit_and_close(&mut self, read: &ReadResult) {
+        let closed_seq = (read.closed && read.closed_seq.is_none())
+            .then(|| read.next_seq.checked_sub(1))
+            .flatten()
+            .filter(|seq| *seq >= self.next_seq);
+        if read.exited && read.exited_seq.is_none() && !self.exit_seen {
+            let exit = (self.next_seq..read.next_seq)
+                .find(|seq| !self.pending.contains_key(seq) && Some(*seq) != closed_seq);
+            if let (Some(seq), Some(exit_code)) = (exit, read.exit_code) {
+                self.deliver(seq, exited(seq, exit_code));
+            }
+        }
+        if let Some(seq) = closed_seq {
+            self.deliver(seq, ProcessEvent::Closed { seq });
+        }
     }
 
     fn fail(&mut self, reason: &str) {
@@ -1036,10 +1091,12 @@ async fn resume(inner: &Arc<Inner>) -> Result<(), ResumeError> {
 }
 
 /// After a resume: read every unfinished process from its last delivered seq, so the
-/// ordered streams have no gap; what retention dropped is reported as `Lost`.
+/// ordered streams have no gap; what retention dropped is reported as `Lost`. Processes
+/// are read in id order, one after the other.
 async fn catch_up(weak: Weak<Inner>) {
     let Some(inner) = weak.upgrade() else { return };
-    let open: Vec<String> = inner.state().processes.keys().cloned().collect();
+    let mut open: Vec<String> = inner.state().processes.keys().cloned().collect();
+    open.sort();
     let client = ExecServerClient { inner };
     for process_id in open {
         let Some(mut cursor) = client
@@ -1052,21 +1109,25 @@ async fn catch_up(weak: Weak<Inner>) {
             continue;
         };
         loop {
-            let mut read = match client.read(&process_id, cursor, None, Duration::ZERO).await {
+            // Taken before the read is sent: if the start was not answered by then, the
+            // server may handle this read before the start (see below).
+            let started = client
+                .inner
+                .state()
+                .processes
+                .get(&process_id)
+                .is_some_and(|tracker| tracker.started);
+            let read = match client.read(&process_id, cursor, None, Duration::ZERO).await {
                 Ok(read) => read,
                 // Lost again: the next resume catches up from where the streams are.
                 Err(ClientError::Disconnected | ClientError::ResponseLost { .. }) => return,
-                // A start sent after the resume, still unanswered: the process did not
-                // exist when the read was handled, so all its events come live.
+                // A start sent after the resume and not answered when the read went out:
+                // the process did not exist when the read was handled, so all its events
+                // come live. (Its answer may well have come in since.)
                 Err(ClientError::Server { code, message, .. })
                     if code == crate::rpc::INVALID_REQUEST
                         && message.starts_with("unknown process id")
-                        && client
-                            .inner
-                            .state()
-                            .processes
-                            .get(&process_id)
-                            .is_some_and(|tracker| !tracker.started) =>
+                        && !started =>
                 {
                     break;
                 }
@@ -1081,56 +1142,31 @@ async fn catch_up(weak: Weak<Inner>) {
             let Some(tracker) = state.processes.get_mut(&process_id) else {
                 break;
             };
-            if let Some(first) = read.first_retained_seq {
-                if first > tracker.next_seq {
-                    tracker.skip_to(first);
-                }
-            }
             // The cursor follows the reads, not the stream: a chunk after a still
             // missing exit seq must not be read again and again.
-            cursor = read.next_seq - 1;
+            let next_cursor = read.next_seq.saturating_sub(1);
             let finished = read.chunks.is_empty();
-            for chunk in std::mem::take(&mut read.chunks) {
-                let (seq, stream, data) = (chunk.seq, chunk.stream, chunk.chunk);
-                tracker.deliver(seq, ProcessEvent::Output { seq, stream, data });
-            }
-            if finished {
-                fill_exit_and_close(tracker, &read);
-            }
+            // Chunks always advance the cursor; if a server's do not, stop reading it.
+            let stuck = next_cursor <= cursor;
+            cursor = next_cursor;
+            tracker.catch_up(read, finished);
             if tracker.done {
                 state.processes.remove(&process_id);
                 break;
             }
-            if finished {
+            if finished || stuck {
                 break;
             }
         }
     }
 }
 
-/// With every chunk read up to `read.next_seq`, the seqs still missing are the exit and
-/// close events whose notifications were lost: rebuild them from the read result. The
-/// close, when there is one, is the last seq; the exit is the first other missing seq,
-/// unless the exit event already arrived.
-fn fill_exit_and_close(tracker: &mut Tracker, read: &ReadResult) {
-    let mut missing: Vec<u64> = (tracker.next_seq..read.next_seq)
-        .filter(|seq| !tracker.pending.contains_key(seq))
-        .collect();
-    let closed_seq = read.closed.then(|| missing.pop()).flatten();
-    if read.exited && !tracker.exit_seen {
-        if let (Some(&seq), Some(exit_code)) = (missing.first(), read.exit_code) {
-            tracker.deliver(
-                seq,
-                ProcessEvent::Exited {
-                    seq,
-                    exit_code,
-                    signal: None,
-                },
-            );
-        }
-    }
-    if let Some(seq) = closed_seq {
-        tracker.deliver(seq, ProcessEvent::Closed { seq });
+/// An exit event rebuilt from a read result, which carries no signal name.
+fn exited(seq: u64, exit_code: i32) -> ProcessEvent {
+    ProcessEvent::Exited {
+        seq,
+        exit_code,
+        signal: None,
     }
 }
 
@@ -1220,8 +1256,10 @@ mod tests {
             closed: true,
             failure: None,
             first_retained_seq: Some(1),
+            exited_seq: None,
+            closed_seq: None,
         };
-        fill_exit_and_close(&mut tracker, &read);
+        tracker.catch_up(read, true);
         assert_eq!(
             drain(&mut events),
             [
@@ -1248,8 +1286,10 @@ mod tests {
             closed: true,
             failure: None,
             first_retained_seq: Some(1),
+            exited_seq: None,
+            closed_seq: None,
         };
-        fill_exit_and_close(&mut tracker, &read);
+        tracker.catch_up(read, true);
         assert_eq!(
             drain(&mut events),
             [
@@ -1277,8 +1317,10 @@ mod tests {
             closed: true,
             failure: None,
             first_retained_seq: Some(1),
+            exited_seq: None,
+            closed_seq: None,
         };
-        fill_exit_and_close(&mut tracker, &read);
+        tracker.catch_up(read, true);
         assert_eq!(
             drain(&mut events),
             [

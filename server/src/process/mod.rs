@@ -362,6 +362,8 @@ impl Process {
             "closed": state.closed_seq.is_some(),
             "failure": Value::Null,
             "firstRetainedSeq": state.first_retained_seq,
+            "exitedSeq": state.exit.map(|exit| exit.seq),
+            "closedSeq": state.closed_seq,
         })
     }
 
