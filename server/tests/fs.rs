@@ -83,6 +83,7 @@ async fn a_large_file_reads_back_exactly() -> TestResult {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("large");
     // Not a multiple of the server's base64 block, so a partial last block is covered.
+    // The 9 MB reply travels as 1 MiB websocket fragments, reassembled by the client.
     let data: Vec<u8> = (0..7_000_001u32).map(|i| (i * 31 % 251) as u8).collect();
     std::fs::write(&file, &data)?;
     let read = server

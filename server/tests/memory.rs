@@ -226,7 +226,8 @@ async fn writes_queued_for_a_child_that_never_reads_hold_less_than_the_budget() 
 
 #[tokio::test]
 async fn long_request_ids_count_in_the_room_a_reply_reserves() -> TestResult {
-    const READS: usize = 100;
+    // More than the inbound (256 MiB of frames) and outbound (64 MiB) budgets hold.
+    const READS: usize = 250;
     let server = start_server(Transport::WebSocket, &[]).await?;
     let session = server.initialize(CLIENT).await?;
     session.start_with(spec("small", ["echo", "hi"])).await?;
@@ -251,7 +252,8 @@ async fn long_request_ids_count_in_the_room_a_reply_reserves() -> TestResult {
     });
     let accepted = wait_until_stalled(&sent, Duration::from_secs(3), WAIT * 6).await;
     let what = format!("{accepted} read results with 2 MiB ids nobody reads");
-    let growth = settled_growth(&server, baseline, 160 * MIB, &what).await;
+    // What the two budgets allow, and no more: 256 + 64 MiB and some slack.
+    let growth = settled_growth(&server, baseline, 400 * MIB, &what).await;
     assert!(
         !sender.is_finished(),
         "the server read every request although no reply was read"
