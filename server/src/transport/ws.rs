@@ -91,40 +91,11 @@ impl WebSocketListener {
             if let Err(err) = tcp.set_nodelay(true) {
                 tracing::warn!(%err, "could not set TCP_NODELAY");
             }
-            if let Err(err) = limit_unsent_bytes(&tcp) {
-                tracing::warn!(%err, "could not set TCP_NOTSENT_LOWAT");
-            }
             http_connections.spawn(serve_http(tcp, app.clone(), shutdown.clone()));
         }
         http_connections.close();
         http_connections.wait().await;
         Ok(())
-    }
-}
-
-/// Unsent bytes the kernel holds for one socket before it reports it full.
-const UNSENT_LOW_WATER_BYTES: libc::c_int = 128 * 1024;
-
-/// Keeps what the kernel buffers unsent small (TCP_NOTSENT_LOWAT), so the socket turns
-/// writable again every `UNSENT_LOW_WATER_BYTES` the peer reads: the writer then sees a
-/// slow reader make progress long before its stall limit, and the rest of a backlog
-/// waits in `Unflushed`, where it is counted.
-fn limit_unsent_bytes(tcp: &TcpStream) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd as _;
-    let value = UNSENT_LOW_WATER_BYTES;
-    // SAFETY: setsockopt on a socket we own, with a pointer to a c_int of the given size.
-    let result = unsafe {
-        libc::setsockopt(
-            tcp.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NOTSENT_LOWAT,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    match result {
-        0 => Ok(()),
-        _ => Err(std::io::Error::last_os_error()),
     }
 }
 
