@@ -80,6 +80,34 @@ async fn wait_until_stalled(progress: &AtomicU64, quiet: Duration, deadline: Dur
     }
 }
 
+/// Sends `count` frames made by `frame` in the background until the server stops
+/// reading them; fails if it reads them all. Returns how many were sent.
+async fn send_until_refused(
+    server: &ExecServer,
+    count: usize,
+    frame: impl Fn(usize) -> String + Send + 'static,
+) -> u64 {
+    let sent = Arc::new(AtomicU64::new(0));
+    let sender = tokio::spawn({
+        let server = server.clone();
+        let sent = Arc::clone(&sent);
+        async move {
+            for n in 0..count {
+                server.send_raw(frame(n)).await?;
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok::<_, exec_server_harness::HarnessError>(())
+        }
+    });
+    let accepted = wait_until_stalled(&sent, Duration::from_secs(3), WAIT * 6).await;
+    assert!(
+        !sender.is_finished(),
+        "the server read all {count} frames although nothing it owes was taken"
+    );
+    sender.abort();
+    accepted
+}
+
 #[tokio::test]
 async fn pipelined_reads_whose_replies_are_not_read_wait_for_room() -> TestResult {
     const READS: usize = 1000;
@@ -197,29 +225,14 @@ async fn writes_queued_for_a_child_that_never_reads_hold_less_than_the_budget() 
     // 24 MiB of stdin per write: a 32 MiB frame; the in-flight budget takes 8 of them.
     let chunk = b64(&vec![b'x'; 24 * MIB as usize]);
     let baseline = memory(&server, "VmRSS");
-    let sent = Arc::new(AtomicU64::new(0));
-    let sender = tokio::spawn({
-        let server = server.clone();
-        let sent = Arc::clone(&sent);
-        async move {
-            for n in 0..WRITES {
-                let frame = format!(
-                    r#"{{"id":"w{n}","method":"process/write","params":{{"processId":"sink","chunk":"{chunk}"}}}}"#
-                );
-                server.send_raw(frame).await?;
-                sent.fetch_add(1, Ordering::SeqCst);
-            }
-            Ok::<_, exec_server_harness::HarnessError>(())
-        }
-    });
-    let accepted = wait_until_stalled(&sent, Duration::from_secs(3), WAIT * 6).await;
+    let accepted = send_until_refused(&server, WRITES, move |n| {
+        format!(
+            r#"{{"id":"w{n}","method":"process/write","params":{{"processId":"sink","chunk":"{chunk}"}}}}"#
+        )
+    })
+    .await;
     let what = format!("{accepted} writes of 24 MiB for a child that never reads");
     let growth = settled_growth(&server, baseline, 320 * MIB, &what).await;
-    assert!(
-        !sender.is_finished(),
-        "the server read every write although the child reads none"
-    );
-    sender.abort();
     println!("{what}: +{} MiB", growth / MIB);
     Ok(())
 }
@@ -235,30 +248,13 @@ async fn long_request_ids_count_in_the_room_a_reply_reserves() -> TestResult {
     // A 2 MiB id makes each small read result a 2 MiB reply.
     let id = "i".repeat(2 * MIB as usize);
     let baseline = memory(&server, "VmRSS");
-    let sent = Arc::new(AtomicU64::new(0));
-    let sender = tokio::spawn({
-        let server = server.clone();
-        let sent = Arc::clone(&sent);
-        async move {
-            for n in 0..READS {
-                let frame = format!(
-                    r#"{{"id":"{id}{n}","method":"process/read","params":{{"processId":"small"}}}}"#
-                );
-                server.send_raw(frame).await?;
-                sent.fetch_add(1, Ordering::SeqCst);
-            }
-            Ok::<_, exec_server_harness::HarnessError>(())
-        }
-    });
-    let accepted = wait_until_stalled(&sent, Duration::from_secs(3), WAIT * 6).await;
+    let accepted = send_until_refused(&server, READS, move |n| {
+        format!(r#"{{"id":"{id}{n}","method":"process/read","params":{{"processId":"small"}}}}"#)
+    })
+    .await;
     let what = format!("{accepted} read results with 2 MiB ids nobody reads");
     // What the two budgets allow, and no more: 256 + 64 MiB and some slack.
     let growth = settled_growth(&server, baseline, 400 * MIB, &what).await;
-    assert!(
-        !sender.is_finished(),
-        "the server read every request although no reply was read"
-    );
-    sender.abort();
     println!("{what}: +{} MiB", growth / MIB);
     Ok(())
 }
