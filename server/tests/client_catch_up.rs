@@ -183,21 +183,10 @@ async fn a_start_sent_while_reconnecting_survives_the_catch_up() {
         .await
         .expect("start answered in time")
         .expect("started");
-    let mut events = Vec::new();
-    while let Some(event) = tokio::time::timeout(WAIT, process.next_event())
-        .await
-        .expect("events in time")
-    {
-        events.push(event);
-    }
     assert_eq!(
-        events,
+        all_events(&mut process).await,
         [
-            ProcessEvent::Output {
-                seq: 1,
-                stream: OutputStream::Stdout,
-                data: b"hi".to_vec()
-            },
+            stdout(1, "hi"),
             ProcessEvent::Exited {
                 seq: 2,
                 exit_code: 0,

@@ -10,7 +10,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use exec_server_harness::{process_alive, wait_for_process_gone, ExecServer, Transport};
+use exec_server_harness::{
+    process_alive, wait_for_process_gone, ExecServer, HarnessError, Session, Transport,
+};
 use serde_json::json;
 
 const LONG_TTL: &str = "30s";
@@ -241,10 +243,10 @@ async fn an_unknown_session_id_is_refused() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
-async fn a_peer_that_goes_silent_is_detached_by_the_keepalive() -> TestResult {
-    // The shortest keepalive is 1 s, so the silence limit is 3 s: the harness's waits
-    // (resume_when_detached's included) get twice their usual 5 s.
+/// A websocket server with the shortest keepalive (1 s, so the silence and stall limits
+/// are 3 s; the harness's waits, `resume_when_detached`'s included, get twice their
+/// usual 5 s), a session, and the pid of a `sleep` running in it.
+async fn keepalive_server_with_a_sleeper() -> Result<(ExecServer, Session, i32), HarnessError> {
     let server = exec_server_bin()
         .transport(Transport::WebSocket)
         .args(["--ws-keepalive", "1s", "--session-ttl", LONG_TTL])
@@ -253,6 +255,12 @@ async fn a_peer_that_goes_silent_is_detached_by_the_keepalive() -> TestResult {
         .await?;
     let session = server.initialize(CLIENT).await?;
     let pid = start_reporting_pids(&session, "sleeper", "echo $$; exec sleep 1000", 1).await?[0];
+    Ok((server, session, pid))
+}
+
+#[tokio::test]
+async fn a_peer_that_goes_silent_is_detached_by_the_keepalive() -> TestResult {
+    let (server, session, pid) = keepalive_server_with_a_sleeper().await?;
     // From here on the first connection reads nothing, so it never answers a ping.
     let other = server.new_connection().await?;
     resume_when_detached(&other, session.id()).await?;
@@ -268,14 +276,7 @@ async fn a_peer_that_stops_reading_while_replies_wait_for_room_is_detached() -> 
     let directory = tempfile::tempdir()?;
     let path = directory.path().join("sparse");
     std::fs::File::create(&path)?.set_len(70 * 1024 * 1024)?;
-    let server = exec_server_bin()
-        .transport(Transport::WebSocket)
-        .args(["--ws-keepalive", "1s", "--session-ttl", LONG_TTL])
-        .time_scale(2.0)
-        .start()
-        .await?;
-    let session = server.initialize(CLIENT).await?;
-    let pid = start_reporting_pids(&session, "sleeper", "echo $$; exec sleep 1000", 1).await?[0];
+    let (server, session, pid) = keepalive_server_with_a_sleeper().await?;
     for id in [1, 2] {
         let request = json!({"id": id, "method": "fs/readFile", "params": {"path": path}});
         server.send_raw(request.to_string()).await?;
