@@ -11,7 +11,7 @@ use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 
 use crate::error::{HarnessError, Result};
 use crate::trace::Tail;
-use exec_server::client::wire::{self, ByteReader, ByteWriter, FrameReader, FrameWriter};
+use exec_client::wire::{self, ByteReader, ByteWriter, FrameReader, FrameWriter};
 
 /// Which transport the server is started on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +148,7 @@ async fn launch_child(
     let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let (Some(stdin), Some(stdout), Some(stderr_pipe)) = pipes else {
         let mut child = child;
-        exec_server::teardown::terminate_group(&mut child, Duration::ZERO);
+        exec_client::teardown::terminate_group(&mut child, Duration::ZERO);
         return Err(HarnessError::Startup(
             "the server's pipes were not created".into(),
         ));
@@ -265,20 +265,20 @@ async fn readyz(addr: &str) -> std::io::Result<bool> {
 }
 
 /// Stops the server: in-process at once; a child gets SIGTERM, `grace` to exit, then
-/// SIGKILL to its whole process group (`exec_server::teardown`).
+/// SIGKILL to its whole process group (`exec_client::teardown`).
 pub(crate) fn stop(running: &mut Running, grace: Duration) {
     match running {
         Running::InProcess { handle, task } => {
             handle.shutdown();
             task.abort();
         }
-        Running::Child { child, .. } => exec_server::teardown::terminate_group(child, grace),
+        Running::Child { child, .. } => exec_client::teardown::terminate_group(child, grace),
     }
 }
 
 pub(crate) async fn connect(
     url: &str,
-    token: Option<&exec_server::security::BearerToken>,
+    token: Option<&exec_client::BearerToken>,
 ) -> Result<(FrameWriter, FrameReader)> {
     Ok(wire::connect_websocket(url, token).await?)
 }

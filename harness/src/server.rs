@@ -17,7 +17,7 @@ use crate::event::Event;
 use crate::launch::{self, Launched, Program, Running, Transport};
 use crate::session::{ProcessOutput, Session};
 use crate::trace::{Direction, Trace, TraceEntry, abbreviate};
-use exec_server::client::wire::{self, Frame, FrameReader as Reader, FrameWriter as Writer};
+use exec_client::wire::{self, Frame, FrameReader as Reader, FrameWriter as Writer};
 use exec_server::security::{BearerToken, TokenError};
 
 /// Default deadline of every wait, before the time scale is applied.

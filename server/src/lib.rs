@@ -7,7 +7,6 @@
 
 pub mod cgroup;
 pub mod cli;
-pub mod client;
 pub mod connection;
 pub mod containment;
 pub mod fs;
@@ -22,7 +21,6 @@ pub mod security;
 pub mod server;
 pub mod session;
 pub mod shutdown;
-pub mod teardown;
 pub mod transport;
 pub mod watchdog;
 

@@ -6,6 +6,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+mod exec;
+
 use clap::Parser;
 use exec_server::cli::{Args, Command, ExecArgs, Listen, OptionsError};
 use exec_server::containment::{Containment, ContainmentMode};
@@ -15,7 +17,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     // `exec` shows what a spawned stdio server (e.g. ssh) says on stderr by default.
     let default_filter = match args.command {
-        Some(Command::Exec(_)) => "warn,exec_server::client::stderr=info",
+        Some(Command::Exec(_)) => "warn,exec_client::stderr=info",
         None => "warn",
     };
     tracing_subscriber::fmt()
@@ -115,9 +117,7 @@ fn run_exec(args: ExecArgs) -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         let options = exec_options(args)?;
-        exec_server::client::exec::run(options)
-            .await
-            .map_err(anyhow::Error::from)
+        exec::run(options).await.map_err(anyhow::Error::from)
     });
     // Our stdin is read on a blocking thread; do not wait for it to see EOF.
     runtime.shutdown_background();
@@ -130,10 +130,10 @@ fn run_exec(args: ExecArgs) -> ExitCode {
     }
 }
 
-fn exec_options(args: ExecArgs) -> anyhow::Result<exec_server::client::exec::ExecOptions> {
-    use exec_server::client::environments::{Environments, URL_OVERRIDE_VAR};
-    use exec_server::client::{ExecServerTransport, TOKEN_VAR};
-    use exec_server::security::BearerToken;
+fn exec_options(args: ExecArgs) -> anyhow::Result<exec::ExecOptions> {
+    use exec_client::environments::{Environments, URL_OVERRIDE_VAR};
+    use exec_client::BearerToken;
+    use exec_client::{ExecServerTransport, TOKEN_VAR};
     let environments = || -> anyhow::Result<Environments> {
         let path = args.environments_file.clone().or_else(|| {
             std::env::var_os("HOME").map(|home| {
@@ -189,7 +189,7 @@ fn exec_options(args: ExecArgs) -> anyhow::Result<exec_server::client::exec::Exe
             _ => None,
         },
     };
-    Ok(exec_server::client::exec::ExecOptions {
+    Ok(exec::ExecOptions {
         transport,
         bearer_token: token,
         tty: args.tty,

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{signal, SigHandler, Signal};
-use nix::unistd::{fork, pipe2, setsid, ForkResult};
+use nix::sys::signal::{killpg, signal, SigHandler, Signal};
+use nix::unistd::{fork, pipe2, setsid, ForkResult, Pid};
 
 use crate::cgroup::Cgroup;
 use crate::containment::Containment;
@@ -110,7 +110,7 @@ fn run_watchdog(reader: OwnedFd, cgroup: Option<Cgroup>) -> ! {
         Some(cgroup) => kill_and_remove(&cgroup),
         None => {
             for pgid in groups {
-                let _ = crate::teardown::signal_group(pgid, Signal::SIGKILL);
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
             }
         }
     }

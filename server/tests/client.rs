@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use exec_server::client::{
+use exec_client::{
     ClientError, ClientOptions, ExecServerClient, ExecServerTransport, OutputStream, ProcessEvent,
     ProcessHandle, StartRequest,
 };

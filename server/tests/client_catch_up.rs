@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use exec_server::client::{
+use exec_client::{
     ClientOptions, ExecServerClient, ExecServerTransport, OutputStream, ProcessEvent,
     ProcessHandle, StartRequest,
 };

@@ -9,8 +9,8 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use common::*;
-use exec_server::client::{ClientError, ClientOptions, ExecServerClient, ExecServerTransport};
-use exec_server::security::BearerToken;
+use exec_client::BearerToken;
+use exec_client::{ClientError, ClientOptions, ExecServerClient, ExecServerTransport};
 use exec_server_harness::ExecServer;
 use serde_json::{json, Value};
 

@@ -145,7 +145,10 @@ pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<
         Ok(spawned) => Ok(spawned),
         Err(err) => {
             // Unreaped, so the group id is still this child's.
-            let _ = crate::teardown::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             let _ = child.wait();
             Err(err)
         }

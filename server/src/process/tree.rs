@@ -12,7 +12,8 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -62,7 +63,7 @@ impl Tree {
         }
         let result = match &self.cgroup {
             Some(cgroup) => cgroup.kill(),
-            None => match crate::teardown::signal_group(self.pid, Signal::SIGKILL) {
+            None => match killpg(Pid::from_raw(self.pid), Signal::SIGKILL) {
                 Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
                 Err(errno) => Err(errno.into()),
             },
@@ -81,7 +82,7 @@ impl Tree {
         if *reaped {
             return Ok(());
         }
-        crate::teardown::signal_group(self.pid, signal)
+        killpg(Pid::from_raw(self.pid), signal)
     }
 
     /// Reaps `leader`, which has exited, as soon as its tree is empty or has been

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 
 use super::wire::{self, FrameReader, FrameWriter};
-use crate::security::BearerToken;
+use crate::BearerToken;
 
 /// How long a stdio child gets between SIGTERM and SIGKILL.
 pub const STDIO_CHILD_GRACE: Duration = Duration::from_secs(2);
@@ -169,7 +169,7 @@ fn spawn_stdio(
     tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            tracing::info!(target: "exec_server::client::stderr", server = %program, "{line}");
+            tracing::info!(target: "exec_client::stderr", server = %program, "{line}");
         }
     });
     let (writer, reader) = wire::lines(Box::new(stdout), Box::new(stdin));

@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{
+use exec_client::{
     ClientError, ClientOptions, ExecServerClient, ExecServerTransport, OutputStream, ProcessEvent,
     StartRequest,
 };
@@ -17,7 +17,7 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct ExecOptions {
     pub transport: ExecServerTransport,
-    pub bearer_token: Option<super::BearerToken>,
+    pub bearer_token: Option<exec_client::BearerToken>,
     pub tty: bool,
     pub cwd: String,
     pub env: BTreeMap<String, String>,

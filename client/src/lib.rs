@@ -10,8 +10,8 @@
 //! process from its last seen seq so no retained output is lost.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), exec_server::client::ClientError> {
-//! use exec_server::client::{ClientOptions, ExecServerClient, ExecServerTransport, ProcessEvent, StartRequest};
+//! # async fn demo() -> Result<(), exec_client::ClientError> {
+//! use exec_client::{ClientOptions, ExecServerClient, ExecServerTransport, ProcessEvent, StartRequest};
 //! let transport = ExecServerTransport::WebSocketUrl("ws://127.0.0.1:8765".into());
 //! let client = ExecServerClient::connect(transport, ClientOptions::default()).await?;
 //! let mut process = client.start(StartRequest::new(["echo", "hi"])).await?;
@@ -25,7 +25,8 @@
 //! ```
 
 pub mod environments;
-pub mod exec;
+pub mod teardown;
+mod token;
 pub mod transport;
 pub mod wire;
 
@@ -39,7 +40,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use crate::security::BearerToken;
+pub use token::{BearerToken, TokenError, MAX_TOKEN_BYTES};
 pub use transport::{ExecServerTransport, StdioChild};
 use wire::{Frame, FrameReader, FrameWriter};
 
@@ -531,7 +532,7 @@ impl ExecServerClient {
             if state.processes.contains_key(&id) {
                 return Err(ClientError::Server {
                     method: "process/start".into(),
-                    code: crate::rpc::INVALID_REQUEST,
+                    code: exec_protocol::code::INVALID_REQUEST,
                     message: format!("process {id} already exists"),
                 });
             }
@@ -1125,7 +1126,7 @@ async fn catch_up(weak: Weak<Inner>) {
                 // the process did not exist when the read was handled, so all its events
                 // come live. (Its answer may well have come in since.)
                 Err(ClientError::Server { code, message, .. })
-                    if code == crate::rpc::INVALID_REQUEST
+                    if code == exec_protocol::code::INVALID_REQUEST
                         && message.starts_with("unknown process id")
                         && !started =>
                 {

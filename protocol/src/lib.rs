@@ -1,0 +1,66 @@
+//! `exec-protocol`: the one definition of the exec-server wire (docs/protocol.md).
+//!
+//! Everything that crosses the wire is declared here and nowhere else: method names
+//! ([`Method`]), typed params and results for every method ([`Call`] ties them
+//! together), the notifications, the JSON-RPC envelope and its classifier
+//! ([`envelope`]), the error codes ([`code`]) and the capabilities. Server, client,
+//! harness and conformance suite all speak through these types.
+//!
+//! The crate does no I/O and has no runtime: it is plain data and serde.
+//!
+//! ```
+//! use exec_protocol::{classify, encode_request, Call, Message, RequestId, StartParams};
+//!
+//! let params = StartParams::new("p1", ["echo", "hi"], "/");
+//! let frame = encode_request(&RequestId::from(1), StartParams::METHOD, &params);
+//! let Message::Request { method, .. } = classify(&frame) else { panic!() };
+//! assert_eq!(method, "process/start");
+//! ```
+
+pub mod bytes;
+pub mod capabilities;
+pub mod code;
+pub mod envelope;
+pub mod environment;
+pub mod fast;
+pub mod fs;
+pub mod initialize;
+pub mod method;
+pub mod path;
+pub mod process;
+
+pub use bytes::Base64Bytes;
+pub use capabilities::Capabilities;
+pub use envelope::{
+    classify, classify_value, decode_params, encode_error, encode_notification, encode_request,
+    encode_result, ErrorObject, Message, PartialReply, RequestId,
+};
+pub use environment::*;
+pub use fs::*;
+pub use initialize::*;
+pub use method::{Call, Family, Method, NotificationMethod, Notify};
+pub use path::WirePath;
+pub use process::*;
+
+/// `processId`, `clientName` and (2026-08) `writeId` are at most this many bytes
+/// (docs/protocol.md §3): they are echoed in every notification and keyed in maps.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Deserializes a client-chosen id, refusing one longer than [`MAX_ID_BYTES`].
+pub(crate) fn capped_id<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<String, D::Error> {
+    let id = <String as serde::Deserialize>::deserialize(deserializer)?;
+    if id.len() > MAX_ID_BYTES {
+        return Err(serde::de::Error::custom(format!(
+            "must be at most {MAX_ID_BYTES} bytes, got {}",
+            id.len()
+        )));
+    }
+    Ok(id)
+}
+
+/// The result of methods that answer `{}`; also the params of methods that take none.
+/// Decoding ignores any fields.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Empty {}
