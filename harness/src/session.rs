@@ -318,13 +318,13 @@ pub(crate) async fn read_to_end(
         let wait_ms = remaining.as_millis().min(1_000) as u64;
         let params = json!({"processId": process_id, "afterSeq": after_seq, "waitMs": wait_ms});
         let result = server.call("process/read", params).await?;
-        if let Some(first_retained) = result.get("firstRetainedSeq").and_then(Value::as_u64) {
-            if after_seq + 1 < first_retained {
-                return Err(HarnessError::Protocol(format!(
-                    "output of {process_id} was lost: seqs {}..{first_retained} are no longer retained",
-                    after_seq + 1
-                )));
-            }
+        if let Some(first_retained) = result.get("firstRetainedSeq").and_then(Value::as_u64)
+            && after_seq + 1 < first_retained
+        {
+            return Err(HarnessError::Protocol(format!(
+                "output of {process_id} was lost: seqs {}..{first_retained} are no longer retained",
+                after_seq + 1
+            )));
         }
         let chunks = result
             .get("chunks")

@@ -50,7 +50,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    options.watchdog = match exec_server::watchdog::Watchdog::start(&options.containment) {
+    // SAFETY: the process is still single-threaded here: nothing above starts a thread
+    // (argument parsing, the tracing subscriber, reading options, setrlimit and the
+    // containment probe, which forks and waits for its child) and the tokio runtime is
+    // built only below.
+    let watchdog = unsafe { exec_server::watchdog::Watchdog::start(&options.containment) };
+    options.watchdog = match watchdog {
         Ok(watchdog) => Some(watchdog),
         Err(err) => {
             // Nobody would remove the server's cgroup at exit.

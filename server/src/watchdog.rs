@@ -34,12 +34,17 @@ pub struct Watchdog {
 impl Watchdog {
     /// Forks the watchdog process, which will kill what `containment` holds.
     ///
-    /// Call this before any other thread exists (before building the tokio runtime):
-    /// forking a multi-threaded process may leave the child deadlocked on a lock.
-    pub fn start(containment: &Containment) -> io::Result<Watchdog> {
+    /// # Safety
+    ///
+    /// The calling process must be single-threaded: no other thread may exist (call it
+    /// before building the tokio runtime or spawning any thread). The forked child goes
+    /// on to allocate, read the pipe, open files and walk cgroup directories; after a
+    /// fork of a multi-threaded process it could deadlock on a lock (the allocator's,
+    /// stdio's) that another thread held at the moment of the fork.
+    pub unsafe fn start(containment: &Containment) -> io::Result<Watchdog> {
         let cgroup = containment.server_cgroup().cloned();
         let (reader, writer) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        // SAFETY: called while the process is single-threaded (see above).
+        // SAFETY: the caller guarantees the process is single-threaded (see # Safety).
         match unsafe { fork() }? {
             ForkResult::Child => {
                 drop(writer);

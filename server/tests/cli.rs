@@ -14,7 +14,12 @@ fn exec_server() -> std::process::Command {
 
 #[test]
 fn help_lists_the_listen_option() {
-    let output = exec_server().arg("--help").output().expect("run --help");
+    let output = output_within(
+        exec_server().arg("--help"),
+        None,
+        Duration::from_secs(30),
+        "exec-server --help",
+    );
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
     assert!(help.contains("--listen"), "{help}");
@@ -24,7 +29,12 @@ fn help_lists_the_listen_option() {
 #[test]
 fn bad_listen_urls_exit_2_naming_the_accepted_forms() {
     for bad in ["ws://localhost:1", "http://127.0.0.1:0", "tcp://1.2.3.4:5"] {
-        let output = exec_server().args(["--listen", bad]).output().expect("run");
+        let output = output_within(
+            exec_server().args(["--listen", bad]),
+            None,
+            Duration::from_secs(30),
+            &format!("exec-server --listen {bad}"),
+        );
         assert_eq!(output.status.code(), Some(2), "{bad}");
         assert!(output.stdout.is_empty(), "nothing on stdout for {bad}");
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -40,12 +50,13 @@ fn bad_listen_urls_exit_2_naming_the_accepted_forms() {
 #[test]
 fn a_ws_keepalive_under_one_second_exits_2() {
     for bad in ["1ns", "999ms", "0s"] {
-        // A server that accepts the value serves until the deadline kills it.
-        let output = assert_cmd::Command::new(env!("CARGO_BIN_EXE_exec-server"))
-            .args(["--ws-keepalive", bad])
-            .timeout(Duration::from_secs(10))
-            .output()
-            .expect("run");
+        // A server that accepts the value serves until the deadline fails the test.
+        let output = output_within(
+            exec_server().args(["--ws-keepalive", bad]),
+            None,
+            Duration::from_secs(10),
+            &format!("exec-server --ws-keepalive {bad} (exit 2)"),
+        );
         assert_eq!(output.status.code(), Some(2), "{bad}");
         assert!(output.stdout.is_empty(), "nothing on stdout for {bad}");
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -60,10 +71,12 @@ fn a_ws_keepalive_under_one_second_exits_2() {
 fn an_address_in_use_is_a_runtime_error_with_exit_1() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("ws://{}", taken.local_addr().expect("addr"));
-    let output = exec_server()
-        .args(["--listen", &url])
-        .output()
-        .expect("run");
+    let output = output_within(
+        exec_server().args(["--listen", &url]),
+        None,
+        Duration::from_secs(30),
+        &format!("exec-server --listen {url} (address in use)"),
+    );
     assert_eq!(output.status.code(), Some(1));
     assert!(output.stdout.is_empty());
     assert!(!output.stderr.is_empty());

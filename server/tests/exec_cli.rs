@@ -42,11 +42,18 @@ async fn ten_mib_through_cat_is_byte_exact() -> TestResult {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
     let expected = data.clone();
+    // Not assert_cmd's `write_stdin`: it finishes writing stdin before its timeout
+    // starts, so an `exec` that stopped reading would hang the test.
     let output = tokio::task::spawn_blocking(move || {
-        exec(&url).args(["--", "cat"]).write_stdin(data).output()
+        output_within(
+            std::process::Command::new(BIN).args(["exec", "--connect", &url, "--", "cat"]),
+            Some(data),
+            std::time::Duration::from_secs(30),
+            "exec -- cat with 10 MiB on stdin",
+        )
     })
     .await
-    .expect("task")?;
+    .expect("task");
     assert_eq!(
         output.status.code(),
         Some(0),
@@ -153,10 +160,23 @@ fn ctrl_c_interrupts_the_remote_command() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn exec");
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("line");
+    let stdout = child.stdout.take().expect("stdout");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first = String::new();
+        let read = std::io::BufReader::new(stdout)
+            .read_line(&mut first)
+            .map(|_| first);
+        let _ = sender.send(read);
+    });
+    let first = match receiver.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(read) => read.expect("line"),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("exec printed no first line (\"started\") within 30 s");
+        }
+    };
     assert_eq!(first, "started\n");
     // SAFETY: signalling the exec client we started.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -165,10 +185,11 @@ fn ctrl_c_interrupts_the_remote_command() {
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "exec did not finish after Ctrl-C"
-        );
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("exec did not finish within 10 s after Ctrl-C");
+        }
         std::thread::sleep(std::time::Duration::from_millis(10));
     };
     assert_eq!(
@@ -233,6 +254,7 @@ async fn the_token_comes_from_a_file_the_environment_or_an_environments_entry() 
         Command::new(BIN)
             .args(["exec", "--token", TOKEN, "--connect", &url])
             .args(echo)
+            .timeout(std::time::Duration::from_secs(30))
             .assert()
             .code(2);
     })

@@ -526,7 +526,15 @@ async fn five_mib_byte_exact_through_notifications_and_read() -> TestResult {
         );
         let mut via_read = Vec::new();
         let mut after_seq = 0;
+        // Each call has the harness's deadline; this bounds the whole loop.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{transport:?}: process/read did not reach closed within 60 s \
+                 ({} bytes read, afterSeq {after_seq})",
+                via_read.len()
+            );
             let read = server
                 .call(
                     "process/read",
@@ -633,13 +641,18 @@ async fn output_is_coalesced_into_chunks_of_at_most_64_kib() -> TestResult {
     Ok(())
 }
 
+/// The number after `key` in `/proc/PID/FILE`. Panics, naming the path, if the file
+/// cannot be read or has no such numeric field: a 0 would make the checks that use it
+/// pass vacuously.
 fn proc_field(pid: i32, file: &str, key: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
+    let path = format!("/proc/{pid}/{file}");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("cannot read {path}: {err}"));
     text.lines()
         .find_map(|line| line.strip_prefix(key))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|value| value.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or_else(|| panic!("no numeric field {key:?} in {path}:\n{text}"))
 }
 
 #[tokio::test]
@@ -707,10 +720,13 @@ async fn a_background_job_that_closed_its_output_dies_with_terminate_and_with_th
     Ok(())
 }
 
+/// The number of descriptors `pid` holds. Panics, naming the path, if `/proc/PID/fd`
+/// cannot be read: a 0 would make the release check pass vacuously.
 fn open_fds(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|dir| dir.count())
-        .unwrap_or(0)
+    let path = format!("/proc/{pid}/fd");
+    std::fs::read_dir(&path)
+        .unwrap_or_else(|err| panic!("cannot read {path}: {err}"))
+        .count()
 }
 
 #[tokio::test]

@@ -80,8 +80,9 @@ impl Descent {
         let dir = self.current()?.open_dir_nofollow(&name)?;
         self.path.push((name, identity(&dir)?));
         let level = self.path.len();
-        if level % CHECKPOINT == 0 {
-            self.open.retain(|(open, _)| open % CHECKPOINT == 0);
+        if level.is_multiple_of(CHECKPOINT) {
+            self.open
+                .retain(|(open, _)| open.is_multiple_of(CHECKPOINT));
         }
         self.open.push((level, dir));
         Ok(())

@@ -102,7 +102,11 @@ pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<
         }
     }
     // SAFETY: the closure only makes async-signal-safe system calls (write, fchdir,
-    // setsid, ioctl, prctl, getppid, setrlimit) between fork and exec; `cwd_fd` and
+    // setsid, ioctl, prctl, getppid, setrlimit) between fork and exec, and does not
+    // allocate: the server is multi-threaded, so another thread may have held the
+    // allocator's lock at the fork, and the child would deadlock on it. Errors are
+    // therefore only `io::Error::last_os_error()` / `from_raw_os_error`, which carry an
+    // errno and no heap data (std hands the child's errno back to `spawn`). `cwd_fd` and
     // `cgroup_procs_fd` outlive the spawn.
     unsafe {
         command.pre_exec(move || {
@@ -125,8 +129,10 @@ pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<
                 return Err(io::Error::last_os_error());
             }
             // The server may have died between fork and prctl; then nobody would signal us.
+            // ESRCH ("no such process"): the parent is gone. Not `io::Error::other`, which
+            // allocates (see the SAFETY note above).
             if libc::getppid() != server_pid {
-                return Err(io::Error::other("exec-server exited during spawn"));
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
             if let Some(limits) = &open_file_limits {
                 if libc::setrlimit(libc::RLIMIT_NOFILE, limits) == -1 {

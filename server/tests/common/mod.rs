@@ -212,3 +212,76 @@ pub fn http_status(head: &str) -> u16 {
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {head:?}"))
 }
+
+/// Runs `command` to its end, with `stdin` as its input (`None`: `/dev/null`), and
+/// returns its status and output. Fails the test, naming `what`, if it is still running
+/// after `within` (it is killed then) or its stdout or stderr stays open for `within`
+/// after it exited. Unlike `Command::output`, nothing here waits without a bound.
+pub fn output_within(
+    command: &mut std::process::Command,
+    stdin: Option<Vec<u8>>,
+    within: Duration,
+    what: &str,
+) -> std::process::Output {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    use std::time::Instant;
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|err| panic!("{what}: cannot start {command:?}: {err}"));
+    let deadline = Instant::now() + within;
+    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // On its own thread: a child that stops reading must not hold up the deadline.
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&data);
+        });
+    }
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let pipes: [(usize, Box<dyn Read + Send>); 2] = [
+        (0, Box::new(child.stdout.take().expect("piped stdout"))),
+        (1, Box::new(child.stderr.take().expect("piped stderr"))),
+    ];
+    for (index, mut pipe) in pipes {
+        let sender = sender.clone();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let read = pipe.read_to_end(&mut bytes).map(|_| bytes);
+            let _ = sender.send((index, read));
+        });
+    }
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what}: still running after {within:?} (killed)");
+            }
+            Err(err) => panic!("{what}: cannot wait for it: {err}"),
+        }
+    };
+    let mut streams = [Vec::new(), Vec::new()];
+    for _ in 0..2 {
+        let (index, read) = receiver.recv_timeout(within).unwrap_or_else(|_| {
+            panic!("{what}: exited ({status}) but its stdout or stderr stayed open for {within:?}")
+        });
+        streams[index] = read.unwrap_or_else(|err| panic!("{what}: cannot read its output: {err}"));
+    }
+    let [stdout, stderr] = streams;
+    std::process::Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
