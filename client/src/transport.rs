@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
 
-use super::wire::{self, FrameReader, FrameWriter};
-use crate::BearerToken;
+use crate::token::BearerToken;
+use crate::wire::{self, FrameReader, FrameWriter};
 
 /// How long a stdio child gets between SIGTERM and SIGKILL.
 pub const STDIO_CHILD_GRACE: Duration = Duration::from_secs(2);
@@ -108,13 +108,13 @@ fn terminate_child(mut child: std::process::Child) {
 }
 
 /// An open transport: the frame halves and, for a command, the child guard.
-pub struct Opened {
-    pub writer: FrameWriter,
-    pub reader: FrameReader,
-    pub child: Option<StdioChild>,
+pub(crate) struct Opened {
+    pub(crate) writer: FrameWriter,
+    pub(crate) reader: FrameReader,
+    pub(crate) child: Option<StdioChild>,
 }
 
-pub async fn open(
+pub(crate) async fn open(
     transport: &ExecServerTransport,
     bearer_token: Option<&BearerToken>,
 ) -> std::io::Result<Opened> {
