@@ -8,8 +8,8 @@ use exec_protocol::{
     encode_notification, Base64Bytes, Call, CanonicalizeParams, CopyParams, CreateDirectoryParams,
     DirectoryEntry, EnvironmentInfo, EnvironmentInfoParams, GetMetadataParams, InitializeParams,
     Initialized, JoinParams, Metadata, Notify, ParentParams, ReadDirectoryParams, ReadFileParams,
-    ReadParams, ReadResult, RemoveParams, ResizeParams, SignalName, SignalParams, TerminateParams,
-    WriteFileParams, WriteParams, WriteStatus,
+    ReadParams, ReadResult, RemoveParams, ResizeParams, SignalName, SignalParams, StartParams,
+    TerminateParams, WriteFileParams, WriteParams, WriteStatus,
 };
 use tokio::sync::mpsc;
 
@@ -70,7 +70,7 @@ impl ExecServerClient {
         };
         if let Err(err) = handshake.await {
             if matches!(err, ClientError::Timeout { .. }) {
-                connection_lost(&inner, "initialize timed out", false);
+                connection_lost(&inner, "the handshake timed out", false);
             }
             return Err(err);
         }
@@ -134,7 +134,8 @@ impl ExecServerClient {
             // The server started a second process under an id it already had: what
             // belongs to which is lost, so the client cannot follow it.
             Ok(_) if !ours => Err(ClientError::Protocol(format!(
-                "process/start: the server accepted a second process {id}"
+                "{}: the server accepted a second process {id}",
+                StartParams::METHOD
             ))),
             Ok(_) => {
                 if let Some(tracker) = state.processes.get_mut(&id) {

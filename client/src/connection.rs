@@ -218,8 +218,10 @@ pub(crate) async fn wait_until_connected(inner: &Inner) -> Result<(), ClientErro
     }
 }
 
-/// Sends one frame. A send cut off half-way (its caller's deadline passed) may have
-/// left part of a frame on the wire: the connection is dropped as lost.
+/// Sends one frame. A send cut off half-way (its caller's deadline passed, or its
+/// future was dropped) on a byte stream may have left part of a line on the wire: the
+/// connection is dropped as lost. (A websocket keeps a cut-off frame whole in its
+/// buffer and sends it with the next one.)
 pub(crate) async fn send_frame(inner: &Arc<Inner>, message: &str) -> Result<(), ClientError> {
     let writer = inner.writer.lock().await;
     let mut sending = Sending {
@@ -231,12 +233,14 @@ pub(crate) async fn send_frame(inner: &Arc<Inner>, message: &str) -> Result<(), 
         sending.done = true;
         return Err(ClientError::Disconnected);
     };
+    // Only a byte stream can be torn by a cut-off send.
+    sending.done = matches!(frames, FrameWriter::WebSocket(_));
     let result = frames.send_text(message).await;
     sending.done = true;
     result.map_err(|_| ClientError::Disconnected)
 }
 
-/// The writer while a frame goes out; dropped before `done`, it tears the connection down.
+/// The writer while a line goes out; dropped before `done`, it tears the connection down.
 struct Sending<'a> {
     inner: &'a Arc<Inner>,
     writer: tokio::sync::MutexGuard<'a, Option<FrameWriter>>,
@@ -325,5 +329,27 @@ pub(crate) fn close(inner: &Inner, reason: &str) {
     }
     for tracker in processes.values_mut() {
         tracker.fail(DISCONNECTED);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use exec_protocol::TerminateParams;
+
+    use super::*;
+
+    #[test]
+    fn only_reads_add_their_wait_to_the_deadline() {
+        let read = ReadParams {
+            process_id: "p".into(),
+            after_seq: 0,
+            max_bytes: None,
+            wait_ms: 1500,
+        };
+        assert_eq!(long_poll(&read), Duration::from_millis(1500));
+        let terminate = TerminateParams {
+            process_id: "p".into(),
+        };
+        assert_eq!(long_poll(&terminate), Duration::ZERO);
     }
 }

@@ -56,6 +56,6 @@ pub use transport::{ExecServerTransport, StdioChild};
 
 /// The protocol types that appear in this crate's API.
 pub use exec_protocol::{
-    DirectoryEntry, EnvPolicy, EnvironmentInfo, Inherit, Metadata, OutputChunk, ReadResult, Shell,
-    SignalName, Stream, WriteStatus,
+    DirectoryEntry, EnvPolicy, EnvironmentInfo, Inherit, Metadata, Method, OutputChunk, ReadResult,
+    Shell, SignalName, Stream, WriteStatus,
 };

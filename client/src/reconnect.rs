@@ -219,3 +219,25 @@ async fn catch_up(weak: Weak<Inner>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn already_attached_is_the_code_or_a_2026_06_servers_message() {
+        assert!(already_attached(SESSION_ALREADY_ATTACHED, "anything"));
+        assert!(already_attached(
+            INVALID_REQUEST,
+            "session 5f0c is already attached to another connection"
+        ));
+        assert!(!already_attached(
+            INVALID_REQUEST,
+            "unknown session id 5f0c"
+        ));
+        assert!(!already_attached(
+            exec_protocol::code::INTERNAL_ERROR,
+            "session 5f0c is already attached to another connection"
+        ));
+    }
+}
