@@ -115,10 +115,12 @@ pub(crate) struct Deadline {
 }
 
 impl Deadline {
-    /// `limit` from now; `None` (no limit) waits as long as the connection lives.
+    /// `limit` from now; `None` (no limit, or one too far to represent) waits as long as
+    /// the connection lives.
     pub(crate) fn after(limit: Option<Duration>) -> Option<Deadline> {
-        limit.map(|limit| Deadline {
-            at: Instant::now() + limit,
+        let limit = limit?;
+        Some(Deadline {
+            at: Instant::now().checked_add(limit)?,
             limit,
         })
     }
@@ -158,7 +160,7 @@ pub(crate) async fn call<P: Call + 'static>(
     let limit = inner
         .options
         .call_timeout
-        .map(|limit| limit + long_poll(params));
+        .map(|limit| limit.saturating_add(long_poll(params)));
     let deadline = Deadline::after(limit);
     within(deadline, P::METHOD, wait_until_connected(inner)).await?;
     send_call(inner, params, deadline).await
