@@ -52,7 +52,7 @@ pub use events::{ProcessEvent, ProcessHandle};
 pub use options::{ClientOptions, DEFAULT_CALL_TIMEOUT, TOKEN_VAR};
 pub use start::StartRequest;
 pub use token::{BearerToken, TokenError, MAX_TOKEN_BYTES};
-pub use transport::{ExecServerTransport, StdioChild};
+pub use transport::ExecServerTransport;
 
 /// The protocol types that appear in this crate's API.
 pub use exec_protocol::{
