@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::ExecServerTransport;
+use crate::transport::ExecServerTransport;
 
 /// The variable that overrides the file's default: a websocket URL, or `none`.
 pub const URL_OVERRIDE_VAR: &str = "EXEC_SERVER_URL";

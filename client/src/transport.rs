@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
 
-use super::wire::{self, FrameReader, FrameWriter};
-use crate::BearerToken;
+use crate::token::BearerToken;
+use crate::wire::{self, FrameReader, FrameWriter};
 
 /// How long a stdio child gets between SIGTERM and SIGKILL.
-pub const STDIO_CHILD_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const STDIO_CHILD_GRACE: Duration = Duration::from_secs(2);
 
 /// How to reach an exec-server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,17 +58,17 @@ impl ExecServerTransport {
 /// A spawned stdio server. Dropping it terminates the child's process group: SIGTERM,
 /// up to [`STDIO_CHILD_GRACE`], then SIGKILL, and the child is reaped (off-thread, so
 /// the drop itself never blocks).
-pub struct StdioChild {
+pub(crate) struct StdioChild {
     child: Option<std::process::Child>,
 }
 
 impl StdioChild {
-    pub fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(std::process::Child::id)
     }
 
     /// Terminates the child now (idempotent).
-    pub fn terminate(&mut self) {
+    pub(crate) fn terminate(&mut self) {
         if let Some(child) = self.child.take() {
             terminate_child(child);
         }
@@ -108,13 +108,13 @@ fn terminate_child(mut child: std::process::Child) {
 }
 
 /// An open transport: the frame halves and, for a command, the child guard.
-pub struct Opened {
-    pub writer: FrameWriter,
-    pub reader: FrameReader,
-    pub child: Option<StdioChild>,
+pub(crate) struct Opened {
+    pub(crate) writer: FrameWriter,
+    pub(crate) reader: FrameReader,
+    pub(crate) child: Option<StdioChild>,
 }
 
-pub async fn open(
+pub(crate) async fn open(
     transport: &ExecServerTransport,
     bearer_token: Option<&BearerToken>,
 ) -> std::io::Result<Opened> {

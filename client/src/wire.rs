@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::BearerToken;
+use crate::token::BearerToken;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -41,7 +41,7 @@ pub enum Frame {
 /// rustls needs a process-wide crypto provider before the first TLS connection when
 /// more than one backend could be linked; installing ours once makes `wss://` work in
 /// any binary that uses this crate.
-pub fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         // Err means another provider is already installed, which serves as well.

@@ -28,7 +28,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use exec_client::{
     ClientError, ClientOptions, ExecServerClient, ExecServerTransport, ProcessEvent, ProcessHandle,
-    StartRequest,
+    StartRequest, WriteStatus,
 };
 use exec_server_harness::{ExecServer, HarnessError, Session};
 use serde_json::json;
@@ -668,9 +668,9 @@ async fn run_library_client(
                 let len = 1 + rng.below(4096) as usize;
                 let data = rng.bytes(len);
                 match client.write(process.handle.id(), &data).await {
-                    Ok(status) if status == "accepted" => process.expected.extend(data),
+                    Ok(WriteStatus::Accepted) => process.expected.extend(data),
                     Ok(status) => {
-                        return Err(format!("library client {number}: write status {status}"))
+                        return Err(format!("library client {number}: write status {status:?}"))
                     }
                     Err(ClientError::ResponseLost { .. }) => {
                         stats.count(&stats.responses_lost);

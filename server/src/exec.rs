@@ -9,8 +9,8 @@ use std::os::fd::AsFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use exec_client::{
-    ClientError, ClientOptions, ExecServerClient, ExecServerTransport, OutputStream, ProcessEvent,
-    StartRequest,
+    ClientError, ClientOptions, ExecServerClient, ExecServerTransport, ProcessEvent, SignalName,
+    StartRequest, Stream, WriteStatus,
 };
 
 /// What `exec` runs, and where.
@@ -32,6 +32,9 @@ pub async fn run(options: ExecOptions) -> Result<i32, ClientError> {
     let client_options = ClientOptions {
         client_name: "exec-server exec".into(),
         bearer_token: options.bearer_token.clone(),
+        // Interactive: a write waits for as long as the command leaves its stdin full,
+        // which is backpressure, not a fault. A lost server still ends every call.
+        call_timeout: None,
         ..ClientOptions::default()
     };
     let client = ExecServerClient::connect(options.transport.clone(), client_options).await?;
@@ -68,7 +71,7 @@ pub async fn run(options: ExecOptions) -> Result<i32, ClientError> {
     while let Some(event) = process.next_event().await {
         match event {
             ProcessEvent::Output {
-                stream: OutputStream::Stderr,
+                stream: Stream::Stderr,
                 data,
                 ..
             } => {
@@ -115,7 +118,7 @@ async fn forward_stdin(client: ExecServerClient, id: String) {
                 return;
             }
             Ok(n) => match client.write(&id, &buffer[..n]).await {
-                Ok(status) if status == "accepted" => {}
+                Ok(WriteStatus::Accepted) => {}
                 _ => return,
             },
         }
@@ -147,7 +150,7 @@ async fn forward_signals(signals: Signals, client: ExecServerClient, id: String,
     loop {
         tokio::select! {
             _ = interrupt.recv() => {
-                let _ = client.signal(&id, "interrupt").await;
+                let _ = client.signal(&id, SignalName::Interrupt).await;
             }
             _ = resize.recv(), if tty => {
                 if let Some((rows, cols)) = terminal_size() {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use exec_client::{
-    ClientError, ClientOptions, ExecServerClient, ExecServerTransport, OutputStream, ProcessEvent,
-    ProcessHandle, StartRequest,
+    ClientError, ClientOptions, ExecServerClient, ExecServerTransport, ProcessEvent, ProcessHandle,
+    StartRequest, Stream, WriteStatus,
 };
 use exec_server_harness::{wait_for_process_gone, ExecServer, Transport};
 
@@ -59,7 +59,7 @@ fn stdout_of(events: &[ProcessEvent]) -> Vec<u8> {
         .iter()
         .filter_map(|event| match event {
             ProcessEvent::Output {
-                stream: OutputStream::Stdout,
+                stream: Stream::Stdout,
                 data,
                 ..
             } => Some(data.clone()),
@@ -148,11 +148,11 @@ async fn typed_calls_work_over_websocket_and_stdio() -> TestResult {
             .expect("start cat");
         assert_eq!(
             client.write(cat.id(), b"ping ").await.expect("write"),
-            "accepted"
+            WriteStatus::Accepted
         );
         assert_eq!(
             client.close_stdin(cat.id(), b"pong").await.expect("close"),
-            "accepted"
+            WriteStatus::Accepted
         );
         assert_eq!(stdout_of(&all_events(&mut cat).await), b"ping pong");
 
@@ -289,12 +289,12 @@ async fn notifications_out_of_order_are_delivered_in_seq_order() {
         [
             ProcessEvent::Output {
                 seq: 1,
-                stream: OutputStream::Stdout,
+                stream: Stream::Stdout,
                 data: b"a".to_vec()
             },
             ProcessEvent::Output {
                 seq: 2,
-                stream: OutputStream::Stdout,
+                stream: Stream::Stdout,
                 data: b"b".to_vec()
             },
             ProcessEvent::Exited {
@@ -501,9 +501,10 @@ async fn a_duplicate_process_id_is_refused_without_disturbing_the_first() {
         ..StartRequest::new(["sleep", "1000"])
     };
     let mut first = client.start(spec()).await.expect("first start");
+    // The client sends the second start: the refusal is the server's (§6.1).
     let second = client.start(spec()).await;
     assert!(
-        matches!(second, Err(ClientError::Server { code: -32600, .. })),
+        matches!(&second, Err(ClientError::Server { code: -32600, message, .. }) if message == "process p already exists"),
         "{:?}",
         second.err()
     );

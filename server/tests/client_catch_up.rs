@@ -36,8 +36,8 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use exec_client::{
-    ClientOptions, ExecServerClient, ExecServerTransport, OutputStream, ProcessEvent,
-    ProcessHandle, StartRequest,
+    ClientOptions, ExecServerClient, ExecServerTransport, ProcessEvent, ProcessHandle,
+    StartRequest, Stream,
 };
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{json, Value};
@@ -281,7 +281,7 @@ async fn all_events(process: &mut ProcessHandle) -> Vec<ProcessEvent> {
 fn stdout(seq: u64, data: &str) -> ProcessEvent {
     ProcessEvent::Output {
         seq,
-        stream: OutputStream::Stdout,
+        stream: Stream::Stdout,
         data: data.as_bytes().to_vec(),
     }
 }
