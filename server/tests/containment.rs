@@ -15,6 +15,7 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::*;
+use exec_server_harness::protocol::TerminateParams;
 use exec_server_harness::{
     process_alive, wait_for_process_gone, ExecServer, HarnessError, Session, Transport,
 };
@@ -211,10 +212,11 @@ async fn a_setsid_descendant_dies(test: &str, ending: Ending) -> TestResult {
     match ending {
         Ending::Terminate => {
             let result = conn
-                .request("process/terminate", json!({"processId": "escape"}))
-                .result()
+                .call(&TerminateParams {
+                    process_id: "escape".into(),
+                })
                 .await?;
-            assert_eq!(result["running"], true);
+            assert_eq!(result.running, true);
         }
         Ending::SessionExpiry => conn.disconnect().await?,
         Ending::StdioEof => conn.disconnect().await?,
@@ -325,10 +327,11 @@ async fn a_freed_pid_is_never_signalled(test: &str, mode: &[&str]) -> TestResult
         }
     };
     let result = conn
-        .request("process/terminate", json!({"processId": "first"}))
-        .result()
+        .call(&TerminateParams {
+            process_id: "first".into(),
+        })
         .await?;
-    assert_eq!(result["running"], false);
+    assert_eq!(result.running, false);
     assert!(
         stranger.untouched(),
         "terminate of an exited process signalled pid {leader}, now a stranger's"
@@ -390,10 +393,11 @@ async fn the_leader_stays_unreaped_until_its_tree_is_killed(session: &Session) -
     assert!(process_alive(job), "the background job outlives the close");
     assert_eq!(state(leader), Some('Z'), "the leader stays unreaped");
     let result = conn
-        .request("process/terminate", json!({"processId": "daemon"}))
-        .result()
+        .call(&TerminateParams {
+            process_id: "daemon".into(),
+        })
         .await?;
-    assert_eq!(result["running"], false);
+    assert_eq!(result.running, false);
     wait_for_process_gone(job, conn.default_wait()).await?;
     wait_until(
         "the leader is reaped once its tree is killed",

@@ -10,6 +10,7 @@ use cap_fs_ext::DirExt;
 use cap_std::fs::Dir;
 
 use common::*;
+use exec_server_harness::protocol::EnvironmentInfoParams;
 use exec_server_harness::{Connection, ExecServer, HarnessError, RpcFailure, Transport};
 use serde_json::{json, Value};
 
@@ -572,7 +573,7 @@ async fn fs_root_refuses_dot_dot_and_symlink_escapes() -> TestResult {
     symlink("file", root.join("inside/relative-ok"))?;
     for transport in BOTH {
         let conn = ready(transport, &["--fs-root", &p(&root)]).await?;
-        let capabilities = conn.request("environment/info", json!({})).result().await;
+        let capabilities = conn.call(&EnvironmentInfoParams {}).await;
         assert!(capabilities.is_ok());
         let read = |path: String| json!({"path": path});
         let escapes = [
@@ -905,10 +906,7 @@ async fn bystander_still_served(other: &Connection) -> TestResult {
         .result()
         .await?;
     assert_eq!(read["exited"], false, "the other client's process runs on");
-    other
-        .request("environment/info", json!({}))
-        .result()
-        .await?;
+    other.call(&EnvironmentInfoParams {}).await?;
     Ok(())
 }
 

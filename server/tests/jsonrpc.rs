@@ -6,7 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use exec_server_harness::protocol::RequestId;
+use exec_server_harness::protocol::{
+    EnvironmentInfoParams, NotificationMethod, RequestId, TerminateParams,
+};
 use exec_server_harness::{HarnessError, Response, Transport};
 use serde_json::{json, Value};
 
@@ -161,7 +163,7 @@ async fn handshake_ordering_errors() -> TestResult {
         );
 
         conn.notify("initialized", json!({})).await?;
-        conn.request("environment/info", json!({})).result().await?;
+        conn.call(&EnvironmentInfoParams {}).await?;
     }
     Ok(())
 }
@@ -212,7 +214,7 @@ async fn unknown_methods_bad_params_and_stray_messages() -> TestResult {
         // Stray notifications and responses are ignored without closing the connection.
         conn.notify("process/whatever", json!({})).await?;
         conn.send_raw(r#"{"id": 77, "result": {}}"#).await?;
-        conn.request("environment/info", json!({})).result().await?;
+        conn.call(&EnvironmentInfoParams {}).await?;
     }
     Ok(())
 }
@@ -259,7 +261,7 @@ async fn a_long_poll_read_does_not_block_other_requests() -> TestResult {
                 json!({"processId": "cat", "waitMs": 60_000}),
             )
             .await?;
-        conn.request("environment/info", json!({})).result().await?;
+        conn.call(&EnvironmentInfoParams {}).await?;
         // A zero deadline only looks at what has arrived (and is readable) already.
         match conn.response_within(&long_poll, Duration::ZERO).await {
             Err(HarnessError::Timeout { .. }) => {}
@@ -278,9 +280,10 @@ async fn a_long_poll_read_does_not_block_other_requests() -> TestResult {
         let read = conn.response(&long_poll).await?.into_result()?;
         let chunks = read["chunks"].as_array().expect("chunks");
         assert_eq!(unb64(&chunks[0]["chunk"]), b"ping\n", "{read}");
-        conn.request("process/terminate", json!({"processId": "cat"}))
-            .result()
-            .await?;
+        conn.call(&TerminateParams {
+            process_id: "cat".into(),
+        })
+        .await?;
     }
     Ok(())
 }
@@ -302,8 +305,10 @@ async fn five_hundred_pipelined_starts_and_terminates_are_all_answered() -> Test
         let mut terminates = Vec::new();
         for i in 0..COUNT {
             terminates.push(
-                conn.send_request("process/terminate", json!({"processId": format!("p{i}")}))
-                    .await?,
+                conn.send_call(&TerminateParams {
+                    process_id: format!("p{i}"),
+                })
+                .await?,
             );
         }
         for id in &starts {
@@ -322,7 +327,7 @@ async fn five_hundred_pipelined_starts_and_terminates_are_all_answered() -> Test
         conn.wait_for_events_within("every process closed", Duration::from_secs(60), |events| {
             events
                 .iter()
-                .filter(|e| e.method == "process/closed")
+                .filter(|e| e.kind() == Some(NotificationMethod::ProcessClosed))
                 .count()
                 == COUNT
         })

@@ -5,7 +5,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use exec_server_harness::protocol::Stream;
+use exec_server_harness::protocol::{
+    EnvironmentInfoParams, NotificationMethod, SignalName, Stream, TerminateParams,
+};
 use exec_server_harness::{process_alive, wait_for_process_gone, Transport};
 use serde_json::{json, Value};
 
@@ -115,9 +117,10 @@ async fn duplicate_process_ids_are_refused_while_the_entry_exists() -> TestResul
         .await?;
     assert_eq!(error.code, -32600);
     assert_eq!(error.message, "process dup already exists");
-    conn.request("process/terminate", json!({"processId": "dup"}))
-        .result()
-        .await?;
+    conn.call(&TerminateParams {
+        process_id: "dup".into(),
+    })
+    .await?;
     session.read_to_end("dup").await?;
     // Closed but not yet evicted: still refused.
     assert_eq!(
@@ -323,10 +326,11 @@ async fn terminate_kills_the_whole_tree() -> TestResult {
         let pids = start_reporting_pids(&session, "tree", "sleep 1000 & echo $!; echo $$; wait", 2)
             .await?;
         let result = conn
-            .request("process/terminate", json!({"processId": "tree"}))
-            .result()
+            .call(&TerminateParams {
+                process_id: "tree".into(),
+            })
             .await?;
-        assert_eq!(result["running"], true);
+        assert_eq!(result.running, true);
         let output = conn.notified_output("tree").await?;
         assert_eq!(output.exit_code, Some(137), "{transport:?}: 128 + SIGKILL");
         assert_eq!(output.signal.as_deref(), Some("SIGKILL"));
@@ -334,15 +338,17 @@ async fn terminate_kills_the_whole_tree() -> TestResult {
             wait_for_process_gone(pid, server.default_wait()).await?;
         }
         let result = conn
-            .request("process/terminate", json!({"processId": "tree"}))
-            .result()
+            .call(&TerminateParams {
+                process_id: "tree".into(),
+            })
             .await?;
-        assert_eq!(result["running"], false, "already exited");
+        assert_eq!(result.running, false, "already exited");
         let result = conn
-            .request("process/terminate", json!({"processId": "never"}))
-            .result()
+            .call(&TerminateParams {
+                process_id: "never".into(),
+            })
             .await?;
-        assert_eq!(result["running"], false, "unknown id is not an error");
+        assert_eq!(result.running, false, "unknown id is not an error");
     }
     Ok(())
 }
@@ -353,19 +359,15 @@ async fn signals_reach_the_process_group() -> TestResult {
     let conn = server.connect().await?;
     let session = conn.initialize(CLIENT).await?;
     for (signal, number, name) in [
-        ("interrupt", 2, "SIGINT"),
-        ("terminate", 15, "SIGTERM"),
-        ("hangup", 1, "SIGHUP"),
-        ("kill", 9, "SIGKILL"),
+        (SignalName::Interrupt, 2, "SIGINT"),
+        (SignalName::Terminate, 15, "SIGTERM"),
+        (SignalName::Hangup, 1, "SIGHUP"),
+        (SignalName::Kill, 9, "SIGKILL"),
     ] {
-        session.start_with(spec(signal, ["sleep", "1000"])).await?;
-        conn.request(
-            "process/signal",
-            json!({"processId": signal, "signal": signal}),
-        )
-        .result()
-        .await?;
-        let output = conn.notified_output(signal).await?;
+        let id = signal.as_str();
+        session.start_with(spec(id, ["sleep", "1000"])).await?;
+        session.signal(id, signal).await?;
+        let output = conn.notified_output(id).await?;
         assert_eq!(output.exit_code, Some(128 + number), "{signal}");
         assert_eq!(output.signal.as_deref(), Some(name));
     }
@@ -582,7 +584,7 @@ async fn five_mib_byte_exact_through_notifications_and_read() -> TestResult {
             whole == expected,
             "{transport:?}: single large read differs"
         );
-        conn.request("environment/info", json!({})).result().await?;
+        conn.call(&EnvironmentInfoParams {}).await?;
     }
     Ok(())
 }
@@ -639,12 +641,14 @@ async fn output_is_coalesced_into_chunks_of_at_most_64_kib() -> TestResult {
         .await?;
     let events = conn
         .wait_for_events("closed", |events| {
-            events.iter().any(|e| e.method == "process/closed")
+            events
+                .iter()
+                .any(|e| e.kind() == Some(NotificationMethod::ProcessClosed))
         })
         .await?;
     let sizes: Vec<usize> = events
         .iter()
-        .filter(|e| e.method == "process/output")
+        .filter(|e| e.kind() == Some(NotificationMethod::ProcessOutput))
         .map(|e| e.chunk().expect("base64 chunk").len())
         .collect();
     assert_eq!(sizes.iter().sum::<usize>(), 4 * 1024 * 1024);
@@ -704,9 +708,10 @@ async fn a_client_that_stops_reading_backpressures_the_child_not_server_memory()
         stalled < 512 * 1024 * 1024,
         "the child was stopped early, at {stalled} bytes"
     );
-    conn.request("process/terminate", json!({"processId": "flood"}))
-        .result()
-        .await?;
+    conn.call(&TerminateParams {
+        process_id: "flood".into(),
+    })
+    .await?;
     Ok(())
 }
 
@@ -720,9 +725,10 @@ async fn a_background_job_that_closed_its_output_dies_with_terminate_and_with_th
     let first = start_reporting_pids(&session, "first", daemon, 1).await?[0];
     session.read_to_end("first").await?;
     assert!(process_alive(first), "outlives its parent's close");
-    conn.request("process/terminate", json!({"processId": "first"}))
-        .result()
-        .await?;
+    conn.call(&TerminateParams {
+        process_id: "first".into(),
+    })
+    .await?;
     wait_for_process_gone(first, server.default_wait()).await?;
 
     let second = start_reporting_pids(&session, "second", daemon, 1).await?[0];

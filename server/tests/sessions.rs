@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use exec_server_harness::protocol::WriteStatus;
+use exec_server_harness::protocol::{EnvironmentInfoParams, WriteStatus};
 use exec_server_harness::{
     process_alive, wait_for_process_gone, ExecServer, HarnessError, Session, Transport,
 };
@@ -169,10 +169,7 @@ async fn resuming_an_attached_session_is_refused() -> TestResult {
             session.id()
         )
     );
-    first
-        .request("environment/info", json!({}))
-        .result()
-        .await?;
+    first.call(&EnvironmentInfoParams {}).await?;
     Ok(())
 }
 
