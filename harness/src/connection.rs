@@ -45,7 +45,15 @@ impl ExecServer {
     /// # }
     /// ```
     pub async fn connect(&self) -> Result<Connection> {
-        let (writer, reader) = open(self).await?;
+        let (writer, reader) = open(self).await.map_err(|err| {
+            err.with_report(|| {
+                Report::new(
+                    None,
+                    self.process.stderr_tail(),
+                    format!("{:?}, connecting", self.transport()),
+                )
+            })
+        })?;
         let connection = Connection {
             inner: Arc::new(Inner {
                 server: self.clone(),
@@ -124,11 +132,11 @@ impl Drop for Inner {
 
 impl Inner {
     fn report(&self) -> Report {
-        Report {
-            trace: Some(Arc::clone(&self.trace)),
-            stderr: self.server.process.stderr_tail(),
-            label: format!("{:?}", self.server.transport()),
-        }
+        Report::new(
+            Some(Arc::clone(&self.trace)),
+            self.server.process.stderr_tail(),
+            format!("{:?}", self.server.transport()),
+        )
     }
 }
 

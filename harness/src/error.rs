@@ -17,31 +17,46 @@ pub type RpcFailure = ErrorObject;
 /// stderr tail, rendered when the error is printed with `{:?}` (so it shows what
 /// happened up to the moment the test reports the failure).
 #[derive(Clone, Default)]
-pub struct Report {
-    pub(crate) trace: Option<Arc<Trace>>,
-    pub(crate) stderr: Option<Arc<Tail>>,
-    pub(crate) label: String,
+pub struct Report(Option<Arc<ReportParts>>);
+
+struct ReportParts {
+    trace: Option<Arc<Trace>>,
+    stderr: Option<Arc<Tail>>,
+    label: String,
 }
 
 impl Report {
+    /// A report of this trace (none before a connection exists) and stderr tail (none
+    /// in-process), labelled with the transport.
+    pub(crate) fn new(trace: Option<Arc<Trace>>, stderr: Option<Arc<Tail>>, label: String) -> Self {
+        Report(Some(Arc::new(ReportParts {
+            trace,
+            stderr,
+            label,
+        })))
+    }
+
     /// True when there is nothing to show.
     pub fn is_empty(&self) -> bool {
-        self.trace.is_none() && self.stderr.is_none()
+        self.0.is_none()
     }
 
     /// The report as printed: wire trace, then the stderr tail.
     pub fn render(&self) -> String {
-        let trace = self
+        let Some(parts) = &self.0 else {
+            return String::new();
+        };
+        let trace = parts
             .trace
             .as_ref()
             .map_or_else(|| "(no connection)\n".to_owned(), |trace| trace.render());
-        let stderr = self.stderr.as_ref().map_or_else(
+        let stderr = parts.stderr.as_ref().map_or_else(
             || "(in-process server: its logs go to this test's own output)\n".to_owned(),
             |tail| tail.text(),
         );
         format!(
             "==== exec-server harness: wire trace ({}) ====\n{trace}==== exec-server stderr (tail) ====\n{stderr}==== end ====",
-            self.label
+            parts.label
         )
     }
 }

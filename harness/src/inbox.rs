@@ -17,7 +17,8 @@ pub(crate) struct Inbox {
     /// Frames that were not messages a server may send (a protocol violation).
     pub invalid: Vec<String>,
     pub disconnected: bool,
-    /// Method names of requests sent through the harness, for error messages.
+    /// Method names of requests sent through the harness and not answered yet, for
+    /// error messages.
     pub sent: HashMap<RequestId, String>,
 }
 
@@ -45,7 +46,7 @@ impl Inbox {
         error: Option<exec_protocol::ErrorObject>,
         raw: String,
     ) {
-        let method = id.as_ref().and_then(|id| self.sent.get(id).cloned());
+        let method = id.as_ref().and_then(|id| self.sent.remove(id));
         let response = Response {
             id: id.clone(),
             method,

@@ -216,7 +216,7 @@ async fn a_setsid_descendant_dies(test: &str, ending: Ending) -> TestResult {
                     process_id: "escape".into(),
                 })
                 .await?;
-            assert_eq!(result.running, true);
+            assert!(result.running);
         }
         Ending::SessionExpiry => conn.disconnect().await?,
         Ending::StdioEof => conn.disconnect().await?,
@@ -331,7 +331,7 @@ async fn a_freed_pid_is_never_signalled(test: &str, mode: &[&str]) -> TestResult
             process_id: "first".into(),
         })
         .await?;
-    assert_eq!(result.running, false);
+    assert!(!result.running);
     assert!(
         stranger.untouched(),
         "terminate of an exited process signalled pid {leader}, now a stranger's"
@@ -397,7 +397,7 @@ async fn the_leader_stays_unreaped_until_its_tree_is_killed(session: &Session) -
             process_id: "daemon".into(),
         })
         .await?;
-    assert_eq!(result.running, false);
+    assert!(!result.running);
     wait_for_process_gone(job, conn.default_wait()).await?;
     wait_until(
         "the leader is reaped once its tree is killed",

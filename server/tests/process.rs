@@ -330,7 +330,7 @@ async fn terminate_kills_the_whole_tree() -> TestResult {
                 process_id: "tree".into(),
             })
             .await?;
-        assert_eq!(result.running, true);
+        assert!(result.running);
         let output = conn.notified_output("tree").await?;
         assert_eq!(output.exit_code, Some(137), "{transport:?}: 128 + SIGKILL");
         assert_eq!(output.signal.as_deref(), Some("SIGKILL"));
@@ -342,13 +342,13 @@ async fn terminate_kills_the_whole_tree() -> TestResult {
                 process_id: "tree".into(),
             })
             .await?;
-        assert_eq!(result.running, false, "already exited");
+        assert!(!result.running, "already exited");
         let result = conn
             .call(&TerminateParams {
                 process_id: "never".into(),
             })
             .await?;
-        assert_eq!(result.running, false, "unknown id is not an error");
+        assert!(!result.running, "unknown id is not an error");
     }
     Ok(())
 }
