@@ -10,7 +10,7 @@ use cap_fs_ext::DirExt;
 use cap_std::fs::Dir;
 
 use common::*;
-use exec_server_harness::protocol::EnvironmentInfoParams;
+use exec_server_harness::protocol::{EnvironmentInfoParams, ReadFileParams, WriteFileParams};
 use exec_server_harness::{Connection, ExecServer, HarnessError, RpcFailure, Transport};
 use serde_json::{json, Value};
 
@@ -38,6 +38,23 @@ async fn failure(
     conn.request(method, params).error().await
 }
 
+/// Typed `fs/writeFile` params.
+fn write_file(path: &Path, data: &[u8]) -> WriteFileParams {
+    WriteFileParams {
+        path: path.into(),
+        data_base64: data.to_vec().into(),
+        sandbox: None,
+    }
+}
+
+/// Typed `fs/readFile` params.
+fn read_file(path: &Path) -> ReadFileParams {
+    ReadFileParams {
+        path: path.into(),
+        sandbox: None,
+    }
+}
+
 #[tokio::test]
 async fn write_then_read_round_trips_every_byte_value() -> TestResult {
     for transport in BOTH {
@@ -45,34 +62,19 @@ async fn write_then_read_round_trips_every_byte_value() -> TestResult {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("bytes.bin");
         let data: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
-        conn.request(
-            "fs/writeFile",
-            json!({"path": p(&file), "dataBase64": b64(&data)}),
-        )
-        .result()
-        .await?;
+        conn.call(&write_file(&file, &data)).await?;
         assert_eq!(
             std::fs::read(&file)?,
             data,
             "{transport:?}: written exactly"
         );
-        let read = conn
-            .request("fs/readFile", json!({"path": p(&file)}))
-            .result()
-            .await?;
-        assert_eq!(unb64(&read["dataBase64"]), data, "{transport:?}");
+        let read = conn.call(&read_file(&file)).await?;
+        assert_eq!(read.data_base64.0, data, "{transport:?}");
         // Truncates an existing file.
-        conn.request(
-            "fs/writeFile",
-            json!({"path": p(&file), "dataBase64": b64(b"short")}),
-        )
-        .result()
-        .await?;
+        conn.call(&write_file(&file, b"short")).await?;
         assert_eq!(std::fs::read(&file)?, b"short");
         let empty = dir.path().join("empty");
-        conn.request("fs/writeFile", json!({"path": p(&empty), "dataBase64": ""}))
-            .result()
-            .await?;
+        conn.call(&write_file(&empty, b"")).await?;
         let read = conn
             .request("fs/readFile", json!({"path": p(&empty)}))
             .result()
@@ -91,11 +93,8 @@ async fn a_large_file_reads_back_exactly() -> TestResult {
     // The 9 MB reply travels as 1 MiB websocket fragments, reassembled by the client.
     let data: Vec<u8> = (0..7_000_001u32).map(|i| (i * 31 % 251) as u8).collect();
     std::fs::write(&file, &data)?;
-    let read = conn
-        .request("fs/readFile", json!({"path": p(&file)}))
-        .result()
-        .await?;
-    assert!(unb64(&read["dataBase64"]) == data, "byte-exact");
+    let read = conn.call(&read_file(&file)).await?;
+    assert!(read.data_base64.0 == data, "byte-exact");
     Ok(())
 }
 
