@@ -11,7 +11,7 @@ use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 
 use crate::error::{HarnessError, Result};
 use crate::trace::Tail;
-use exec_client::wire::{self, ByteReader, ByteWriter, FrameReader, FrameWriter};
+use exec_client::wire::{ByteReader, ByteWriter};
 
 /// Which transport the server is started on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,11 +274,4 @@ pub(crate) fn stop(running: &mut Running, grace: Duration) {
         }
         Running::Child { child, .. } => exec_client::teardown::terminate_group(child, grace),
     }
-}
-
-pub(crate) async fn connect(
-    url: &str,
-    token: Option<&exec_client::BearerToken>,
-) -> Result<(FrameWriter, FrameReader)> {
-    Ok(wire::connect_websocket(url, token).await?)
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::error::{HarnessError, Result};
+use crate::error::{HarnessError, Report, Result};
 
 /// True while `pid` exists and is not a zombie (a zombie has already died).
 ///
@@ -21,7 +21,8 @@ pub fn process_alive(pid: i32) -> bool {
     }
 }
 
-/// Waits until `pid` is gone, or fails after `within`.
+/// Waits until `pid` is gone, or fails after the logical `within` × the time scale of
+/// `EXEC_HARNESS_TIME_SCALE` (a free function knows no builder).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -35,6 +36,7 @@ pub fn process_alive(pid: i32) -> bool {
 /// # }
 /// ```
 pub async fn wait_for_process_gone(pid: i32, within: Duration) -> Result<()> {
+    let within = within.mul_f64(crate::wait::time_scale_from_env());
     let poll = async {
         while process_alive(pid) {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -46,5 +48,6 @@ pub async fn wait_for_process_gone(pid: i32, within: Duration) -> Result<()> {
             expected: format!("process {pid} to be gone"),
             waited: within,
             arrived: "it is still running".into(),
+            report: Report::default(),
         })
 }

@@ -1,186 +1,106 @@
-//! A handshaken session and typed helpers for processes: start, write, signal, and
-//! read to the end with `process/read`.
+//! [`Session`]: a handshaken session on a [`Connection`] (`initialize` + `initialized`,
+//! or a resume), with typed process calls.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use serde_json::{Map, Value, json};
-use tokio::time::Instant;
+use exec_protocol::{
+    Base64Bytes, InitializeParams, InitializeResult, Method, NotificationMethod, ReadParams,
+    ReadResult, SignalName, SignalParams, TerminateParams, WriteParams, WriteStatus, code,
+};
+use serde_json::{Value, json};
 
+use crate::connection::Connection;
 use crate::error::{HarnessError, Result};
-use crate::server::ExecServer;
+use crate::process::{ProcessId, ProcessOutput, ProcessSpec};
 
-/// A process id chosen by the harness (or by you, with [`ProcessSpec::id`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ProcessId(pub String);
-
-impl AsRef<str> for ProcessId {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for ProcessId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Everything a process wrote, by stream, and how it ended.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProcessOutput {
-    /// Bytes of the `stdout` stream.
-    pub stdout: Vec<u8>,
-    /// Bytes of the `stderr` stream.
-    pub stderr: Vec<u8>,
-    /// Bytes of the `pty` stream (processes started with `tty`).
-    pub pty: Vec<u8>,
-    /// The exit code (128 + N for a signal), once known.
-    pub exit_code: Option<i32>,
-}
-
-impl ProcessOutput {
-    /// `stdout` as (lossy) UTF-8.
-    pub fn stdout_text(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
+impl Connection {
+    /// `initialize` + `initialized`: returns the new session.
+    pub async fn initialize(&self, client_name: &str) -> Result<Session> {
+        self.handshake(client_name, None).await
     }
 
-    /// `stderr` as (lossy) UTF-8.
-    pub fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr).into_owned()
+    /// Resumes a detached session by id (`initialize {resumeSessionId}` + `initialized`).
+    pub async fn resume(&self, client_name: &str, session_id: &str) -> Result<Session> {
+        self.handshake(client_name, Some(session_id)).await
     }
-}
 
-/// How to start a process: argv plus options. Defaults: a harness-chosen id, the
-/// test's current directory, `envPolicy {inherit: "core"}` (PATH, HOME, … from the
-/// server), no tty, no stdin.
-///
-/// ```
-/// use exec_server_harness::ProcessSpec;
-/// let spec = ProcessSpec::new(["cat"]).id("cat-1").pipe_stdin(true).env("LANG", "C");
-/// # let _ = spec;
-/// ```
-#[derive(Debug, Clone)]
-pub struct ProcessSpec {
-    id: Option<String>,
-    params: Map<String, Value>,
-    env: BTreeMap<String, String>,
-}
-
-impl ProcessSpec {
-    /// A spec for `argv` with the defaults above.
-    pub fn new<I, S>(argv: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        let argv: Vec<String> = argv.into_iter().map(Into::into).collect();
-        let cwd = std::env::current_dir()
-            .map(|dir| dir.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| "/".to_owned());
-        let mut params = Map::new();
-        params.insert("argv".into(), json!(argv));
-        params.insert("cwd".into(), json!(cwd));
-        params.insert("envPolicy".into(), json!({"inherit": "core"}));
-        Self {
-            id: None,
-            params,
-            env: BTreeMap::new(),
+    /// Resumes `session_id`, retrying while the server still reports it attached (the
+    /// end of the previous connection — a reset, a silent peer — is noticed
+    /// asynchronously). Fails after the default deadline. "Attached" is code -32010,
+    /// or -32600 with "already attached" in the message (2026-06 servers).
+    pub async fn resume_when_detached(
+        &self,
+        client_name: &str,
+        session_id: &str,
+    ) -> Result<Session> {
+        let deadline = tokio::time::Instant::now() + self.default_wait();
+        loop {
+            match self.resume(client_name, session_id).await {
+                Err(HarnessError::Rpc { failure, .. })
+                    if (failure.code == code::SESSION_ALREADY_ATTACHED
+                        || failure.message.contains("already attached"))
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
         }
     }
 
-    /// Uses this `processId` instead of a generated one.
-    pub fn id(mut self, id: impl Into<String>) -> Self {
-        self.id = Some(id.into());
-        self
-    }
-
-    /// The working directory (absolute).
-    pub fn cwd(mut self, cwd: impl Into<String>) -> Self {
-        self.params.insert("cwd".into(), json!(cwd.into()));
-        self
-    }
-
-    /// One variable of `env` (overlaid last on the policy's environment).
-    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.env.insert(key.into(), value.into());
-        self
-    }
-
-    /// Replaces `envPolicy`; `None` makes the child's environment exactly `env`.
-    pub fn env_policy(mut self, policy: Option<Value>) -> Self {
-        match policy {
-            Some(policy) => self.params.insert("envPolicy".into(), policy),
-            None => self.params.remove("envPolicy"),
+    async fn handshake(&self, client_name: &str, resume: Option<&str>) -> Result<Session> {
+        let params = InitializeParams {
+            client_name: client_name.to_owned(),
+            resume_session_id: resume.map(str::to_owned),
         };
-        self
-    }
-
-    /// Runs the process on a PTY (24×80); output arrives on the `pty` stream.
-    pub fn tty(mut self, tty: bool) -> Self {
-        self.params.insert("tty".into(), json!(tty));
-        self
-    }
-
-    /// Gives the process a writable stdin pipe.
-    pub fn pipe_stdin(mut self, pipe_stdin: bool) -> Self {
-        self.params.insert("pipeStdin".into(), json!(pipe_stdin));
-        self
-    }
-
-    /// Overrides `argv[0]` as the process sees it.
-    pub fn arg0(mut self, arg0: impl Into<String>) -> Self {
-        self.params.insert("arg0".into(), json!(arg0.into()));
-        self
-    }
-
-    /// Any other param, as raw JSON.
-    pub fn param(mut self, key: impl Into<String>, value: Value) -> Self {
-        self.params.insert(key.into(), value);
-        self
-    }
-
-    fn into_params(self, process_id: &str) -> Value {
-        let mut params = self.params;
-        params.insert("processId".into(), json!(process_id));
-        params.insert("env".into(), json!(self.env));
-        Value::Object(params)
+        let id = self.send_call(&params).await?;
+        let raw = self.response(&id).await?.into_result()?;
+        let result: InitializeResult =
+            serde_json::from_value(raw.clone()).map_err(|err| HarnessError::Protocol {
+                message: format!(
+                    "{} result does not decode: {err}: {raw}",
+                    Method::Initialize
+                ),
+                report: self.report(),
+            })?;
+        self.notify(NotificationMethod::Initialized, json!({}))
+            .await?;
+        Ok(Session {
+            connection: self.clone(),
+            result,
+            raw,
+        })
     }
 }
 
-/// A session on an [`ExecServer`] connection, after `initialize` and `initialized`.
+/// A session on a [`Connection`], after `initialize` and `initialized`.
 #[derive(Clone)]
 pub struct Session {
-    server: ExecServer,
-    id: String,
-    initialize_result: Value,
+    connection: Connection,
+    result: InitializeResult,
+    raw: Value,
 }
 
 impl Session {
-    pub(crate) fn new(server: ExecServer, id: String, initialize_result: Value) -> Self {
-        Self {
-            server,
-            id,
-            initialize_result,
-        }
-    }
-
     /// The server-assigned session id.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.result.session_id
     }
 
-    /// The whole `initialize` result (`serverInfo`, `capabilities`, …).
-    pub fn initialize_result(&self) -> &Value {
-        &self.initialize_result
+    /// The `initialize` result, typed (`serverInfo`, `capabilities`).
+    pub fn initialize_result(&self) -> &InitializeResult {
+        &self.result
     }
 
-    /// The server this session lives on.
-    pub fn server(&self) -> &ExecServer {
-        &self.server
+    /// The `initialize` result as received (to probe members the types do not know).
+    pub fn initialize_json(&self) -> &Value {
+        &self.raw
+    }
+
+    /// The connection this session is attached through.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
     }
 
     /// Starts `argv` with the [`ProcessSpec`] defaults.
@@ -199,7 +119,7 @@ impl Session {
     /// # async fn main() -> Result<(), exec_server_harness::HarnessError> {
     /// use exec_server_harness::{exec_server, ProcessSpec};
     /// let server = exec_server().await?;
-    /// let session = server.initialize("doc").await?;
+    /// let session = server.connect().await?.initialize("doc").await?;
     /// let pid = session.start_with(ProcessSpec::new(["cat"]).pipe_stdin(true)).await?;
     /// session.write(&pid, b"ping").await?;
     /// session.close_stdin(&pid).await?;
@@ -208,156 +128,114 @@ impl Session {
     /// # }
     /// ```
     pub async fn start_with(&self, spec: ProcessSpec) -> Result<ProcessId> {
-        let id = spec.id.clone().unwrap_or_else(|| {
-            format!(
-                "proc-{}",
-                self.server
-                    .inner
-                    .next_process
-                    .fetch_add(1, Ordering::Relaxed)
-            )
+        let id = spec.chosen_id().map(str::to_owned).unwrap_or_else(|| {
+            let n = self
+                .connection
+                .inner
+                .next_process
+                .fetch_add(1, Ordering::Relaxed);
+            format!("proc-{n}")
         });
-        self.server
-            .call("process/start", spec.into_params(&id))
-            .await?;
+        self.connection.call(&spec.into_params(id.clone())).await?;
         Ok(ProcessId(id))
     }
 
-    /// Writes to stdin; returns the status (`accepted`, `stdinClosed`, …).
-    pub async fn write(&self, process_id: impl AsRef<str>, data: &[u8]) -> Result<String> {
+    /// Writes to stdin; fails unless the server answers `accepted`.
+    pub async fn write(&self, process_id: impl AsRef<str>, data: &[u8]) -> Result<()> {
+        let process_id = process_id.as_ref();
+        let status = self.write_status(process_id, data).await?;
+        self.accepted(process_id, status)
+    }
+
+    /// Writes to stdin and returns the status as the server sent it.
+    pub async fn write_status(
+        &self,
+        process_id: impl AsRef<str>,
+        data: &[u8],
+    ) -> Result<WriteStatus> {
         self.write_params(process_id.as_ref(), data, false).await
     }
 
-    /// Closes stdin (the child sees EOF).
-    pub async fn close_stdin(&self, process_id: impl AsRef<str>) -> Result<String> {
-        self.write_params(process_id.as_ref(), b"", true).await
+    /// Closes stdin (the child sees EOF); fails unless the server answers `accepted`.
+    pub async fn close_stdin(&self, process_id: impl AsRef<str>) -> Result<()> {
+        let process_id = process_id.as_ref();
+        let status = self.write_params(process_id, b"", true).await?;
+        self.accepted(process_id, status)
     }
 
-    async fn write_params(&self, process_id: &str, data: &[u8], close: bool) -> Result<String> {
-        let params =
-            json!({"processId": process_id, "chunk": BASE64.encode(data), "closeStdin": close});
-        let result = self.server.call("process/write", params).await?;
-        Ok(result["status"].as_str().unwrap_or_default().to_owned())
+    fn accepted(&self, process_id: &str, status: WriteStatus) -> Result<()> {
+        match status {
+            WriteStatus::Accepted => Ok(()),
+            other => Err(HarnessError::Protocol {
+                message: format!(
+                    "{} to {process_id} was not accepted: {other:?}",
+                    Method::ProcessWrite
+                ),
+                report: self.connection.report(),
+            }),
+        }
+    }
+
+    async fn write_params(
+        &self,
+        process_id: &str,
+        data: &[u8],
+        close: bool,
+    ) -> Result<WriteStatus> {
+        let params = WriteParams {
+            process_id: process_id.to_owned(),
+            chunk: Base64Bytes(data.to_vec()),
+            close_stdin: close,
+        };
+        Ok(self.connection.call(&params).await?.status)
     }
 
     /// `process/terminate`; returns whether it was still running.
     pub async fn terminate(&self, process_id: impl AsRef<str>) -> Result<bool> {
-        let result = self
-            .server
-            .call(
-                "process/terminate",
-                json!({"processId": process_id.as_ref()}),
-            )
-            .await?;
-        Ok(result["running"].as_bool().unwrap_or(false))
+        let params = TerminateParams {
+            process_id: process_id.as_ref().to_owned(),
+        };
+        Ok(self.connection.call(&params).await?.running)
     }
 
-    /// `process/signal` with a signal name (`interrupt`, `terminate`, …).
-    pub async fn signal(&self, process_id: impl AsRef<str>, signal: &str) -> Result<()> {
-        let params = json!({"processId": process_id.as_ref(), "signal": signal});
-        self.server.call("process/signal", params).await.map(drop)
+    /// `process/signal`.
+    pub async fn signal(&self, process_id: impl AsRef<str>, signal: SignalName) -> Result<()> {
+        let params = SignalParams {
+            process_id: process_id.as_ref().to_owned(),
+            signal,
+        };
+        self.connection.call(&params).await.map(drop)
     }
 
-    /// One `process/read` call; returns the raw result.
+    /// One `process/read` call.
     pub async fn read(
         &self,
         process_id: impl AsRef<str>,
         after_seq: u64,
         wait_ms: u64,
-    ) -> Result<Value> {
-        let params =
-            json!({"processId": process_id.as_ref(), "afterSeq": after_seq, "waitMs": wait_ms});
-        self.server.call("process/read", params).await
+    ) -> Result<ReadResult> {
+        let params = ReadParams {
+            process_id: process_id.as_ref().to_owned(),
+            after_seq,
+            max_bytes: None,
+            wait_ms,
+        };
+        self.connection.call(&params).await
     }
 
     /// Reads with `process/read` until the process is closed, within the default deadline.
     pub async fn read_to_end(&self, process_id: impl AsRef<str>) -> Result<ProcessOutput> {
-        read_to_end(
-            &self.server,
-            process_id.as_ref(),
-            self.server.default_wait(),
-        )
-        .await
+        self.connection.read_process_to_end(process_id).await
     }
 
-    /// Like [`read_to_end`](Self::read_to_end) with an explicit deadline.
+    /// Like [`read_to_end`](Self::read_to_end) with a logical deadline (× the time scale).
     pub async fn read_to_end_within(
         &self,
         process_id: impl AsRef<str>,
         within: Duration,
     ) -> Result<ProcessOutput> {
-        read_to_end(&self.server, process_id.as_ref(), within).await
-    }
-}
-
-/// Pull-reads every retained chunk until `closed`. Fails if retention dropped output
-/// the reader had not seen, since the result would not be the whole output.
-pub(crate) async fn read_to_end(
-    server: &ExecServer,
-    process_id: &str,
-    within: Duration,
-) -> Result<ProcessOutput> {
-    let deadline = Instant::now() + within;
-    let mut output = ProcessOutput::default();
-    let mut after_seq = 0u64;
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(HarnessError::Timeout {
-                expected: format!("process {process_id} to close"),
-                waited: within,
-                arrived: format!(
-                    "{} stdout, {} stderr, {} pty bytes; exit code {:?}",
-                    output.stdout.len(),
-                    output.stderr.len(),
-                    output.pty.len(),
-                    output.exit_code
-                ),
-            });
-        }
-        let wait_ms = remaining.as_millis().min(1_000) as u64;
-        let params = json!({"processId": process_id, "afterSeq": after_seq, "waitMs": wait_ms});
-        let result = server.call("process/read", params).await?;
-        if let Some(first_retained) = result.get("firstRetainedSeq").and_then(Value::as_u64)
-            && after_seq + 1 < first_retained
-        {
-            return Err(HarnessError::Protocol(format!(
-                "output of {process_id} was lost: seqs {}..{first_retained} are no longer retained",
-                after_seq + 1
-            )));
-        }
-        let chunks = result
-            .get("chunks")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for chunk in &chunks {
-            let data = chunk
-                .get("chunk")
-                .and_then(Value::as_str)
-                .and_then(|text| BASE64.decode(text).ok())
-                .ok_or_else(|| {
-                    HarnessError::Protocol(format!("bad chunk in process/read: {chunk}"))
-                })?;
-            match chunk.get("stream").and_then(Value::as_str) {
-                Some("stdout") => output.stdout.extend(data),
-                Some("stderr") => output.stderr.extend(data),
-                Some("pty") => output.pty.extend(data),
-                other => return Err(HarnessError::Protocol(format!("unknown stream {other:?}"))),
-            }
-        }
-        if let Some(code) = result.get("exitCode").and_then(Value::as_i64) {
-            output.exit_code = i32::try_from(code).ok();
-        }
-        let next_seq = result
-            .get("nextSeq")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| {
-                HarnessError::Protocol(format!("process/read without nextSeq: {result}"))
-            })?;
-        after_seq = next_seq.saturating_sub(1);
-        if chunks.is_empty() && result.get("closed") == Some(&Value::Bool(true)) {
-            return Ok(output);
-        }
+        self.connection
+            .read_process_to_end_within(process_id, within)
+            .await
     }
 }

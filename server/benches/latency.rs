@@ -17,7 +17,7 @@ async fn main() -> Result<(), HarnessError> {
             .binary(env!("CARGO_BIN_EXE_exec-server"))
             .start()
             .await?;
-        let session = server.initialize("latency-bench").await?;
+        let session = server.connect().await?.initialize("latency-bench").await?;
         let latency = spawn_to_exited(&session).await?;
         let throughput = zero_throughput(&session).await?;
         println!(
@@ -39,14 +39,14 @@ fn spec(id: &str, argv: &[&str]) -> ProcessSpec {
 }
 
 async fn spawn_to_exited(session: &Session) -> Result<(f64, f64), HarnessError> {
-    let server = session.server();
+    let connection = session.connection();
     let mut samples = Vec::with_capacity(LATENCY_RUNS);
     for run in 0..LATENCY_RUNS {
         let id = format!("true-{run}");
         let started = Instant::now();
         session.start_with(spec(&id, &["/bin/true"])).await?;
         // Also discards what earlier runs left buffered (their process/closed).
-        server.skip_until(|e| e.is_exited(&id)).await?;
+        connection.skip_until(|e| e.is_exited(&id)).await?;
         samples.push(started.elapsed());
     }
     samples.sort();
@@ -58,7 +58,7 @@ async fn spawn_to_exited(session: &Session) -> Result<(f64, f64), HarnessError> 
 }
 
 async fn zero_throughput(session: &Session) -> Result<f64, HarnessError> {
-    let server = session.server();
+    let connection = session.connection();
     let deadline = Instant::now() + Duration::from_secs(120);
     let started = Instant::now();
     let size = THROUGHPUT_BYTES.to_string();
@@ -69,7 +69,7 @@ async fn zero_throughput(session: &Session) -> Result<f64, HarnessError> {
     let mut received = 0u64;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let event = server
+        let event = connection
             .expect_event(|e| e.process_id() == Some("zeros"))
             .within(remaining)
             .await?;

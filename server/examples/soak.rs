@@ -24,13 +24,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
 use exec_client::{
     ClientError, ClientOptions, ExecServerClient, ExecServerTransport, ProcessEvent, ProcessHandle,
     StartRequest, WriteStatus,
 };
-use exec_server_harness::{ExecServer, HarnessError, Session};
+use exec_server_harness::{Connection, ExecServer, HarnessError, Session};
 use serde_json::json;
 
 const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -175,7 +173,7 @@ struct ModelProcess {
 
 struct RawClient {
     number: usize,
-    connection: ExecServer,
+    connection: Connection,
     session: Session,
     attached: bool,
     processes: Vec<ModelProcess>,
@@ -197,7 +195,7 @@ impl RawClient {
         shared: Arc<Shared>,
         seed: u64,
     ) -> Outcome<Self> {
-        let connection = server.new_connection().await.map_err(harness("connect"))?;
+        let connection = server.connect().await.map_err(harness("connect"))?;
         let session = connection
             .initialize(&format!("soak-{number}"))
             .await
@@ -282,7 +280,8 @@ impl RawClient {
             "pipeStdin": kind == Kind::Echo,
         });
         self.connection
-            .call("process/start", params)
+            .request("process/start", params)
+            .result()
             .await
             .map_err(harness("process/start"))?;
         self.stats().count(&self.stats().starts);
@@ -306,29 +305,22 @@ impl RawClient {
             .await
             .map_err(harness("process/read"))?;
         self.shared.stats.count(&self.shared.stats.reads);
-        let first_retained = read["firstRetainedSeq"].as_u64().unwrap_or(1);
+        let first_retained = read.first_retained_seq.unwrap_or(1);
         if process.after_seq + 1 < first_retained {
             return Err(format!(
                 "client {} {}: retention dropped unread output (after {} < first retained {first_retained})",
                 self.number, process.id, process.after_seq
             ));
         }
-        let chunks = read["chunks"].as_array().cloned().unwrap_or_default();
-        for chunk in &chunks {
-            let seq = chunk["seq"].as_u64().unwrap_or(0);
+        for chunk in &read.chunks {
+            let seq = chunk.seq;
             if seq <= process.after_seq {
                 return Err(format!("{}: seq {seq} returned twice", process.id));
             }
-            let data = BASE64
-                .decode(chunk["chunk"].as_str().unwrap_or_default())
-                .map_err(|err| format!("{}: bad base64: {err}", process.id))?;
-            process.read.extend(data);
+            process.read.extend_from_slice(&chunk.chunk);
         }
-        let next_seq = read["nextSeq"]
-            .as_u64()
-            .ok_or("process/read without nextSeq")?;
-        process.after_seq = next_seq - 1;
-        Ok(chunks.is_empty() && read["closed"] == true)
+        process.after_seq = read.next_seq - 1;
+        Ok(read.chunks.is_empty() && read.closed)
     }
 
     /// Reads to the end and compares with the model; removes the process.
@@ -419,11 +411,11 @@ impl RawClient {
                 let id = self.processes[index].id.clone();
                 let status = self
                     .session
-                    .write(&id, &data)
+                    .write_status(&id, &data)
                     .await
                     .map_err(harness("write"))?;
-                if status != "accepted" {
-                    return Err(format!("{id}: write status {status}"));
+                if status != WriteStatus::Accepted {
+                    return Err(format!("{id}: write status {status:?}"));
                 }
                 self.processes[index].expected.extend(data);
                 self.stats().count(&self.stats().writes);

@@ -5,7 +5,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use exec_server_harness::{wait_for_process_gone, ExecServer, HarnessError, Transport};
+use exec_server_harness::protocol::RequestId;
+use exec_server_harness::{
+    http_head, wait_for_process_gone, ExecServer, HarnessError, HttpRequest, Transport,
+};
 use serde_json::json;
 
 fn exec_server() -> std::process::Command {
@@ -84,8 +87,14 @@ fn an_address_in_use_is_a_runtime_error_with_exit_1() {
 
 /// The status line of one request with no extra headers.
 async fn status_line(url: &str, method: &str, path: &str, within: Duration) -> String {
-    let head = http_head(url, method, path, None, &[], within).await;
-    head.lines().next().unwrap_or_default().to_owned()
+    let request = HttpRequest {
+        method,
+        ..HttpRequest::get(path)
+    };
+    let head = http_head(url, request, within)
+        .await
+        .expect("an HTTP response");
+    head.text.lines().next().unwrap_or_default().to_owned()
 }
 
 #[tokio::test]
@@ -115,11 +124,12 @@ async fn the_tree_dies_with_the_server(
     signal: i32,
     code: Option<i32>,
 ) -> TestResult {
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     let pids =
         start_reporting_pids(&session, "tree", "sleep 1000 & echo $!; echo $$; wait", 2).await?;
     server.signal(signal)?;
-    let status = server.wait_exit(server.default_wait()).await?;
+    let status = server.wait_exit().await?;
     if code.is_some() {
         assert_eq!(status.code(), code, "stderr: {}", server.stderr());
     }
@@ -133,9 +143,7 @@ async fn the_tree_dies_with_the_server(
 async fn stdout_holds_exactly_the_url_line_and_sigterm_exits_0_killing_the_tree() -> TestResult {
     let server = start_server(Transport::WebSocket, &[]).await?;
     the_tree_dies_with_the_server(&server, libc::SIGTERM, Some(0)).await?;
-    let rest = server
-        .stdout_after_startup_line(server.default_wait())
-        .await?;
+    let rest = server.stdout_after_startup_line().await?;
     assert_eq!(rest, "", "nothing after the start-up line");
     Ok(())
 }
@@ -156,11 +164,12 @@ async fn a_stdio_server_exits_on_sigterm_while_its_client_is_silent() -> TestRes
 #[tokio::test]
 async fn stdio_eof_kills_children_and_exits_0() -> TestResult {
     let server = start_server(Transport::Stdio, &[]).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     let pids =
         start_reporting_pids(&session, "tree", "sleep 1000 & echo $!; echo $$; wait", 2).await?;
-    server.disconnect().await?;
-    let status = server.wait_exit(server.default_wait()).await?;
+    conn.disconnect().await?;
+    let status = server.wait_exit().await?;
     assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
     for pid in pids {
         wait_for_process_gone(pid, server.default_wait()).await?;
@@ -176,6 +185,7 @@ async fn stdio_stdout_carries_only_protocol_frames_even_with_logging_on() -> Tes
         .env("RUST_LOG", "trace")
         .start()
         .await?;
+    let conn = server.connect().await?;
     let script = [
         json!({"id": 1, "method": "initialize", "params": {"clientName": "t"}}),
         json!({"method": "initialized"}),
@@ -183,27 +193,26 @@ async fn stdio_stdout_carries_only_protocol_frames_even_with_logging_on() -> Tes
         json!({"id": 3, "method": "process/read", "params": {"processId": "p", "waitMs": 5000, "afterSeq": 1}}),
     ];
     for message in script {
-        server.send_raw(message.to_string()).await?;
+        conn.send_raw(message.to_string()).await?;
     }
     for id in [1, 2, 3] {
-        let reply = server.response(&json!(id)).await?;
-        assert_eq!(reply.message["jsonrpc"], "2.0", "{:?}", reply.message);
+        let reply = conn.response(&RequestId::from(id)).await?;
+        assert_eq!(reply.message()["jsonrpc"], "2.0", "{}", reply.raw);
     }
     // Until the stdio EOF rules (PROTOCOL.md §2) are in, EOF may cut notifications that
     // are still on their way; wait for the last one so the check below is about purity.
-    server
-        .wait_for_events("process/closed of p", server.default_wait(), |events| {
-            events.iter().any(|event| event.is_closed("p"))
-        })
-        .await?;
-    server.disconnect().await?; // EOF on stdin: the server must exit
-    server.wait_exit(server.default_wait()).await?;
+    conn.wait_for_events("process/closed of p", |events| {
+        events.iter().any(|event| event.is_closed("p"))
+    })
+    .await?;
+    conn.disconnect().await?; // EOF on stdin: the server must exit
+    server.wait_exit().await?;
     // Everything else the server wrote to stdout, up to EOF, must be protocol frames.
     let mut events = 0;
     loop {
-        match server.next_event().await {
+        match conn.next_event().await {
             Ok(event) => {
-                assert_eq!(event.message["jsonrpc"], "2.0", "{:?}", event.message);
+                assert_eq!(event.message()["jsonrpc"], "2.0", "{}", event.raw);
                 events += 1;
             }
             Err(HarnessError::Disconnected { .. }) => break,
@@ -215,9 +224,9 @@ async fn stdio_stdout_carries_only_protocol_frames_even_with_logging_on() -> Tes
         "output, exited and closed notifications: {events}"
     );
     assert!(
-        server.invalid_frames().is_empty(),
+        conn.invalid_frames().is_empty(),
         "non-protocol stdout lines {:?}",
-        server.invalid_frames()
+        conn.invalid_frames()
     );
     // stderr is drained in the background: wait, within the deadline, for the logs.
     let _ = tokio::time::timeout(server.default_wait(), async {
@@ -263,18 +272,10 @@ async fn sigterm_is_not_held_up_by_a_half_sent_request() -> TestResult {
     let _stream = half_sent_request(&server).await?;
     // Let the server see the bytes before the signal: a readiness request on another
     // connection is answered only after the accept loop took ours.
-    let head = http_head(
-        server.url().expect("url"),
-        "GET",
-        "/readyz",
-        None,
-        &[],
-        server.default_wait(),
-    )
-    .await;
-    assert_eq!(http_status(&head), 200);
+    let head = server.http(HttpRequest::get("/readyz")).await?;
+    assert_eq!(head.status, 200);
     server.signal(libc::SIGTERM)?;
-    let status = server.wait_exit(Duration::from_secs(5)).await?;
+    let status = server.wait_exit_within(Duration::from_secs(5)).await?;
     assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
     Ok(())
 }
@@ -282,10 +283,11 @@ async fn sigterm_is_not_held_up_by_a_half_sent_request() -> TestResult {
 #[tokio::test]
 async fn sigterm_is_not_held_up_by_a_peer_that_does_not_read() -> TestResult {
     let server = start_server(Transport::WebSocket, &[]).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     // `yes` fills the socket and the outbound budget; this client never reads them.
     session.start_with(spec("flood", ["yes"])).await?;
-    let second = server.new_connection().await?;
+    let second = server.connect().await?;
     second.initialize("second").await?;
     let deadline = tokio::time::Instant::now() + server.default_wait();
     while !process_has_backlog(&server) {
@@ -296,7 +298,7 @@ async fn sigterm_is_not_held_up_by_a_peer_that_does_not_read() -> TestResult {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     server.signal(libc::SIGTERM)?;
-    let status = server.wait_exit(Duration::from_secs(5)).await?;
+    let status = server.wait_exit_within(Duration::from_secs(5)).await?;
     assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
     Ok(())
 }

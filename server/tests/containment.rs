@@ -15,6 +15,7 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::*;
+use exec_server_harness::protocol::TerminateParams;
 use exec_server_harness::{
     process_alive, wait_for_process_gone, ExecServer, HarnessError, Session, Transport,
 };
@@ -172,7 +173,7 @@ async fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() ->
 async fn finished_leader(session: &Session, process_id: &str) -> Result<i32, HarnessError> {
     let leader = start_reporting_pids(session, process_id, "echo $$", 1).await?[0];
     session.read_to_end(process_id).await?;
-    let within = session.server().default_wait();
+    let within = session.connection().default_wait();
     wait_until("the leader of an empty group is reaped", within, || {
         state(leader).is_none()
     })
@@ -203,19 +204,22 @@ async fn a_setsid_descendant_dies(test: &str, ending: Ending) -> TestResult {
         _ => Transport::WebSocket,
     };
     let server = start_server(transport, &["--session-ttl", "300ms"]).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     let pids = start_reporting_pids(&session, "escape", SETSID_SCRIPT, 2).await?;
     let process_cgroup = cgroup_dir(pids[0]).expect("the descendant's cgroup");
     let server_cgroup = cgroup_dir(server.pid().expect("server pid")).expect("server cgroup");
     match ending {
         Ending::Terminate => {
-            let result = server
-                .call("process/terminate", json!({"processId": "escape"}))
+            let result = conn
+                .call(&TerminateParams {
+                    process_id: "escape".into(),
+                })
                 .await?;
-            assert_eq!(result["running"], true);
+            assert!(result.running);
         }
-        Ending::SessionExpiry => server.disconnect().await?,
-        Ending::StdioEof => server.disconnect().await?,
+        Ending::SessionExpiry => conn.disconnect().await?,
+        Ending::StdioEof => conn.disconnect().await?,
         Ending::ServerSigterm => server.signal(libc::SIGTERM)?,
         Ending::ServerSigkill => server.signal(libc::SIGKILL)?,
     }
@@ -228,7 +232,7 @@ async fn a_setsid_descendant_dies(test: &str, ending: Ending) -> TestResult {
     );
     wait_for_dir_gone(&process_cgroup, server.default_wait()).await;
     if !matches!(ending, Ending::Terminate | Ending::SessionExpiry) {
-        server.wait_exit(server.default_wait()).await?;
+        server.wait_exit().await?;
         let base = process_cgroup
             .parent()
             .expect("the server's cgroup directory");
@@ -245,7 +249,8 @@ async fn a_failed_start_leaves_no_cgroup_behind() -> TestResult {
         return Ok(());
     }
     let server = start_server(Transport::WebSocket, AUTO).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     let running = start_reporting_pids(&session, "running", "echo $$; exec sleep 1000", 1).await?;
     let own = cgroup_dir(running[0]).expect("the process's cgroup");
     let server_cgroup = own.parent().expect("the server's cgroup").to_owned();
@@ -255,7 +260,7 @@ async fn a_failed_start_leaves_no_cgroup_behind() -> TestResult {
         ("bad-cwd", "true", "/no/such/directory"),
     ] {
         let params = json!({"processId": id, "argv": [program], "cwd": cwd, "env": {}});
-        let error = server.call_expecting_error("process/start", params).await?;
+        let error = conn.request("process/start", params).error().await?;
         assert_eq!(error.code, -32603, "{id}");
     }
     let cgroups: Vec<PathBuf> = std::fs::read_dir(&server_cgroup)
@@ -311,7 +316,8 @@ async fn a_setsid_descendant_dies_when_the_server_is_killed() -> TestResult {
 async fn a_freed_pid_is_never_signalled(test: &str, mode: &[&str]) -> TestResult {
     let args = [mode, &["--session-ttl", "300ms"]].concat();
     let server = start_server(Transport::WebSocket, &args).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     let leader = finished_leader(&session, "first").await?;
     let stranger = match Stranger::at(leader) {
         Ok(stranger) => stranger,
@@ -320,10 +326,12 @@ async fn a_freed_pid_is_never_signalled(test: &str, mode: &[&str]) -> TestResult
             return Ok(());
         }
     };
-    let result = server
-        .call("process/terminate", json!({"processId": "first"}))
+    let result = conn
+        .call(&TerminateParams {
+            process_id: "first".into(),
+        })
         .await?;
-    assert_eq!(result["running"], false);
+    assert!(!result.running);
     assert!(
         stranger.untouched(),
         "terminate of an exited process signalled pid {leader}, now a stranger's"
@@ -334,7 +342,7 @@ async fn a_freed_pid_is_never_signalled(test: &str, mode: &[&str]) -> TestResult
     let stranger = Stranger::at(leader).expect("the next pid was steered before");
     let witness =
         start_reporting_pids(&session, "witness", "echo $$; exec sleep 1000", 1).await?[0];
-    server.disconnect().await?;
+    conn.disconnect().await?;
     // The witness dies when the expired session releases its processes, "second" too.
     wait_for_process_gone(witness, server.default_wait()).await?;
     assert!(
@@ -344,7 +352,9 @@ async fn a_freed_pid_is_never_signalled(test: &str, mode: &[&str]) -> TestResult
     drop(stranger);
 
     let server = start_server(Transport::WebSocket, mode).await?;
-    let session = server.initialize(CLIENT).await?;
+
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     let leader = finished_leader(&session, "third").await?;
     let stranger = Stranger::at(leader).expect("the next pid was steered before");
     let watchdog = watchdog_pid(&server);
@@ -375,21 +385,23 @@ async fn a_freed_pid_is_never_signalled_with_process_groups() -> TestResult {
 /// group id) cannot be reused while the entry may still kill the group; once the tree
 /// is killed the leader is reaped, so zombies do not pile up.
 async fn the_leader_stays_unreaped_until_its_tree_is_killed(session: &Session) -> TestResult {
-    let server = session.server();
+    let conn = session.connection();
     let daemon = "sleep 1000 </dev/null >/dev/null 2>&1 & echo $!; echo $$";
     let pids = start_reporting_pids(session, "daemon", daemon, 2).await?;
     let (job, leader) = (pids[0], pids[1]);
     session.read_to_end("daemon").await?;
     assert!(process_alive(job), "the background job outlives the close");
     assert_eq!(state(leader), Some('Z'), "the leader stays unreaped");
-    let result = server
-        .call("process/terminate", json!({"processId": "daemon"}))
+    let result = conn
+        .call(&TerminateParams {
+            process_id: "daemon".into(),
+        })
         .await?;
-    assert_eq!(result["running"], false);
-    wait_for_process_gone(job, server.default_wait()).await?;
+    assert!(!result.running);
+    wait_for_process_gone(job, conn.default_wait()).await?;
     wait_until(
         "the leader is reaped once its tree is killed",
-        server.default_wait(),
+        conn.default_wait(),
         || state(leader).is_none(),
     )
     .await;
@@ -399,13 +411,15 @@ async fn the_leader_stays_unreaped_until_its_tree_is_killed(session: &Session) -
 #[tokio::test]
 async fn the_leader_stays_unreaped_until_its_tree_is_killed_with_cgroups() -> TestResult {
     let server = start_server(Transport::WebSocket, AUTO).await?;
-    the_leader_stays_unreaped_until_its_tree_is_killed(&server.initialize(CLIENT).await?).await
+    let conn = server.connect().await?;
+    the_leader_stays_unreaped_until_its_tree_is_killed(&conn.initialize(CLIENT).await?).await
 }
 
 #[tokio::test]
 async fn the_leader_stays_unreaped_until_its_tree_is_killed_with_process_groups() -> TestResult {
     let server = start_server(Transport::WebSocket, PROCESS_GROUP).await?;
-    the_leader_stays_unreaped_until_its_tree_is_killed(&server.initialize(CLIENT).await?).await
+    let conn = server.connect().await?;
+    the_leader_stays_unreaped_until_its_tree_is_killed(&conn.initialize(CLIENT).await?).await
 }
 
 /// An ignored SIGCHLD survives `exec`, and with it the kernel reaps children at once:
@@ -422,9 +436,10 @@ async fn a_server_started_with_sigchld_ignored_still_reads_exits_and_holds_leade
         ])
         .start()
         .await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     if cgroups_writable().is_ok() {
-        let containment = &session.initialize_result()["capabilities"]["process"]["containment"];
+        let containment = &session.initialize_json()["capabilities"]["process"]["containment"];
         assert_eq!(
             containment, "cgroup",
             "the start-up probe reaps its child too"
@@ -433,7 +448,7 @@ async fn a_server_started_with_sigchld_ignored_still_reads_exits_and_holds_leade
     session
         .start_with(spec("three", ["sh", "-c", "exit 3"]))
         .await?;
-    let (output, _) = notified_output(&server, "three", server.default_wait()).await?;
+    let output = conn.notified_output("three").await?;
     assert_eq!(output.exit_code, Some(3));
     the_leader_stays_unreaped_until_its_tree_is_killed(&session).await
 }
@@ -441,8 +456,9 @@ async fn a_server_started_with_sigchld_ignored_still_reads_exits_and_holds_leade
 /// The `capabilities.process.containment` of a server started with `args`.
 async fn containment_of(args: &[&str]) -> Result<(String, Session), HarnessError> {
     let server = start_server(Transport::WebSocket, args).await?;
-    let session = server.initialize(CLIENT).await?;
-    let mode = session.initialize_result()["capabilities"]["process"]["containment"]
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
+    let mode = session.initialize_json()["capabilities"]["process"]["containment"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
@@ -456,7 +472,7 @@ async fn capabilities_report_the_containment_mode_the_flag_selects() -> TestResu
     if cgroup2_mount().is_some() {
         let child =
             start_reporting_pids(&session, "plain", "echo $$; exec sleep 1000", 1).await?[0];
-        let server_pid = session.server().pid().expect("server pid");
+        let server_pid = session.connection().server().pid().expect("server pid");
         assert_eq!(
             cgroup_dir(child),
             cgroup_dir(server_pid),

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use exec_server::handlers::Method;
-use exec_server_harness::{Direction, ExecServer, HarnessError, Transport};
+use exec_server_harness::protocol::{Method, RequestId};
+use exec_server_harness::{Connection, Direction, HarnessError, Response, Transport};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Map, Number, Value};
@@ -344,14 +344,23 @@ enum WsFrame {
 }
 
 struct Driver {
-    server: ExecServer,
+    conn: Connection,
     cases: std::cell::Cell<u64>,
+}
+
+/// The response whose id is the JSON value `id` (`null`: an error about an
+/// unidentifiable frame).
+async fn response_to(conn: &Connection, id: &Value) -> Result<Response, HarnessError> {
+    match RequestId::from_value(id) {
+        Some(id) => conn.response(&id).await,
+        None => conn.response_without_id().await,
+    }
 }
 
 impl Driver {
     /// The time of the last trace entry: frames received after it belong to this case.
     fn mark(&self) -> Duration {
-        self.server
+        self.conn
             .trace()
             .last()
             .map(|entry| entry.at)
@@ -359,7 +368,7 @@ impl Driver {
     }
 
     fn received_since(&self, mark: Duration) -> Vec<String> {
-        self.server
+        self.conn
             .trace()
             .into_iter()
             .filter(|entry| entry.direction == Direction::Received && entry.at > mark)
@@ -373,16 +382,14 @@ impl Driver {
         self.cases.set(self.cases.get() + 1);
         let probe = json!(format!("probe-{}-\u{1F50E}", self.cases.get()));
         let probe_frame = json!({"jsonrpc": "2.0", "id": probe, "method": PROBE_METHOD});
-        self.server
+        self.conn
             .send_raw(probe_frame.to_string())
             .await
             .map_err(|err| format!("send probe: {err}"))?;
-        let reply = self
-            .server
-            .response(&probe)
+        let reply = response_to(&self.conn, &probe)
             .await
             .map_err(|err| format!("the server no longer answers: {err}"))?;
-        check_error(&reply.message, &probe, -32601)?;
+        check_error(&reply.message(), &probe, -32601)?;
         let mut by_id: BTreeMap<String, (Value, Vec<i64>)> = BTreeMap::new();
         for expect in expected {
             if let Expect::Error { id, code } = expect {
@@ -396,12 +403,10 @@ impl Driver {
         for (id, mut codes) in by_id.into_values() {
             let mut got = Vec::new();
             for _ in 0..codes.len() {
-                let reply = self
-                    .server
-                    .response(&id)
+                let reply = response_to(&self.conn, &id)
                     .await
                     .map_err(|err| format!("expected an error with id {id}: {err}"))?;
-                got.push(check_error(&reply.message, &id, 0)?);
+                got.push(check_error(&reply.message(), &id, 0)?);
             }
             codes.sort_unstable();
             got.sort_unstable();
@@ -418,7 +423,7 @@ impl Driver {
                 received.len()
             ));
         }
-        let invalid = self.server.invalid_frames();
+        let invalid = self.conn.invalid_frames();
         if !invalid.is_empty() {
             return Err(format!("the server sent non-JSON-RPC output: {invalid:?}"));
         }
@@ -436,8 +441,8 @@ impl Driver {
             // An `initialize` would change the connection's phase; never sent.
             let Some(expect) = expect else { continue };
             let sent = match frame {
-                WsFrame::Text(text) => self.server.send_raw(text).await,
-                WsFrame::Binary(bytes) => self.server.send_raw_bytes(bytes).await,
+                WsFrame::Text(text) => self.conn.send_raw(text).await,
+                WsFrame::Binary(bytes) => self.conn.send_raw_bytes(bytes).await,
             };
             sent.map_err(|err| format!("send: {err}"))?;
             expected.push(expect);
@@ -453,7 +458,7 @@ impl Driver {
         let mark = self.mark();
         let mut line = bytes.to_vec();
         line.push(b'\n');
-        self.server
+        self.conn
             .send_raw_bytes(&line)
             .await
             .map_err(|err| TestCaseError::fail(format!("send: {err}")))?;
@@ -464,7 +469,7 @@ impl Driver {
 
     /// After all the cases, the connection still does real work.
     async fn still_works(&self) -> TestResult {
-        let session = self.server.initialize(CLIENT).await?;
+        let session = self.conn.initialize(CLIENT).await?;
         let pid = session
             .start_with(spec("after-fuzz", ["cat"]).pipe_stdin(true))
             .await?;
@@ -472,9 +477,9 @@ impl Driver {
         session.close_stdin(&pid).await?;
         assert_eq!(session.read_to_end(&pid).await?.stdout, b"still here");
         assert!(
-            !self.server.stderr().contains("panicked"),
+            !self.conn.server().stderr().contains("panicked"),
             "{}",
-            self.server.stderr()
+            self.conn.server().stderr()
         );
         Ok(())
     }
@@ -529,7 +534,7 @@ fn websocket_frames_get_the_documented_answers() {
         .block_on(start_server(Transport::WebSocket, &[]))
         .expect("server");
     let driver = Driver {
-        server,
+        conn: runtime.block_on(server.connect()).expect("connection"),
         cases: Default::default(),
     };
     let edge: Vec<WsFrame> = edge_frames()
@@ -571,7 +576,7 @@ fn stdio_lines_get_the_documented_answers() {
         ))
         .expect("server");
     let driver = Driver {
-        server,
+        conn: runtime.block_on(server.connect()).expect("connection"),
         cases: Default::default(),
     };
     for bytes in edge_frames() {
@@ -781,7 +786,7 @@ fn fuzzed_request(root: &'static str) -> impl Strategy<Value = (&'static str, Va
 const HANDLER_CODES: &[i64] = &[-32600, -32602, -32603, -32004, -32005];
 
 async fn ready_case(
-    server: &ExecServer,
+    conn: &Connection,
     case: u64,
     requests: &[(&'static str, Value)],
 ) -> Result<(), String> {
@@ -789,18 +794,17 @@ async fn ready_case(
     for (index, (method, params)) in requests.iter().enumerate() {
         let id = json!(format!("fuzz-{case}-{index}"));
         let frame = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        server
-            .send_raw(frame.to_string())
+        conn.send_raw(frame.to_string())
             .await
             .map_err(|err| format!("send: {err}"))?;
         ids.push(id);
     }
     for (id, (method, params)) in ids.iter().zip(requests) {
-        let reply = server
-            .response(id)
+        let reply = conn
+            .response(&RequestId::from_value(id).expect("a string id"))
             .await
             .map_err(|err| format!("{method} {params}: no answer: {err}"))?;
-        let message = &reply.message;
+        let message = &reply.message();
         let shape_ok = message["jsonrpc"] == "2.0"
             && &message["id"] == id
             && message.as_object().is_some_and(|object| object.len() == 3);
@@ -813,7 +817,7 @@ async fn ready_case(
             return Err(format!("{method} {params}: unexpected answer {message}"));
         }
     }
-    let invalid = server.invalid_frames();
+    let invalid = conn.invalid_frames();
     if !invalid.is_empty() {
         return Err(format!("the server sent non-JSON-RPC output: {invalid:?}"));
     }
@@ -823,11 +827,12 @@ async fn ready_case(
 async fn ready_server(
     transport: Transport,
     root: &std::path::Path,
-) -> Result<ExecServer, HarnessError> {
+) -> Result<Connection, HarnessError> {
     let root = root.to_string_lossy().into_owned();
     let server = start_server(transport, &["--fs-root", &root]).await?;
-    server.initialize(CLIENT).await?;
-    Ok(server)
+    let conn = server.connect().await?;
+    conn.initialize(CLIENT).await?;
+    Ok(conn)
 }
 
 #[test]
@@ -839,7 +844,7 @@ fn known_methods_with_fuzzed_params_always_get_one_answer() {
         let root_path = root.path().canonicalize().expect("canonical root");
         let root_str: &'static str =
             Box::leak(root_path.to_string_lossy().into_owned().into_boxed_str());
-        let server = runtime
+        let conn = runtime
             .block_on(ready_server(transport, root.path()))
             .expect("server");
         let case = std::cell::Cell::new(0);
@@ -848,7 +853,7 @@ fn known_methods_with_fuzzed_params_always_get_one_answer() {
             |requests| {
                 case.set(case.get() + 1);
                 runtime
-                    .block_on(ready_case(&server, case.get(), &requests))
+                    .block_on(ready_case(&conn, case.get(), &requests))
                     .map_err(TestCaseError::fail)
             },
         );
@@ -857,12 +862,13 @@ fn known_methods_with_fuzzed_params_always_get_one_answer() {
         }
         // The connection still does real work.
         let after = runtime.block_on(async {
-            let info = server.call("environment/info", json!({})).await?;
-            let written = server
-                .call(
+            let info = conn.request("environment/info", json!({})).result().await?;
+            let written = conn
+                .request(
                     "fs/writeFile",
                     json!({"path": format!("{root_str}/after.txt"), "dataBase64": b64(b"ok")}),
                 )
+                .result()
                 .await?;
             Ok::<_, HarnessError>((info, written))
         });
@@ -872,7 +878,11 @@ fn known_methods_with_fuzzed_params_always_get_one_answer() {
             std::fs::read(root.path().join("after.txt")).expect("after.txt"),
             b"ok"
         );
-        assert!(!server.stderr().contains("panicked"), "{}", server.stderr());
+        assert!(
+            !conn.server().stderr().contains("panicked"),
+            "{}",
+            conn.server().stderr()
+        );
     }
 }
 

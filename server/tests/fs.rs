@@ -10,7 +10,8 @@ use cap_fs_ext::DirExt;
 use cap_std::fs::Dir;
 
 use common::*;
-use exec_server_harness::{ExecServer, HarnessError, RpcFailure, Transport};
+use exec_server_harness::protocol::{EnvironmentInfoParams, ReadFileParams, WriteFileParams};
+use exec_server_harness::{Connection, ExecServer, HarnessError, RpcFailure, Transport};
 use serde_json::{json, Value};
 
 const NOT_FOUND: i64 = -32004;
@@ -18,10 +19,12 @@ const INVALID_REQUEST: i64 = -32600;
 const INVALID_PARAMS: i64 = -32602;
 const INTERNAL_ERROR: i64 = -32603;
 
-async fn ready(transport: Transport, args: &[&str]) -> Result<ExecServer, HarnessError> {
+/// A connection to a fresh server, initialized; it keeps the server alive.
+async fn ready(transport: Transport, args: &[&str]) -> Result<Connection, HarnessError> {
     let server = start_server(transport, args).await?;
-    server.initialize(CLIENT).await?;
-    Ok(server)
+    let conn = server.connect().await?;
+    conn.initialize(CLIENT).await?;
+    Ok(conn)
 }
 
 fn p(path: &Path) -> String {
@@ -29,49 +32,53 @@ fn p(path: &Path) -> String {
 }
 
 async fn failure(
-    server: &ExecServer,
+    conn: &Connection,
     method: &str,
     params: Value,
 ) -> Result<RpcFailure, HarnessError> {
-    server.call_expecting_error(method, params).await
+    conn.request(method, params).error().await
+}
+
+/// Typed `fs/writeFile` params.
+fn write_file(path: &Path, data: &[u8]) -> WriteFileParams {
+    WriteFileParams {
+        path: path.into(),
+        data_base64: data.to_vec().into(),
+        sandbox: None,
+    }
+}
+
+/// Typed `fs/readFile` params.
+fn read_file(path: &Path) -> ReadFileParams {
+    ReadFileParams {
+        path: path.into(),
+        sandbox: None,
+    }
 }
 
 #[tokio::test]
 async fn write_then_read_round_trips_every_byte_value() -> TestResult {
     for transport in BOTH {
-        let server = ready(transport, &[]).await?;
+        let conn = ready(transport, &[]).await?;
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("bytes.bin");
         let data: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
-        server
-            .call(
-                "fs/writeFile",
-                json!({"path": p(&file), "dataBase64": b64(&data)}),
-            )
-            .await?;
+        conn.call(&write_file(&file, &data)).await?;
         assert_eq!(
             std::fs::read(&file)?,
             data,
             "{transport:?}: written exactly"
         );
-        let read = server
-            .call("fs/readFile", json!({"path": p(&file)}))
-            .await?;
-        assert_eq!(unb64(&read["dataBase64"]), data, "{transport:?}");
+        let read = conn.call(&read_file(&file)).await?;
+        assert_eq!(read.data_base64.0, data, "{transport:?}");
         // Truncates an existing file.
-        server
-            .call(
-                "fs/writeFile",
-                json!({"path": p(&file), "dataBase64": b64(b"short")}),
-            )
-            .await?;
+        conn.call(&write_file(&file, b"short")).await?;
         assert_eq!(std::fs::read(&file)?, b"short");
         let empty = dir.path().join("empty");
-        server
-            .call("fs/writeFile", json!({"path": p(&empty), "dataBase64": ""}))
-            .await?;
-        let read = server
-            .call("fs/readFile", json!({"path": p(&empty)}))
+        conn.call(&write_file(&empty, b"")).await?;
+        let read = conn
+            .request("fs/readFile", json!({"path": p(&empty)}))
+            .result()
             .await?;
         assert_eq!(read["dataBase64"], "");
     }
@@ -80,49 +87,47 @@ async fn write_then_read_round_trips_every_byte_value() -> TestResult {
 
 #[tokio::test]
 async fn a_large_file_reads_back_exactly() -> TestResult {
-    let server = ready(Transport::WebSocket, &[]).await?;
+    let conn = ready(Transport::WebSocket, &[]).await?;
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("large");
     // Not a multiple of the server's base64 block, so a partial last block is covered.
     // The 9 MB reply travels as 1 MiB websocket fragments, reassembled by the client.
     let data: Vec<u8> = (0..7_000_001u32).map(|i| (i * 31 % 251) as u8).collect();
     std::fs::write(&file, &data)?;
-    let read = server
-        .call("fs/readFile", json!({"path": p(&file)}))
-        .await?;
-    assert!(unb64(&read["dataBase64"]) == data, "byte-exact");
+    let read = conn.call(&read_file(&file)).await?;
+    assert!(read.data_base64.0 == data, "byte-exact");
     Ok(())
 }
 
 #[tokio::test]
 async fn read_and_write_errors_map_to_codes() -> TestResult {
     for transport in BOTH {
-        let server = ready(transport, &[]).await?;
+        let conn = ready(transport, &[]).await?;
         let dir = tempfile::tempdir()?;
         let missing = dir.path().join("missing");
-        let error = failure(&server, "fs/readFile", json!({"path": p(&missing)})).await?;
+        let error = failure(&conn, "fs/readFile", json!({"path": p(&missing)})).await?;
         assert_eq!(error.code, NOT_FOUND, "{transport:?}: {error}");
         assert!(error.message.contains("No such file"), "OS text: {error}");
         let nested = dir.path().join("no/parent/file");
         let error = failure(
-            &server,
+            &conn,
             "fs/writeFile",
             json!({"path": p(&nested), "dataBase64": ""}),
         )
         .await?;
         assert_eq!(error.code, NOT_FOUND, "missing parent");
-        let error = failure(&server, "fs/readFile", json!({"path": "relative/path"})).await?;
+        let error = failure(&conn, "fs/readFile", json!({"path": "relative/path"})).await?;
         assert_eq!(error.code, INVALID_PARAMS);
         assert!(error.message.contains("absolute"), "{error}");
         let error = failure(
-            &server,
+            &conn,
             "fs/writeFile",
             json!({"path": p(&dir.path().join("x")), "dataBase64": "@@"}),
         )
         .await?;
         assert_eq!(error.code, INVALID_PARAMS);
         assert!(!dir.path().join("x").exists(), "bad base64 creates nothing");
-        let error = failure(&server, "fs/readFile", json!({"path": p(dir.path())})).await?;
+        let error = failure(&conn, "fs/readFile", json!({"path": p(dir.path())})).await?;
         assert_eq!(
             error.code, -32603,
             "reading a directory is another OS error: {error}"
@@ -132,7 +137,7 @@ async fn read_and_write_errors_map_to_codes() -> TestResult {
         std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000))?;
         // root reads anything; only check the mapping where permissions apply.
         if std::fs::read(&locked).is_err() {
-            let error = failure(&server, "fs/readFile", json!({"path": p(&locked)})).await?;
+            let error = failure(&conn, "fs/readFile", json!({"path": p(&locked)})).await?;
             assert_eq!(error.code, INVALID_REQUEST, "permission denied");
         }
     }
@@ -142,27 +147,27 @@ async fn read_and_write_errors_map_to_codes() -> TestResult {
 #[tokio::test]
 async fn create_directory_defaults_to_recursive() -> TestResult {
     for transport in BOTH {
-        let server = ready(transport, &[]).await?;
+        let conn = ready(transport, &[]).await?;
         let dir = tempfile::tempdir()?;
         let deep = dir.path().join("a/b/c");
-        server
-            .call("fs/createDirectory", json!({"path": p(&deep)}))
+        conn.request("fs/createDirectory", json!({"path": p(&deep)}))
+            .result()
             .await?;
         assert!(deep.is_dir(), "{transport:?}");
         let flat = dir.path().join("x/y");
         let error = failure(
-            &server,
+            &conn,
             "fs/createDirectory",
             json!({"path": p(&flat), "recursive": false}),
         )
         .await?;
         assert_eq!(error.code, NOT_FOUND);
-        server
-            .call(
-                "fs/createDirectory",
-                json!({"path": p(&dir.path().join("x")), "recursive": false}),
-            )
-            .await?;
+        conn.request(
+            "fs/createDirectory",
+            json!({"path": p(&dir.path().join("x")), "recursive": false}),
+        )
+        .result()
+        .await?;
     }
     Ok(())
 }
@@ -170,7 +175,7 @@ async fn create_directory_defaults_to_recursive() -> TestResult {
 #[tokio::test]
 async fn metadata_of_file_directory_symlink_and_broken_link() -> TestResult {
     for transport in BOTH {
-        let server = ready(transport, &[]).await?;
+        let conn = ready(transport, &[]).await?;
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("file");
         std::fs::write(&file, "x")?;
@@ -181,7 +186,7 @@ async fn metadata_of_file_directory_symlink_and_broken_link() -> TestResult {
         let broken = dir.path().join("broken");
         symlink(dir.path().join("nowhere"), &broken)?;
         let meta = |path: &Path| json!({"path": p(path)});
-        let file_meta = server.call("fs/getMetadata", meta(&file)).await?;
+        let file_meta = conn.request("fs/getMetadata", meta(&file)).result().await?;
         assert_eq!(
             (
                 file_meta["isFile"].clone(),
@@ -196,15 +201,21 @@ async fn metadata_of_file_directory_symlink_and_broken_link() -> TestResult {
                 .is_some_and(|ms| ms > 1_600_000_000_000),
             "{file_meta}"
         );
-        let dir_meta = server.call("fs/getMetadata", meta(dir.path())).await?;
+        let dir_meta = conn
+            .request("fs/getMetadata", meta(dir.path()))
+            .result()
+            .await?;
         assert_eq!(dir_meta["isDirectory"], true);
-        let link_meta = server.call("fs/getMetadata", meta(&link)).await?;
+        let link_meta = conn.request("fs/getMetadata", meta(&link)).result().await?;
         assert_eq!(
             (link_meta["isFile"].clone(), link_meta["isSymlink"].clone()),
             (json!(true), json!(true)),
             "type through the link, isSymlink from lstat"
         );
-        let dir_link_meta = server.call("fs/getMetadata", meta(&dir_link)).await?;
+        let dir_link_meta = conn
+            .request("fs/getMetadata", meta(&dir_link))
+            .result()
+            .await?;
         assert_eq!(
             (
                 dir_link_meta["isDirectory"].clone(),
@@ -212,7 +223,10 @@ async fn metadata_of_file_directory_symlink_and_broken_link() -> TestResult {
             ),
             (json!(true), json!(true))
         );
-        let broken_meta = server.call("fs/getMetadata", meta(&broken)).await?;
+        let broken_meta = conn
+            .request("fs/getMetadata", meta(&broken))
+            .result()
+            .await?;
         assert_eq!(
             (
                 broken_meta["isFile"].clone(),
@@ -222,7 +236,7 @@ async fn metadata_of_file_directory_symlink_and_broken_link() -> TestResult {
             (json!(false), json!(false), json!(true)),
             "{transport:?}: {broken_meta}"
         );
-        let error = failure(&server, "fs/getMetadata", meta(&dir.path().join("missing"))).await?;
+        let error = failure(&conn, "fs/getMetadata", meta(&dir.path().join("missing"))).await?;
         assert_eq!(error.code, NOT_FOUND);
     }
     Ok(())
@@ -231,14 +245,15 @@ async fn metadata_of_file_directory_symlink_and_broken_link() -> TestResult {
 #[tokio::test]
 async fn read_directory_lists_types_through_links_and_skips_broken_ones() -> TestResult {
     for transport in BOTH {
-        let server = ready(transport, &[]).await?;
+        let conn = ready(transport, &[]).await?;
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("file"), "x")?;
         std::fs::create_dir(dir.path().join("sub"))?;
         symlink(dir.path().join("sub"), dir.path().join("link-to-sub"))?;
         symlink(dir.path().join("nowhere"), dir.path().join("broken"))?;
-        let listing = server
-            .call("fs/readDirectory", json!({"path": p(dir.path())}))
+        let listing = conn
+            .request("fs/readDirectory", json!({"path": p(dir.path())}))
+            .result()
             .await?;
         let mut entries: Vec<(String, bool, bool)> = listing["entries"]
             .as_array()
@@ -263,7 +278,7 @@ async fn read_directory_lists_types_through_links_and_skips_broken_ones() -> Tes
             "{transport:?}"
         );
         let error = failure(
-            &server,
+            &conn,
             "fs/readDirectory",
             json!({"path": p(&dir.path().join("file"))}),
         )
@@ -276,13 +291,15 @@ async fn read_directory_lists_types_through_links_and_skips_broken_ones() -> Tes
 #[tokio::test]
 async fn remove_takes_links_not_targets_and_defaults_to_recursive_and_force() -> TestResult {
     for transport in BOTH {
-        let server = ready(transport, &[]).await?;
+        let conn = ready(transport, &[]).await?;
         let dir = tempfile::tempdir()?;
         let target = dir.path().join("target");
         std::fs::write(&target, "keep me")?;
         let link = dir.path().join("link");
         symlink(&target, &link)?;
-        server.call("fs/remove", json!({"path": p(&link)})).await?;
+        conn.request("fs/remove", json!({"path": p(&link)}))
+            .result()
+            .await?;
         assert!(
             link.symlink_metadata().is_err(),
             "{transport:?}: link removed"
@@ -293,15 +310,15 @@ async fn remove_takes_links_not_targets_and_defaults_to_recursive_and_force() ->
         std::fs::write(dir_target.join("inner/file"), "x")?;
         let dir_link = dir.path().join("tree-link");
         symlink(&dir_target, &dir_link)?;
-        server
-            .call("fs/remove", json!({"path": p(&dir_link)}))
+        conn.request("fs/remove", json!({"path": p(&dir_link)}))
+            .result()
             .await?;
         assert!(
             dir_target.join("inner/file").exists(),
             "a link to a directory is removed, not followed"
         );
         let error = failure(
-            &server,
+            &conn,
             "fs/remove",
             json!({"path": p(&dir_target), "recursive": false}),
         )
@@ -310,15 +327,15 @@ async fn remove_takes_links_not_targets_and_defaults_to_recursive_and_force() ->
             error.code, -32603,
             "non-empty directory without recursive: {error}"
         );
-        server
-            .call("fs/remove", json!({"path": p(&dir_target)}))
+        conn.request("fs/remove", json!({"path": p(&dir_target)}))
+            .result()
             .await?;
         assert!(!dir_target.exists());
-        server
-            .call("fs/remove", json!({"path": p(&dir.path().join("missing"))}))
+        conn.request("fs/remove", json!({"path": p(&dir.path().join("missing"))}))
+            .result()
             .await?;
         let error = failure(
-            &server,
+            &conn,
             "fs/remove",
             json!({"path": p(&dir.path().join("missing")), "force": false}),
         )
@@ -339,7 +356,7 @@ fn mkfifo(path: &Path) -> std::io::Result<()> {
 #[tokio::test]
 async fn copy_of_a_tree_keeps_links_as_links_and_skips_fifos() -> TestResult {
     for transport in BOTH {
-        let server = ready(transport, &[]).await?;
+        let conn = ready(transport, &[]).await?;
         let dir = tempfile::tempdir()?;
         let source = dir.path().join("source");
         std::fs::create_dir_all(source.join("nested/deeper"))?;
@@ -354,7 +371,7 @@ async fn copy_of_a_tree_keeps_links_as_links_and_skips_fifos() -> TestResult {
         mkfifo(&source.join("pipe"))?;
         let destination = dir.path().join("copy");
         let params = json!({"sourcePath": p(&source), "destinationPath": p(&destination), "recursive": true});
-        server.call("fs/copy", params).await?;
+        conn.request("fs/copy", params).result().await?;
         assert_eq!(
             std::fs::read(destination.join("top.txt"))?,
             b"top",
@@ -382,7 +399,7 @@ async fn copy_of_a_tree_keeps_links_as_links_and_skips_fifos() -> TestResult {
         );
 
         let error = failure(
-            &server,
+            &conn,
             "fs/copy",
             json!({"sourcePath": p(&source), "destinationPath": p(&dir.path().join("other"))}),
         )
@@ -392,29 +409,29 @@ async fn copy_of_a_tree_keeps_links_as_links_and_skips_fifos() -> TestResult {
             "a directory needs recursive: {error}"
         );
         let into_itself = json!({"sourcePath": p(&source), "destinationPath": p(&source.join("nested/again")), "recursive": true});
-        let error = failure(&server, "fs/copy", into_itself).await?;
+        let error = failure(&conn, "fs/copy", into_itself).await?;
         assert_eq!(error.code, INVALID_REQUEST, "{error}");
         assert!(!source.join("nested/again").exists());
         let onto_itself =
             json!({"sourcePath": p(&source), "destinationPath": p(&source), "recursive": true});
         assert_eq!(
-            failure(&server, "fs/copy", onto_itself).await?.code,
+            failure(&conn, "fs/copy", onto_itself).await?.code,
             INVALID_REQUEST
         );
         let fifo_alone = json!({"sourcePath": p(&source.join("pipe")), "destinationPath": p(&dir.path().join("pipe-copy"))});
-        let error = failure(&server, "fs/copy", fifo_alone).await?;
+        let error = failure(&conn, "fs/copy", fifo_alone).await?;
         assert_eq!(
             error.code, INVALID_REQUEST,
             "a FIFO on its own is refused: {error}"
         );
         let link_alone = json!({"sourcePath": p(&source.join("relative-link")), "destinationPath": p(&dir.path().join("link-copy"))});
-        server.call("fs/copy", link_alone).await?;
+        conn.request("fs/copy", link_alone).result().await?;
         assert_eq!(
             std::fs::read_link(dir.path().join("link-copy"))?,
             Path::new("top.txt")
         );
         let missing = json!({"sourcePath": p(&dir.path().join("missing")), "destinationPath": p(&dir.path().join("m2"))});
-        assert_eq!(failure(&server, "fs/copy", missing).await?.code, NOT_FOUND);
+        assert_eq!(failure(&conn, "fs/copy", missing).await?.code, NOT_FOUND);
     }
     Ok(())
 }
@@ -422,7 +439,7 @@ async fn copy_of_a_tree_keeps_links_as_links_and_skips_fifos() -> TestResult {
 /// Merging a tree into an existing directory never writes through a symlink found there.
 #[tokio::test]
 async fn a_tree_copy_does_not_write_through_links_in_the_destination() -> TestResult {
-    let server = ready(Transport::WebSocket, &[]).await?;
+    let conn = ready(Transport::WebSocket, &[]).await?;
     let dir = tempfile::tempdir()?;
     let source = dir.path().join("source");
     std::fs::create_dir(&source)?;
@@ -434,7 +451,7 @@ async fn a_tree_copy_does_not_write_through_links_in_the_destination() -> TestRe
     symlink(&elsewhere, destination.join("file"))?;
     let params =
         json!({"sourcePath": p(&source), "destinationPath": p(&destination), "recursive": true});
-    let error = failure(&server, "fs/copy", params).await?;
+    let error = failure(&conn, "fs/copy", params).await?;
     assert_eq!(error.code, -32603, "{error}");
     assert_eq!(
         std::fs::read(&elsewhere)?,
@@ -447,41 +464,48 @@ async fn a_tree_copy_does_not_write_through_links_in_the_destination() -> TestRe
 #[tokio::test]
 async fn canonicalize_join_and_parent() -> TestResult {
     for transport in BOTH {
-        let server = ready(transport, &[]).await?;
+        let conn = ready(transport, &[]).await?;
         let dir = tempfile::tempdir()?;
         let real = std::fs::canonicalize(dir.path())?;
         std::fs::create_dir(real.join("sub"))?;
         symlink(real.join("sub"), real.join("link"))?;
-        let canonical = server
-            .call(
+        let canonical = conn
+            .request(
                 "fs/canonicalize",
                 json!({"path": p(&real.join("link/../link/."))}),
             )
+            .result()
             .await?;
         assert_eq!(canonical["path"], p(&real.join("sub")), "{transport:?}");
         let error = failure(
-            &server,
+            &conn,
             "fs/canonicalize",
             json!({"path": p(&real.join("missing"))}),
         )
         .await?;
         assert_eq!(error.code, NOT_FOUND);
-        let joined = server
-            .call("fs/join", json!({"basePath": "/a/b", "path": "../c/./d"}))
+        let joined = conn
+            .request("fs/join", json!({"basePath": "/a/b", "path": "../c/./d"}))
+            .result()
             .await?;
         assert_eq!(joined["path"], "/a/c/d");
-        let joined = server
-            .call("fs/join", json!({"basePath": "/a", "path": "/etc"}))
+        let joined = conn
+            .request("fs/join", json!({"basePath": "/a", "path": "/etc"}))
+            .result()
             .await?;
         assert_eq!(joined["path"], "/etc", "an absolute path replaces the base");
-        let error = failure(&server, "fs/join", json!({"basePath": "a", "path": "b"})).await?;
+        let error = failure(&conn, "fs/join", json!({"basePath": "a", "path": "b"})).await?;
         assert_eq!(error.code, INVALID_PARAMS);
         assert_eq!(
-            server.call("fs/parent", json!({"path": "/a/b"})).await?["path"],
+            conn.request("fs/parent", json!({"path": "/a/b"}))
+                .result()
+                .await?["path"],
             "/a"
         );
         assert_eq!(
-            server.call("fs/parent", json!({"path": "/"})).await?["path"],
+            conn.request("fs/parent", json!({"path": "/"}))
+                .result()
+                .await?["path"],
             Value::Null
         );
     }
@@ -490,7 +514,7 @@ async fn canonicalize_join_and_parent() -> TestResult {
 
 #[tokio::test]
 async fn sandbox_profiles_are_refused_never_ignored() -> TestResult {
-    let server = ready(Transport::WebSocket, &[]).await?;
+    let conn = ready(Transport::WebSocket, &[]).await?;
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("f");
     for sandbox in [
@@ -499,30 +523,30 @@ async fn sandbox_profiles_are_refused_never_ignored() -> TestResult {
         json!("read-only"),
     ] {
         let params = json!({"path": p(&file), "dataBase64": b64(b"x"), "sandbox": sandbox});
-        let error = failure(&server, "fs/writeFile", params).await?;
+        let error = failure(&conn, "fs/writeFile", params).await?;
         assert_eq!(error.code, INVALID_PARAMS);
         assert_eq!(error.message, "sandbox profiles are not supported");
         assert!(!file.exists(), "nothing was written for {sandbox}");
     }
     for sandbox in [Value::Null, json!({"type": "danger-full-access"})] {
         let params = json!({"path": p(&file), "dataBase64": b64(b"x"), "sandbox": sandbox});
-        server.call("fs/writeFile", params).await?;
+        conn.request("fs/writeFile", params).result().await?;
     }
     Ok(())
 }
 
 #[tokio::test]
 async fn concurrent_writes_to_different_files_all_land() -> TestResult {
-    let server = ready(Transport::WebSocket, &[]).await?;
+    let conn = ready(Transport::WebSocket, &[]).await?;
     let dir = tempfile::tempdir()?;
     let mut ids = Vec::new();
     for i in 0..50 {
         let data = format!("file {i} ").repeat(1000);
         let params = json!({"path": p(&dir.path().join(format!("f{i}"))), "dataBase64": b64(data.as_bytes())});
-        ids.push(server.send_request("fs/writeFile", params).await?);
+        ids.push(conn.send_request("fs/writeFile", params).await?);
     }
     for id in &ids {
-        server.response(id).await?.into_result("fs/writeFile")?;
+        conn.response(id).await?.into_result()?;
     }
     for i in 0..50 {
         assert_eq!(
@@ -548,8 +572,8 @@ async fn fs_root_refuses_dot_dot_and_symlink_escapes() -> TestResult {
     symlink("../../..", root.join("inside/dir/up-three"))?;
     symlink("file", root.join("inside/relative-ok"))?;
     for transport in BOTH {
-        let server = ready(transport, &["--fs-root", &p(&root)]).await?;
-        let capabilities = server.call("environment/info", json!({})).await;
+        let conn = ready(transport, &["--fs-root", &p(&root)]).await?;
+        let capabilities = conn.call(&EnvironmentInfoParams {}).await;
         assert!(capabilities.is_ok());
         let read = |path: String| json!({"path": path});
         let escapes = [
@@ -561,13 +585,13 @@ async fn fs_root_refuses_dot_dot_and_symlink_escapes() -> TestResult {
             p(&root.join("inside/dir/up-three/root/inside/file")), // climbs out and back in
         ];
         for path in &escapes {
-            let error = failure(&server, "fs/readFile", read(path.clone())).await?;
+            let error = failure(&conn, "fs/readFile", read(path.clone())).await?;
             assert_eq!(error.code, INVALID_REQUEST, "{transport:?} {path}: {error}");
         }
         let write =
             json!({"path": p(&root.join("link-to-outside-dir/new")), "dataBase64": b64(b"x")});
         assert_eq!(
-            failure(&server, "fs/writeFile", write).await?.code,
+            failure(&conn, "fs/writeFile", write).await?.code,
             INVALID_REQUEST
         );
         assert!(
@@ -576,27 +600,31 @@ async fn fs_root_refuses_dot_dot_and_symlink_escapes() -> TestResult {
         );
         let remove = json!({"path": p(&root.join("link-to-outside-dir/secret"))});
         assert_eq!(
-            failure(&server, "fs/remove", remove).await?.code,
+            failure(&conn, "fs/remove", remove).await?.code,
             INVALID_REQUEST
         );
         assert!(secret.exists());
         let copy_out = json!({"sourcePath": p(&root.join("inside/file")), "destinationPath": p(&outside.path().join("copied"))});
         assert_eq!(
-            failure(&server, "fs/copy", copy_out).await?.code,
+            failure(&conn, "fs/copy", copy_out).await?.code,
             INVALID_REQUEST
         );
         let canonical = json!({"path": p(&root.join("link-to-outside-dir"))});
         assert_eq!(
-            failure(&server, "fs/canonicalize", canonical).await?.code,
+            failure(&conn, "fs/canonicalize", canonical).await?.code,
             INVALID_REQUEST
         );
 
         // Inside the root everything works, relative links included.
-        let inside = server
-            .call("fs/readFile", read(p(&root.join("inside/relative-ok"))))
+        let inside = conn
+            .request("fs/readFile", read(p(&root.join("inside/relative-ok"))))
+            .result()
             .await?;
         assert_eq!(unb64(&inside["dataBase64"]), b"inside");
-        let listing = server.call("fs/readDirectory", read(p(&root))).await?;
+        let listing = conn
+            .request("fs/readDirectory", read(p(&root)))
+            .result()
+            .await?;
         let names: Vec<&str> = listing["entries"]
             .as_array()
             .expect("entries")
@@ -611,22 +639,23 @@ async fn fs_root_refuses_dot_dot_and_symlink_escapes() -> TestResult {
         // Process working directories are confined the same way.
         let start = |cwd: String| json!({"processId": format!("cwd-{}", cwd.len()), "argv": ["/bin/pwd"], "cwd": cwd, "env": {}});
         let error = failure(
-            &server,
+            &conn,
             "process/start",
             start(p(&root.join("link-to-outside-dir"))),
         )
         .await?;
         assert_eq!(error.code, INVALID_REQUEST, "{error}");
-        let error = failure(&server, "process/start", start(p(outside.path()))).await?;
+        let error = failure(&conn, "process/start", start(p(outside.path()))).await?;
         assert_eq!(error.code, INVALID_REQUEST, "{error}");
-        let session_process = server
-            .call("process/start", start(p(&root.join("inside/dir"))))
+        let session_process = conn
+            .request("process/start", start(p(&root.join("inside/dir"))))
+            .result()
             .await?;
         let pid = session_process["processId"]
             .as_str()
             .expect("id")
             .to_owned();
-        let output = server.read_process_to_end(&pid).await?;
+        let output = conn.read_process_to_end(&pid).await?;
         assert_eq!(
             output.stdout_text(),
             format!("{}\n", p(&root.join("inside/dir")))
@@ -648,15 +677,16 @@ async fn fs_root_refuses_absolute_links_even_to_inside_the_root() -> TestResult 
     symlink(root.join("inside"), root.join("absolute-dir"))?;
     symlink("inside/file", root.join("relative-file"))?;
     symlink("inside", root.join("relative-dir"))?;
-    let server = ready(Transport::WebSocket, &["--fs-root", &p(&root)]).await?;
+    let conn = ready(Transport::WebSocket, &["--fs-root", &p(&root)]).await?;
     for path in [root.join("absolute-file"), root.join("absolute-dir/file")] {
-        let error = failure(&server, "fs/readFile", json!({"path": p(&path)})).await?;
+        let error = failure(&conn, "fs/readFile", json!({"path": p(&path)})).await?;
         assert_eq!(error.code, INVALID_REQUEST, "{}: {error}", path.display());
         assert!(error.message.contains("outside"), "{error}");
     }
     for path in [root.join("relative-file"), root.join("relative-dir/file")] {
-        let read = server
-            .call("fs/readFile", json!({"path": p(&path)}))
+        let read = conn
+            .request("fs/readFile", json!({"path": p(&path)}))
+            .result()
             .await?;
         assert_eq!(unb64(&read["dataBase64"]), b"inside", "{}", path.display());
     }
@@ -667,15 +697,16 @@ async fn fs_root_refuses_absolute_links_even_to_inside_the_root() -> TestResult 
 async fn capabilities_advertise_the_fs_root() -> TestResult {
     let root = tempfile::tempdir()?;
     let server = start_server(Transport::WebSocket, &["--fs-root", &p(root.path())]).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     assert_eq!(
-        session.initialize_result()["capabilities"]["fs"]["root"],
+        session.initialize_json()["capabilities"]["fs"]["root"],
         true
     );
     let plain = start_server(Transport::WebSocket, &[]).await?;
-    let session = plain.initialize(CLIENT).await?;
+    let session = plain.connect().await?.initialize(CLIENT).await?;
     assert_eq!(
-        session.initialize_result()["capabilities"]["fs"]["root"],
+        session.initialize_json()["capabilities"]["fs"]["root"],
         false
     );
     Ok(())
@@ -692,7 +723,7 @@ async fn fs_root_holds_while_a_component_is_swapped_for_a_symlink() -> TestResul
     let root = std::fs::canonicalize(base.path())?.join("root");
     std::fs::create_dir_all(root.join("real"))?;
     std::fs::write(root.join("real/file"), "inside")?;
-    let server = ready(Transport::WebSocket, &["--fs-root", &p(&root)]).await?;
+    let conn = ready(Transport::WebSocket, &["--fs-root", &p(&root)]).await?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let swapper = {
         let (root, outside, stop) = (root.clone(), outside.path().to_owned(), stop.clone());
@@ -708,7 +739,7 @@ async fn fs_root_holds_while_a_component_is_swapped_for_a_symlink() -> TestResul
     };
     let mut inside_reads = 0;
     for _ in 0..300 {
-        match server
+        match conn
             .request("fs/readFile", json!({"path": p(&root.join("swap/file"))}))
             .await?
             .result
@@ -736,30 +767,30 @@ async fn fs_root_holds_while_a_component_is_swapped_for_a_symlink() -> TestResul
 
 #[tokio::test]
 async fn files_over_512_mib_are_refused_by_read_file() -> TestResult {
-    let server = ready(Transport::WebSocket, &[]).await?;
+    let conn = ready(Transport::WebSocket, &[]).await?;
     let dir = tempfile::tempdir()?;
     let huge = dir.path().join("sparse");
     // Sparse: takes no disk space, but reports 512 MiB + 1 byte.
     std::fs::File::create(&huge)?.set_len(512 * 1024 * 1024 + 1)?;
-    let error = failure(&server, "fs/readFile", json!({"path": p(&huge)})).await?;
+    let error = failure(&conn, "fs/readFile", json!({"path": p(&huge)})).await?;
     assert_eq!(error.code, INVALID_REQUEST, "{error}");
     Ok(())
 }
 
 #[tokio::test]
 async fn devices_fifos_and_copies_onto_themselves_are_refused_without_hanging() -> TestResult {
-    let server = ready(Transport::WebSocket, &[]).await?;
+    let conn = ready(Transport::WebSocket, &[]).await?;
     let dir = tempfile::tempdir()?;
     // A device reports size 0 and never ends: reading it would exhaust memory.
-    let error = failure(&server, "fs/readFile", json!({"path": "/dev/zero"})).await?;
+    let error = failure(&conn, "fs/readFile", json!({"path": "/dev/zero"})).await?;
     assert_eq!(error.code, INVALID_REQUEST, "{error}");
     // A FIFO with no writer would block the open forever.
     let fifo = dir.path().join("fifo");
     mkfifo(&fifo)?;
-    let error = failure(&server, "fs/readFile", json!({"path": p(&fifo)})).await?;
+    let error = failure(&conn, "fs/readFile", json!({"path": p(&fifo)})).await?;
     assert_eq!(error.code, INVALID_REQUEST, "{error}");
     let error = failure(
-        &server,
+        &conn,
         "fs/writeFile",
         json!({"path": p(&fifo), "dataBase64": b64(b"x")}),
     )
@@ -776,7 +807,7 @@ async fn devices_fifos_and_copies_onto_themselves_are_refused_without_hanging() 
     symlink(dir.path(), dir.path().join("alias"))?;
     for destination in [file.clone(), dir.path().join("alias/file")] {
         let params = json!({"sourcePath": p(&file), "destinationPath": p(&destination)});
-        let error = failure(&server, "fs/copy", params).await?;
+        let error = failure(&conn, "fs/copy", params).await?;
         assert_eq!(error.code, INVALID_REQUEST, "{error}");
         assert_eq!(std::fs::read_to_string(&file)?, "precious");
     }
@@ -862,8 +893,8 @@ impl Drop for Chains<'_> {
 
 /// A second client with a running process, to show that the server outlives the deep
 /// call: the client is still served and its process still runs.
-async fn bystander(server: &ExecServer, cwd: &Path) -> Result<ExecServer, HarnessError> {
-    let other = server.new_connection().await?;
+async fn bystander(server: &ExecServer, cwd: &Path) -> Result<Connection, HarnessError> {
+    let other = server.connect().await?;
     let session = other.initialize(CLIENT).await?;
     session
         .start_with(spec("sleeper", ["sleep", "1000"]).cwd(p(cwd)))
@@ -871,12 +902,13 @@ async fn bystander(server: &ExecServer, cwd: &Path) -> Result<ExecServer, Harnes
     Ok(other)
 }
 
-async fn bystander_still_served(other: &ExecServer) -> TestResult {
+async fn bystander_still_served(other: &Connection) -> TestResult {
     let read = other
-        .call("process/read", json!({"processId": "sleeper"}))
+        .request("process/read", json!({"processId": "sleeper"}))
+        .result()
         .await?;
     assert_eq!(read["exited"], false, "the other client's process runs on");
-    other.call("environment/info", json!({})).await?;
+    other.call(&EnvironmentInfoParams {}).await?;
     Ok(())
 }
 
@@ -906,17 +938,14 @@ async fn a_tree_deeper_than_any_stack_is_removed_and_the_server_serves_on() -> T
     };
     for args in unconfined_and_confined(&root) {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let server = ready(Transport::WebSocket, &args).await?;
-        let other = bystander(&server, &root).await?;
+        let conn = ready(Transport::WebSocket, &args).await?;
+        let other = bystander(conn.server(), &root).await?;
         build_chain(&handle, "deep", DEEP)?;
         let started = std::time::Instant::now();
-        let id = server
+        let id = conn
             .send_request("fs/remove", json!({"path": p(&root.join("deep"))}))
             .await?;
-        server
-            .response_within(&id, DEEP_WAIT)
-            .await?
-            .into_result("fs/remove")?;
+        conn.response_within(&id, DEEP_WAIT).await?.into_result()?;
         eprintln!(
             "fs/remove of {DEEP} levels {args:?}: {:.2} s",
             started.elapsed().as_secs_f64()
@@ -939,15 +968,12 @@ async fn a_tree_deeper_than_any_stack_is_copied_and_the_server_serves_on() -> Te
     build_chain(&handle, "deep", DEEP)?;
     for args in unconfined_and_confined(&root) {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let server = ready(Transport::WebSocket, &args).await?;
-        let other = bystander(&server, &root).await?;
+        let conn = ready(Transport::WebSocket, &args).await?;
+        let other = bystander(conn.server(), &root).await?;
         let started = std::time::Instant::now();
         let params = json!({"sourcePath": p(&root.join("deep")), "destinationPath": p(&root.join("copy")), "recursive": true});
-        let id = server.send_request("fs/copy", params).await?;
-        server
-            .response_within(&id, DEEP_WAIT)
-            .await?
-            .into_result("fs/copy")?;
+        let id = conn.send_request("fs/copy", params).await?;
+        conn.response_within(&id, DEEP_WAIT).await?.into_result()?;
         eprintln!(
             "fs/copy of {DEEP} levels {args:?}: {:.2} s",
             started.elapsed().as_secs_f64()
@@ -960,13 +986,10 @@ async fn a_tree_deeper_than_any_stack_is_copied_and_the_server_serves_on() -> Te
         );
         assert_eq!(inspect_chain(&handle, "deep")?, expected, "source intact");
         bystander_still_served(&other).await?;
-        let id = server
+        let id = conn
             .send_request("fs/remove", json!({"path": p(&root.join("copy"))}))
             .await?;
-        server
-            .response_within(&id, DEEP_WAIT)
-            .await?
-            .into_result("fs/remove")?;
+        conn.response_within(&id, DEEP_WAIT).await?.into_result()?;
     }
     Ok(())
 }

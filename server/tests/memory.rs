@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use exec_server_harness::{ExecServer, Transport};
+use exec_server_harness::{Connection, ExecServer, Transport};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -83,17 +83,17 @@ async fn wait_until_stalled(progress: &AtomicU64, quiet: Duration, deadline: Dur
 /// Sends `count` frames made by `frame` in the background until the server stops
 /// reading them; fails if it reads them all. Returns how many were sent.
 async fn send_until_refused(
-    server: &ExecServer,
+    conn: &Connection,
     count: usize,
     frame: impl Fn(usize) -> String + Send + 'static,
 ) -> u64 {
     let sent = Arc::new(AtomicU64::new(0));
     let sender = tokio::spawn({
-        let server = server.clone();
+        let conn = conn.clone();
         let sent = Arc::clone(&sent);
         async move {
             for n in 0..count {
-                server.send_raw(frame(n)).await?;
+                conn.send_raw(frame(n)).await?;
                 sent.fetch_add(1, Ordering::SeqCst);
             }
             Ok::<_, exec_server_harness::HarnessError>(())
@@ -112,22 +112,23 @@ async fn send_until_refused(
 async fn pipelined_reads_whose_replies_are_not_read_wait_for_room() -> TestResult {
     const READS: usize = 1000;
     let server = start_server(Transport::WebSocket, &[]).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     // 1 MiB retained: each read result is about 1.4 MB of base64.
     session
         .start_with(spec("big", ["head", "-c", "1048576", "/dev/urandom"]))
         .await?;
-    notified_output(&server, "big", WAIT).await?;
+    conn.notified_output_within("big", WAIT).await?;
     let baseline = memory(&server, "VmRSS");
     for n in 0..READS {
         let request = json!({"id": format!("r{n}"), "method": "process/read", "params": {"processId": "big"}});
-        server.send_raw(request.to_string()).await?;
+        conn.send_raw(request.to_string()).await?;
     }
     let what = format!("{READS} read results nobody reads");
     let growth = settled_growth(&server, baseline, 200 * MIB, &what).await;
     println!("{what}: +{} MiB", growth / MIB);
     // Other clients are served meanwhile.
-    let other = server.new_connection().await?;
+    let other = server.connect().await?;
     other.initialize("other").await?;
     Ok(())
 }
@@ -139,17 +140,18 @@ async fn pipelined_file_reads_are_built_one_budget_at_a_time() -> TestResult {
     let path = directory.path().join("sparse");
     std::fs::File::create(&path)?.set_len(40 * MIB)?;
     let server = start_server(Transport::WebSocket, &[]).await?;
-    server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    conn.initialize(CLIENT).await?;
     let baseline = memory(&server, "VmRSS");
     for n in 0..READS {
         let request = json!({"id": n, "method": "fs/readFile", "params": {"path": path}});
-        server.send_raw(request.to_string()).await?;
+        conn.send_raw(request.to_string()).await?;
     }
     let what = format!("{READS} reads of a 40 MiB file nobody reads");
     let growth = settled_growth(&server, baseline, 256 * MIB, &what).await;
     println!("{what}: +{} MiB", growth / MIB);
     // Other clients are served meanwhile.
-    let other = server.new_connection().await?;
+    let other = server.connect().await?;
     other.initialize("other").await?;
     Ok(())
 }
@@ -209,7 +211,7 @@ async fn a_ping_flood_whose_pongs_are_not_read_stops_being_read() -> TestResult 
     flood.abort();
     println!("{} MiB of pings: +{} MiB", stalled_at / MIB, growth / MIB);
     // Other clients are served meanwhile.
-    let other = server.new_connection().await?;
+    let other = server.connect().await?;
     other.initialize("other").await?;
     Ok(())
 }
@@ -218,14 +220,15 @@ async fn a_ping_flood_whose_pongs_are_not_read_stops_being_read() -> TestResult 
 async fn writes_queued_for_a_child_that_never_reads_hold_less_than_the_budget() -> TestResult {
     const WRITES: usize = 12;
     let server = start_server(Transport::WebSocket, &[]).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     session
         .start_with(spec("sink", ["sleep", "1000"]).pipe_stdin(true))
         .await?;
     // 24 MiB of stdin per write: a 32 MiB frame; the in-flight budget takes 8 of them.
     let chunk = b64(&vec![b'x'; 24 * MIB as usize]);
     let baseline = memory(&server, "VmRSS");
-    let accepted = send_until_refused(&server, WRITES, move |n| {
+    let accepted = send_until_refused(&conn, WRITES, move |n| {
         format!(
             r#"{{"id":"w{n}","method":"process/write","params":{{"processId":"sink","chunk":"{chunk}"}}}}"#
         )
@@ -242,13 +245,14 @@ async fn long_request_ids_count_in_the_room_a_reply_reserves() -> TestResult {
     // More than the inbound (256 MiB of frames) and outbound (64 MiB) budgets hold.
     const READS: usize = 250;
     let server = start_server(Transport::WebSocket, &[]).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     session.start_with(spec("small", ["echo", "hi"])).await?;
-    notified_output(&server, "small", WAIT).await?;
+    conn.notified_output_within("small", WAIT).await?;
     // A 2 MiB id makes each small read result a 2 MiB reply.
     let id = "i".repeat(2 * MIB as usize);
     let baseline = memory(&server, "VmRSS");
-    let accepted = send_until_refused(&server, READS, move |n| {
+    let accepted = send_until_refused(&conn, READS, move |n| {
         format!(r#"{{"id":"{id}{n}","method":"process/read","params":{{"processId":"small"}}}}"#)
     })
     .await;

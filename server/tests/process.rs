@@ -5,6 +5,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use exec_server_harness::protocol::{
+    EnvironmentInfoParams, NotificationMethod, SignalName, Stream, TerminateParams,
+};
 use exec_server_harness::{process_alive, wait_for_process_gone, Transport};
 use serde_json::{json, Value};
 
@@ -12,11 +15,12 @@ use serde_json::{json, Value};
 async fn echo_output_exit_code_and_stream_separation() -> TestResult {
     for transport in BOTH {
         let server = start_server(transport, &[]).await?;
-        let session = server.initialize(CLIENT).await?;
+        let conn = server.connect().await?;
+        let session = conn.initialize(CLIENT).await?;
         session
             .start_with(spec("echo", ["echo", "hello world"]))
             .await?;
-        let (output, _) = notified_output(&server, "echo", server.default_wait()).await?;
+        let output = conn.notified_output("echo").await?;
         assert_eq!(output.stdout, b"hello world\n", "{transport:?}");
         assert_eq!(output.exit_code, Some(0));
 
@@ -26,11 +30,11 @@ async fn echo_output_exit_code_and_stream_separation() -> TestResult {
                 ["sh", "-c", "echo out; echo err >&2; exit 7"],
             ))
             .await?;
-        let (output, signal) = notified_output(&server, "split", server.default_wait()).await?;
+        let output = conn.notified_output("split").await?;
         assert_eq!(output.stdout, b"out\n", "{transport:?}");
         assert_eq!(output.stderr, b"err\n", "{transport:?}");
         assert_eq!(output.exit_code, Some(7));
-        assert_eq!(signal, None);
+        assert_eq!(output.signal, None);
     }
     Ok(())
 }
@@ -38,37 +42,38 @@ async fn echo_output_exit_code_and_stream_separation() -> TestResult {
 #[tokio::test]
 async fn environment_is_exactly_env_and_arg0_overrides_argv0() -> TestResult {
     let server = start_server(Transport::WebSocket, &[]).await?;
-    let session = server.initialize(CLIENT).await?;
-    server
-        .call("process/start", json!({"processId": "env", "argv": ["/usr/bin/env"], "cwd": "/tmp", "env": {"ONLY": "this"}}))
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
+    conn
+        .request("process/start", json!({"processId": "env", "argv": ["/usr/bin/env"], "cwd": "/tmp", "env": {"ONLY": "this"}})).result()
         .await?;
     assert_eq!(session.read_to_end("env").await?.stdout, b"ONLY=this\n");
 
-    server
-        .call(
-            "process/start",
-            json!({
-                "processId": "policy", "argv": ["/usr/bin/env"], "cwd": "/", "env": {"B": "2"},
-                "envPolicy": {"inherit": "none", "set": {"A": "1"}},
-            }),
-        )
-        .await?;
+    conn.request(
+        "process/start",
+        json!({
+            "processId": "policy", "argv": ["/usr/bin/env"], "cwd": "/", "env": {"B": "2"},
+            "envPolicy": {"inherit": "none", "set": {"A": "1"}},
+        }),
+    )
+    .result()
+    .await?;
     assert_eq!(session.read_to_end("policy").await?.stdout, b"A=1\nB=2\n");
 
-    server
-        .call("process/start", json!({"processId": "arg0", "argv": ["/bin/cat", "/proc/self/cmdline"], "arg0": "renamed", "cwd": "/", "env": {}}))
+    conn
+        .request("process/start", json!({"processId": "arg0", "argv": ["/bin/cat", "/proc/self/cmdline"], "arg0": "renamed", "cwd": "/", "env": {}})).result()
         .await?;
     assert_eq!(
         session.read_to_end("arg0").await?.stdout,
         b"renamed\0/proc/self/cmdline\0"
     );
 
-    server
-        .call(
-            "process/start",
-            json!({"processId": "cwd", "argv": ["/bin/pwd"], "cwd": "/tmp", "env": {}}),
-        )
-        .await?;
+    conn.request(
+        "process/start",
+        json!({"processId": "cwd", "argv": ["/bin/pwd"], "cwd": "/tmp", "env": {}}),
+    )
+    .result()
+    .await?;
     assert_eq!(session.read_to_end("cwd").await?.stdout, b"/tmp\n");
     Ok(())
 }
@@ -76,26 +81,23 @@ async fn environment_is_exactly_env_and_arg0_overrides_argv0() -> TestResult {
 #[tokio::test]
 async fn start_errors_leave_nothing_behind() -> TestResult {
     let server = start_server(Transport::WebSocket, &[]).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     let missing = json!({"processId": "x", "argv": ["/no/such/program"], "cwd": "/", "env": {}});
-    let error = server
-        .call_expecting_error("process/start", missing)
-        .await?;
+    let error = conn.request("process/start", missing).error().await?;
     assert_eq!(error.code, -32603);
     assert!(error.message.contains("No such file"), "{error}");
     let bad_cwd =
         json!({"processId": "x", "argv": ["/bin/true"], "cwd": "/no/such/dir", "env": {}});
     assert_eq!(
-        server
-            .call_expecting_error("process/start", bad_cwd)
-            .await?
-            .code,
+        conn.request("process/start", bad_cwd).error().await?.code,
         -32603
     );
     // The id was not kept by the failed starts.
     session.start_with(spec("x", ["true"])).await?;
-    let error = server
-        .call_expecting_error("process/read", json!({"processId": "nope"}))
+    let error = conn
+        .request("process/read", json!({"processId": "nope"}))
+        .error()
         .await?;
     assert_eq!(error.code, -32600);
     assert_eq!(error.message, "unknown process id nope");
@@ -105,44 +107,41 @@ async fn start_errors_leave_nothing_behind() -> TestResult {
 #[tokio::test]
 async fn duplicate_process_ids_are_refused_while_the_entry_exists() -> TestResult {
     let server = start_server(Transport::WebSocket, &[]).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     session.start_with(spec("dup", ["sleep", "1000"])).await?;
     let params = json!({"processId": "dup", "argv": ["true"], "cwd": "/", "env": {}});
-    let error = server
-        .call_expecting_error("process/start", params.clone())
+    let error = conn
+        .request("process/start", params.clone())
+        .error()
         .await?;
     assert_eq!(error.code, -32600);
     assert_eq!(error.message, "process dup already exists");
-    server
-        .call("process/terminate", json!({"processId": "dup"}))
-        .await?;
+    conn.call(&TerminateParams {
+        process_id: "dup".into(),
+    })
+    .await?;
     session.read_to_end("dup").await?;
     // Closed but not yet evicted: still refused.
     assert_eq!(
-        server
-            .call_expecting_error("process/start", params)
-            .await?
-            .message,
+        conn.request("process/start", params).error().await?.message,
         "process dup already exists"
     );
 
     // Of two racing starts with one id exactly one succeeds.
-    let first = server
+    let first = conn
         .send_request(
             "process/start",
             json!({"processId": "race", "argv": ["true"], "cwd": "/", "env": {}}),
         )
         .await?;
-    let second = server
+    let second = conn
         .send_request(
             "process/start",
             json!({"processId": "race", "argv": ["true"], "cwd": "/", "env": {}}),
         )
         .await?;
-    let outcomes = [
-        server.response(&first).await?,
-        server.response(&second).await?,
-    ];
+    let outcomes = [conn.response(&first).await?, conn.response(&second).await?];
     assert_eq!(
         outcomes.iter().filter(|r| r.result.is_some()).count(),
         1,
@@ -155,38 +154,39 @@ async fn duplicate_process_ids_are_refused_while_the_entry_exists() -> TestResul
 async fn pty_round_trip_and_resize() -> TestResult {
     for transport in BOTH {
         let server = start_server(transport, &[]).await?;
-        let session = server.initialize(CLIENT).await?;
+        let conn = server.connect().await?;
+        let session = conn.initialize(CLIENT).await?;
         session.start_with(spec("tty", ["cat"]).tty(true)).await?;
-        let status = server
-            .call(
+        let status = conn
+            .request(
                 "process/write",
                 json!({"processId": "tty", "chunk": b64(b"hello pty\n")}),
             )
+            .result()
             .await?;
         assert_eq!(status["status"], "accepted");
-        server
-            .wait_for_events("cat's echo on the pty", server.default_wait(), |events| {
-                let text: Vec<u8> = events
-                    .iter()
-                    .filter(|e| e.stream() == Some("pty"))
-                    .flat_map(|e| e.chunk().expect("base64 chunk"))
-                    .collect();
-                // The terminal echoes the line, then cat prints it: twice in all.
-                String::from_utf8_lossy(&text).matches("hello pty").count() == 2
-            })
-            .await?;
-        server
-            .call(
-                "process/resize",
-                json!({"processId": "tty", "rows": 50, "cols": 132}),
-            )
-            .await?;
-        server
-            .call(
-                "process/write",
-                json!({"processId": "tty", "chunk": "", "closeStdin": true}),
-            )
-            .await?;
+        conn.wait_for_events("cat's echo on the pty", |events| {
+            let text: Vec<u8> = events
+                .iter()
+                .filter(|e| e.stream() == Some(Stream::Pty))
+                .flat_map(|e| e.chunk().expect("base64 chunk"))
+                .collect();
+            // The terminal echoes the line, then cat prints it: twice in all.
+            String::from_utf8_lossy(&text).matches("hello pty").count() == 2
+        })
+        .await?;
+        conn.request(
+            "process/resize",
+            json!({"processId": "tty", "rows": 50, "cols": 132}),
+        )
+        .result()
+        .await?;
+        conn.request(
+            "process/write",
+            json!({"processId": "tty", "chunk": "", "closeStdin": true}),
+        )
+        .result()
+        .await?;
         let output = session.read_to_end("tty").await?;
         assert_eq!(
             output.exit_code,
@@ -201,7 +201,8 @@ async fn pty_round_trip_and_resize() -> TestResult {
 #[tokio::test]
 async fn pty_size_is_24_by_80_and_resize_is_seen_by_the_child() -> TestResult {
     let server = start_server(Transport::WebSocket, &[]).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     session
         .start_with(spec("size", ["stty", "size"]).tty(true))
         .await?;
@@ -209,18 +210,18 @@ async fn pty_size_is_24_by_80_and_resize_is_seen_by_the_child() -> TestResult {
     session
         .start_with(spec("resized", ["sh", "-c", "read go; stty size"]).tty(true))
         .await?;
-    server
-        .call(
-            "process/resize",
-            json!({"processId": "resized", "rows": 40, "cols": 100}),
-        )
-        .await?;
-    server
-        .call(
-            "process/write",
-            json!({"processId": "resized", "chunk": b64(b"go\n")}),
-        )
-        .await?;
+    conn.request(
+        "process/resize",
+        json!({"processId": "resized", "rows": 40, "cols": 100}),
+    )
+    .result()
+    .await?;
+    conn.request(
+        "process/write",
+        json!({"processId": "resized", "chunk": b64(b"go\n")}),
+    )
+    .result()
+    .await?;
     let output = session.read_to_end("resized").await?;
     assert!(
         String::from_utf8_lossy(&output.pty).ends_with("40 100\r\n"),
@@ -228,11 +229,12 @@ async fn pty_size_is_24_by_80_and_resize_is_seen_by_the_child() -> TestResult {
         output
     );
     session.start_with(spec("plain", ["true"])).await?;
-    let error = server
-        .call_expecting_error(
+    let error = conn
+        .request(
             "process/resize",
             json!({"processId": "plain", "rows": 1, "cols": 1}),
         )
+        .error()
         .await?;
     assert_eq!(error.code, -32600);
     Ok(())
@@ -241,24 +243,30 @@ async fn pty_size_is_24_by_80_and_resize_is_seen_by_the_child() -> TestResult {
 #[tokio::test]
 async fn write_statuses() -> TestResult {
     let server = start_server(Transport::WebSocket, &[]).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     let write = |id: &str| json!({"processId": id, "chunk": b64(b"x")});
     session
         .start_with(spec("nostdin", ["sleep", "1000"]))
         .await?;
     assert_eq!(
-        server.call("process/write", write("nostdin")).await?["status"],
+        conn.request("process/write", write("nostdin"))
+            .result()
+            .await?["status"],
         "stdinClosed"
     );
     assert_eq!(
-        server.call("process/write", write("ghost")).await?["status"],
+        conn.request("process/write", write("ghost"))
+            .result()
+            .await?["status"],
         "unknownProcess"
     );
-    let error = server
-        .call_expecting_error(
+    let error = conn
+        .request(
             "process/write",
             json!({"processId": "nostdin", "chunk": "***"}),
         )
+        .error()
         .await?;
     assert_eq!(error.code, -32602);
     session
@@ -266,11 +274,11 @@ async fn write_statuses() -> TestResult {
         .await?;
     let close = json!({"processId": "cat", "chunk": b64(b"abc"), "closeStdin": true});
     assert_eq!(
-        server.call("process/write", close).await?["status"],
+        conn.request("process/write", close).result().await?["status"],
         "accepted"
     );
     assert_eq!(
-        server.call("process/write", write("cat")).await?["status"],
+        conn.request("process/write", write("cat")).result().await?["status"],
         "stdinClosed"
     );
     let output = session.read_to_end("cat").await?;
@@ -282,7 +290,8 @@ async fn write_statuses() -> TestResult {
 #[tokio::test]
 async fn writes_to_one_process_apply_in_arrival_order() -> TestResult {
     let server = start_server(Transport::WebSocket, &[]).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     session
         .start_with(spec("cat", ["cat"]).pipe_stdin(true))
         .await?;
@@ -293,16 +302,15 @@ async fn writes_to_one_process_apply_in_arrival_order() -> TestResult {
         expected.extend_from_slice(line.as_bytes());
         let close = i == 199;
         ids.push(
-            server
-                .send_request(
-                    "process/write",
-                    json!({"processId": "cat", "chunk": b64(line.as_bytes()), "closeStdin": close}),
-                )
-                .await?,
+            conn.send_request(
+                "process/write",
+                json!({"processId": "cat", "chunk": b64(line.as_bytes()), "closeStdin": close}),
+            )
+            .await?,
         );
     }
     for id in &ids {
-        let result = server.response(id).await?.into_result("process/write")?;
+        let result = conn.response(id).await?.into_result()?;
         assert_eq!(result["status"], "accepted");
     }
     assert_eq!(session.read_to_end("cat").await?.stdout, expected);
@@ -313,27 +321,34 @@ async fn writes_to_one_process_apply_in_arrival_order() -> TestResult {
 async fn terminate_kills_the_whole_tree() -> TestResult {
     for transport in BOTH {
         let server = start_server(transport, &[]).await?;
-        let session = server.initialize(CLIENT).await?;
+        let conn = server.connect().await?;
+        let session = conn.initialize(CLIENT).await?;
         let pids = start_reporting_pids(&session, "tree", "sleep 1000 & echo $!; echo $$; wait", 2)
             .await?;
-        let result = server
-            .call("process/terminate", json!({"processId": "tree"}))
+        let result = conn
+            .call(&TerminateParams {
+                process_id: "tree".into(),
+            })
             .await?;
-        assert_eq!(result["running"], true);
-        let (output, signal) = notified_output(&server, "tree", server.default_wait()).await?;
+        assert!(result.running);
+        let output = conn.notified_output("tree").await?;
         assert_eq!(output.exit_code, Some(137), "{transport:?}: 128 + SIGKILL");
-        assert_eq!(signal.as_deref(), Some("SIGKILL"));
+        assert_eq!(output.signal.as_deref(), Some("SIGKILL"));
         for pid in pids {
             wait_for_process_gone(pid, server.default_wait()).await?;
         }
-        let result = server
-            .call("process/terminate", json!({"processId": "tree"}))
+        let result = conn
+            .call(&TerminateParams {
+                process_id: "tree".into(),
+            })
             .await?;
-        assert_eq!(result["running"], false, "already exited");
-        let result = server
-            .call("process/terminate", json!({"processId": "never"}))
+        assert!(!result.running, "already exited");
+        let result = conn
+            .call(&TerminateParams {
+                process_id: "never".into(),
+            })
             .await?;
-        assert_eq!(result["running"], false, "unknown id is not an error");
+        assert!(!result.running, "unknown id is not an error");
     }
     Ok(())
 }
@@ -341,29 +356,27 @@ async fn terminate_kills_the_whole_tree() -> TestResult {
 #[tokio::test]
 async fn signals_reach_the_process_group() -> TestResult {
     let server = start_server(Transport::WebSocket, &[]).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     for (signal, number, name) in [
-        ("interrupt", 2, "SIGINT"),
-        ("terminate", 15, "SIGTERM"),
-        ("hangup", 1, "SIGHUP"),
-        ("kill", 9, "SIGKILL"),
+        (SignalName::Interrupt, 2, "SIGINT"),
+        (SignalName::Terminate, 15, "SIGTERM"),
+        (SignalName::Hangup, 1, "SIGHUP"),
+        (SignalName::Kill, 9, "SIGKILL"),
     ] {
-        session.start_with(spec(signal, ["sleep", "1000"])).await?;
-        server
-            .call(
-                "process/signal",
-                json!({"processId": signal, "signal": signal}),
-            )
-            .await?;
-        let (output, exit_signal) = notified_output(&server, signal, server.default_wait()).await?;
+        let id = signal.as_str();
+        session.start_with(spec(id, ["sleep", "1000"])).await?;
+        session.signal(id, signal).await?;
+        let output = conn.notified_output(id).await?;
         assert_eq!(output.exit_code, Some(128 + number), "{signal}");
-        assert_eq!(exit_signal.as_deref(), Some(name));
+        assert_eq!(output.signal.as_deref(), Some(name));
     }
-    let error = server
-        .call_expecting_error(
+    let error = conn
+        .request(
             "process/signal",
             json!({"processId": "ghost", "signal": "kill"}),
         )
+        .error()
         .await?;
     assert_eq!(error.code, -32600);
     Ok(())
@@ -373,24 +386,24 @@ async fn signals_reach_the_process_group() -> TestResult {
 async fn exited_comes_while_a_grandchild_holds_stdout_then_late_output_then_closed() -> TestResult {
     for transport in BOTH {
         let server = start_server(transport, &[]).await?;
-        let session = server.initialize(CLIENT).await?;
+        let conn = server.connect().await?;
+        let session = conn.initialize(CLIENT).await?;
         // The background job keeps stdout open and prints only after we write to it.
         let script = "exec 3<&0; (read line <&3; echo \"late $line\") & exit 3";
         session
             .start_with(spec("bg", ["sh", "-c", script]).pipe_stdin(true))
             .await?;
-        let events = server
-            .wait_for_events("exited", server.default_wait(), |events| {
-                events.iter().any(|e| e.is_exited("bg"))
-            })
+        let events = conn
+            .wait_for_events("exited", |events| events.iter().any(|e| e.is_exited("bg")))
             .await?;
         let exited = events
             .into_iter()
             .find(|e| e.is_exited("bg"))
             .expect("exited");
         assert_eq!(exited.params["exitCode"], 3);
-        let read = server
-            .call("process/read", json!({"processId": "bg"}))
+        let read = conn
+            .request("process/read", json!({"processId": "bg"}))
+            .result()
             .await?;
         assert_eq!(read["exited"], true, "{read}");
         assert_eq!(
@@ -400,26 +413,25 @@ async fn exited_comes_while_a_grandchild_holds_stdout_then_late_output_then_clos
         // [ext] The seqs of the exit and close events (§6.3), null until known.
         assert_eq!(read["exitedSeq"], json!(exited.seq()), "{read}");
         assert_eq!(read["closedSeq"], Value::Null, "{read}");
-        server
-            .call(
-                "process/write",
-                json!({"processId": "bg", "chunk": b64(b"now\n"), "closeStdin": true}),
-            )
-            .await?;
-        let (output, _) = notified_output(&server, "bg", server.default_wait()).await?;
+        conn.request(
+            "process/write",
+            json!({"processId": "bg", "chunk": b64(b"now\n"), "closeStdin": true}),
+        )
+        .result()
+        .await?;
+        let output = conn.notified_output("bg").await?;
         assert_eq!(output.stdout, b"late now\n", "{transport:?}");
         let exit_seq = exited.seq().expect("seq");
-        let read = server
-            .call("process/read", json!({"processId": "bg"}))
+        let read = conn
+            .request("process/read", json!({"processId": "bg"}))
+            .result()
             .await?;
         let late_seq = read["chunks"][0]["seq"].as_u64().expect("late chunk");
         assert!(late_seq > exit_seq, "output after exited has a later seq");
         assert_eq!(read["closed"], true);
         assert_eq!(read["nextSeq"], late_seq + 1);
-        let events = server
-            .wait_for_events("closed", server.default_wait(), |events| {
-                events.iter().any(|e| e.is_closed("bg"))
-            })
+        let events = conn
+            .wait_for_events("closed", |events| events.iter().any(|e| e.is_closed("bg")))
             .await?;
         let closed = events
             .into_iter()
@@ -435,48 +447,53 @@ async fn exited_comes_while_a_grandchild_holds_stdout_then_late_output_then_clos
 #[tokio::test]
 async fn read_long_poll_max_bytes_and_next_seq() -> TestResult {
     let server = start_server(Transport::WebSocket, &[]).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     // Each part is printed only after the previous one was seen, so each is its own chunk.
     let script = "printf aaaa; read x; printf bbbb; read y; printf cccc";
     session
         .start_with(spec("three", ["sh", "-c", script]).pipe_stdin(true))
         .await?;
     for (part, gate) in [(b"aaaa", b"\n" as &[u8]), (b"bbbb", b"\n")] {
-        let event = server.expect_event(|e| e.is_output("three")).await?;
+        let event = conn.expect_event(|e| e.is_output("three")).await?;
         assert_eq!(event.chunk().as_deref(), Some(&part[..]));
         session.write("three", gate).await?;
     }
     session.read_to_end("three").await?;
-    let all = server
-        .call("process/read", json!({"processId": "three"}))
+    let all = conn
+        .request("process/read", json!({"processId": "three"}))
+        .result()
         .await?;
     let chunks = all["chunks"].as_array().expect("chunks");
     assert_eq!(chunks.len(), 3, "one chunk per gated write: {all}");
     let first_len = unb64(&chunks[0]["chunk"]).len() as u64;
-    let limited = server
-        .call(
+    let limited = conn
+        .request(
             "process/read",
             json!({"processId": "three", "maxBytes": first_len}),
         )
+        .result()
         .await?;
     assert_eq!(limited["chunks"].as_array().map(Vec::len), Some(1));
     assert_eq!(
         limited["nextSeq"],
         chunks[0]["seq"].as_u64().expect("seq") + 1
     );
-    let tiny = server
-        .call("process/read", json!({"processId": "three", "maxBytes": 1}))
+    let tiny = conn
+        .request("process/read", json!({"processId": "three", "maxBytes": 1}))
+        .result()
         .await?;
     assert_eq!(
         tiny["chunks"].as_array().map(Vec::len),
         Some(1),
         "at least one chunk"
     );
-    let after_all = server
-        .call(
+    let after_all = conn
+        .request(
             "process/read",
             json!({"processId": "three", "afterSeq": 1000, "waitMs": 5000}),
         )
+        .result()
         .await?;
     assert_eq!(after_all["chunks"], json!([]), "closed returns at once");
     assert_eq!(after_all["closed"], true);
@@ -489,8 +506,9 @@ async fn read_long_poll_max_bytes_and_next_seq() -> TestResult {
     );
 
     session.start_with(spec("quiet", ["sleep", "1000"])).await?;
-    let waited = server
-        .call("process/read", json!({"processId": "quiet", "waitMs": 50}))
+    let waited = conn
+        .request("process/read", json!({"processId": "quiet", "waitMs": 50}))
+        .result()
         .await?;
     assert_eq!(
         waited["chunks"],
@@ -515,11 +533,14 @@ async fn five_mib_byte_exact_through_notifications_and_read() -> TestResult {
     assert!(expected.len() > 5 * 1024 * 1024);
     for transport in BOTH {
         let server = start_server(transport, &["--output-retention", "16777216"]).await?;
-        let session = server.initialize(CLIENT).await?;
+        let conn = server.connect().await?;
+        let session = conn.initialize(CLIENT).await?;
         session
             .start_with(spec("seq", ["seq", "1", "800000"]))
             .await?;
-        let (output, _) = notified_output(&server, "seq", Duration::from_secs(60)).await?;
+        let output = conn
+            .notified_output_within("seq", Duration::from_secs(60))
+            .await?;
         assert!(
             output.stdout == expected,
             "{transport:?}: notifications differ"
@@ -535,11 +556,12 @@ async fn five_mib_byte_exact_through_notifications_and_read() -> TestResult {
                  ({} bytes read, afterSeq {after_seq})",
                 via_read.len()
             );
-            let read = server
-                .call(
+            let read = conn
+                .request(
                     "process/read",
                     json!({"processId": "seq", "afterSeq": after_seq, "maxBytes": 1_000_000}),
                 )
+                .result()
                 .await?;
             for chunk in read["chunks"].as_array().expect("chunks") {
                 assert!(
@@ -556,8 +578,9 @@ async fn five_mib_byte_exact_through_notifications_and_read() -> TestResult {
         assert!(via_read == expected, "{transport:?}: process/read differs");
         // One read without maxBytes returns everything retained in a single message
         // of ~7 MiB: outbound messages are not size-limited.
-        let whole = server
-            .call("process/read", json!({"processId": "seq"}))
+        let whole = conn
+            .request("process/read", json!({"processId": "seq"}))
+            .result()
             .await?;
         let whole: Vec<u8> = whole["chunks"]
             .as_array()
@@ -569,7 +592,7 @@ async fn five_mib_byte_exact_through_notifications_and_read() -> TestResult {
             whole == expected,
             "{transport:?}: single large read differs"
         );
-        server.call("environment/info", json!({})).await?;
+        conn.call(&EnvironmentInfoParams {}).await?;
     }
     Ok(())
 }
@@ -577,23 +600,25 @@ async fn five_mib_byte_exact_through_notifications_and_read() -> TestResult {
 #[tokio::test]
 async fn retention_keeps_the_newest_bytes_and_reports_what_was_lost() -> TestResult {
     let server = start_server(Transport::WebSocket, &["--output-retention", "1000"]).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     // Over 64 KiB, so several chunks whatever the timing; each is larger than the
     // retention, so only the newest survives.
     session
         .start_with(spec("many", ["seq", "1", "60000"]))
         .await?;
     // Through notifications: process/read no longer has the whole output.
-    let (output, _) = notified_output(&server, "many", server.default_wait()).await?;
-    let read = server
-        .call("process/read", json!({"processId": "many"}))
+    let output = conn.notified_output("many").await?;
+    let read = conn
+        .request("process/read", json!({"processId": "many"}))
+        .result()
         .await?;
     let first_retained = read["firstRetainedSeq"].as_u64().expect("firstRetainedSeq");
     assert!(first_retained > 1, "older chunks were dropped: {read}");
     let chunks = read["chunks"].as_array().expect("chunks");
     // firstRetainedSeq may name the exit event (output can follow the exit), so compare
     // with the first *output* seq at or after it, as the notifications numbered them.
-    let first_output_kept = server
+    let first_output_kept = conn
         .buffered_events()
         .iter()
         .filter(|e| e.is_output("many"))
@@ -617,18 +642,21 @@ async fn retention_keeps_the_newest_bytes_and_reports_what_was_lost() -> TestRes
 #[tokio::test]
 async fn output_is_coalesced_into_chunks_of_at_most_64_kib() -> TestResult {
     let server = start_server(Transport::WebSocket, &[]).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     session
         .start_with(spec("zeros", ["head", "-c", "4194304", "/dev/zero"]))
         .await?;
-    let events = server
-        .wait_for_events("closed", server.default_wait(), |events| {
-            events.iter().any(|e| e.method == "process/closed")
+    let events = conn
+        .wait_for_events("closed", |events| {
+            events
+                .iter()
+                .any(|e| e.kind() == Some(NotificationMethod::ProcessClosed))
         })
         .await?;
     let sizes: Vec<usize> = events
         .iter()
-        .filter(|e| e.method == "process/output")
+        .filter(|e| e.kind() == Some(NotificationMethod::ProcessOutput))
         .map(|e| e.chunk().expect("base64 chunk").len())
         .collect();
     assert_eq!(sizes.iter().sum::<usize>(), 4 * 1024 * 1024);
@@ -658,7 +686,8 @@ fn proc_field(pid: i32, file: &str, key: &str) -> u64 {
 #[tokio::test]
 async fn a_client_that_stops_reading_backpressures_the_child_not_server_memory() -> TestResult {
     let server = start_server(Transport::WebSocket, &[]).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     let pids = start_reporting_pids(
         &session,
         "flood",
@@ -692,9 +721,10 @@ async fn a_client_that_stops_reading_backpressures_the_child_not_server_memory()
         stalled < 512 * 1024 * 1024,
         "the child was stopped early, at {stalled} bytes"
     );
-    server
-        .call("process/terminate", json!({"processId": "flood"}))
-        .await?;
+    conn.call(&TerminateParams {
+        process_id: "flood".into(),
+    })
+    .await?;
     Ok(())
 }
 
@@ -702,20 +732,22 @@ async fn a_client_that_stops_reading_backpressures_the_child_not_server_memory()
 async fn a_background_job_that_closed_its_output_dies_with_terminate_and_with_the_session(
 ) -> TestResult {
     let server = start_server(Transport::WebSocket, &["--session-ttl", "300ms"]).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     let daemon = "sleep 1000 </dev/null >/dev/null 2>&1 & echo $!";
     let first = start_reporting_pids(&session, "first", daemon, 1).await?[0];
     session.read_to_end("first").await?;
     assert!(process_alive(first), "outlives its parent's close");
-    server
-        .call("process/terminate", json!({"processId": "first"}))
-        .await?;
+    conn.call(&TerminateParams {
+        process_id: "first".into(),
+    })
+    .await?;
     wait_for_process_gone(first, server.default_wait()).await?;
 
     let second = start_reporting_pids(&session, "second", daemon, 1).await?[0];
     session.read_to_end("second").await?;
     // Not resumed: the detached session expires after its TTL and takes the job along.
-    server.disconnect().await?;
+    conn.disconnect().await?;
     wait_for_process_gone(second, server.default_wait()).await?;
     Ok(())
 }
@@ -732,7 +764,8 @@ fn open_fds(pid: i32) -> usize {
 #[tokio::test]
 async fn finished_processes_release_their_pipes_and_ptys() -> TestResult {
     let server = start_server(Transport::WebSocket, &[]).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     let server_pid = server.pid().expect("server pid");
     session.start_with(spec("warm-up", ["true"])).await?;
     session.read_to_end("warm-up").await?;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use exec_client::BearerToken;
 use exec_client::{ClientError, ClientOptions, ExecServerClient, ExecServerTransport};
-use exec_server_harness::ExecServer;
+use exec_server_harness::{http_head, Connection, ExecServer, HttpRequest};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "tok-5b7f0c0e9d2a41f1";
@@ -60,11 +60,27 @@ async fn upgrade_status_as(server: &ExecServer, host: &str, extra: &[(&str, &str
         .copied()
         .chain(extra.iter().copied())
         .collect();
-    http_status(&http_head(url(server), "GET", "/", Some(host), &headers, WAIT).await)
+    let request = HttpRequest {
+        method: "GET",
+        target: "/",
+        host: Some(host),
+        headers: &headers,
+    };
+    http_head(url(server), request, WAIT)
+        .await
+        .expect("an HTTP response")
+        .status
 }
 
 async fn readyz_status(server: &ExecServer, host: &str) -> u16 {
-    http_status(&http_head(url(server), "GET", "/readyz", Some(host), &[], WAIT).await)
+    let request = HttpRequest {
+        host: Some(host),
+        ..HttpRequest::get("/readyz")
+    };
+    http_head(url(server), request, WAIT)
+        .await
+        .expect("an HTTP response")
+        .status
 }
 
 fn url(server: &ExecServer) -> &str {
@@ -72,8 +88,8 @@ fn url(server: &ExecServer) -> &str {
 }
 
 /// Starts `echo hi` in a fresh session on `server` and checks its output.
-async fn runs_a_command(server: &ExecServer, client_name: &str) -> TestResult {
-    let session = server.initialize(client_name).await?;
+async fn runs_a_command(conn: &Connection, client_name: &str) -> TestResult {
+    let session = conn.initialize(client_name).await?;
     let id = session.start_with(spec("echo", ["echo", "hi"])).await?;
     let output = session.read_to_end(&id).await?;
     assert_eq!(output.stdout_text(), "hi\n");
@@ -83,6 +99,7 @@ async fn runs_a_command(server: &ExecServer, client_name: &str) -> TestResult {
 #[tokio::test]
 async fn every_upgrade_must_carry_the_token() -> TestResult {
     let server = exec_server_bin().auth_token(TOKEN).start().await?;
+    let conn = server.connect().await?;
     let bearer = format!("Bearer {TOKEN}");
     assert_eq!(upgrade_status(&server, &[]).await, 401, "no token");
     let wrong = format!("Bearer {TOKEN}x");
@@ -101,12 +118,18 @@ async fn every_upgrade_must_carry_the_token() -> TestResult {
         101,
         "right token"
     );
-    let head = http_head(url(&server), "GET", "/", None, &UPGRADE, WAIT).await;
-    assert_eq!(http_status(&head), 401);
+    let upgrade = HttpRequest {
+        headers: &UPGRADE,
+        ..HttpRequest::get("/")
+    };
+    let head = http_head(url(&server), upgrade, WAIT).await?;
+    assert_eq!(head.status, 401);
     assert!(
-        head.to_ascii_lowercase()
+        head.text
+            .to_ascii_lowercase()
             .contains("www-authenticate: bearer"),
-        "{head}"
+        "{}",
+        head.text
     );
     assert_eq!(
         readyz_status(&server, &authority(&server)).await,
@@ -114,12 +137,12 @@ async fn every_upgrade_must_carry_the_token() -> TestResult {
         "/readyz needs no token"
     );
     // The harness connected with the token; the session says a token is required.
-    let session = server.initialize(CLIENT).await?;
+    let session = conn.initialize(CLIENT).await?;
     assert_eq!(
-        session.initialize_result()["capabilities"]["auth"]["token"],
+        session.initialize_json()["capabilities"]["auth"]["token"],
         true
     );
-    runs_a_command(&server.new_connection().await?, "second").await
+    runs_a_command(&server.connect().await?, "second").await
 }
 
 #[tokio::test]
@@ -155,12 +178,13 @@ async fn the_token_never_reaches_the_logs() -> TestResult {
         .env("RUST_LOG", "trace")
         .start()
         .await?;
+    let conn = server.connect().await?;
     let wrong = format!("Bearer {TOKEN}-but-longer");
     assert_eq!(
         upgrade_status(&server, &[("Authorization", &wrong)]).await,
         401
     );
-    runs_a_command(&server, CLIENT).await?;
+    runs_a_command(&conn, CLIENT).await?;
     once_refusal_is_logged(&server, |stderr| {
         assert!(
             stderr.contains("TRACE") || stderr.contains("DEBUG"),
@@ -278,7 +302,7 @@ async fn a_network_address_is_served_with_a_token_or_when_insecure_is_explicit()
         .start()
         .await?;
     assert_eq!(upgrade_status(&with_token, &[]).await, 401);
-    runs_a_command(&with_token, CLIENT).await?;
+    runs_a_command(&with_token.connect().await?, CLIENT).await?;
     let insecure = exec_server_bin()
         .listen("ws://0.0.0.0:0")
         .arg("--insecure-no-auth")
@@ -293,7 +317,7 @@ async fn a_network_address_is_served_with_a_token_or_when_insecure_is_explicit()
         upgrade_status(&insecure, &[("Origin", "https://evil.example")]).await,
         403
     );
-    runs_a_command(&insecure, CLIENT).await
+    runs_a_command(&insecure.connect().await?, CLIENT).await
 }
 
 #[tokio::test]
@@ -303,6 +327,7 @@ async fn web_pages_are_refused_unless_their_origin_is_listed() -> TestResult {
         &["--allow-origin", "https://ide.example"],
     )
     .await?;
+    let conn = server.connect().await?;
     assert_eq!(
         upgrade_status(&server, &[("Origin", "https://evil.example")]).await,
         403
@@ -317,7 +342,7 @@ async fn web_pages_are_refused_unless_their_origin_is_listed() -> TestResult {
         101,
         "native clients send no Origin"
     );
-    runs_a_command(&server, CLIENT).await
+    runs_a_command(&conn, CLIENT).await
 }
 
 #[tokio::test]
@@ -327,6 +352,7 @@ async fn a_loopback_server_refuses_foreign_host_names() -> TestResult {
         &["--allow-host", "dev.internal"],
     )
     .await?;
+    let conn = server.connect().await?;
     let port = authority(&server)
         .rsplit_once(':')
         .expect("port")
@@ -355,7 +381,7 @@ async fn a_loopback_server_refuses_foreign_host_names() -> TestResult {
         200,
         "/readyz has no Host rule"
     );
-    runs_a_command(&server, CLIENT).await
+    runs_a_command(&conn, CLIENT).await
 }
 
 #[tokio::test]
@@ -365,9 +391,10 @@ async fn a_connection_over_the_limit_gets_503_and_the_others_keep_working() -> T
         &["--max-connections", "2"],
     )
     .await?;
-    let second = server.new_connection().await?;
+    let conn = server.connect().await?;
+    let second = server.connect().await?;
     assert_eq!(upgrade_status(&server, &[]).await, 503);
-    runs_a_command(&server, CLIENT).await?;
+    runs_a_command(&conn, CLIENT).await?;
     runs_a_command(&second, "second").await?;
     // A closed connection frees its place (noticed asynchronously: poll, with a deadline).
     second.disconnect().await?;
@@ -406,12 +433,14 @@ async fn sessions_over_the_limit_are_refused_and_the_others_keep_working() -> Te
         &["--max-sessions", "2"],
     )
     .await?;
-    let first = server.initialize("first").await?;
-    let second = server.new_connection().await?;
+    let conn = server.connect().await?;
+    let first = conn.initialize("first").await?;
+    let second = server.connect().await?;
     second.initialize("second").await?;
-    let third = server.new_connection().await?;
+    let third = server.connect().await?;
     let refused = third
-        .call_expecting_error("initialize", json!({"clientName": "third"}))
+        .request("initialize", json!({"clientName": "third"}))
+        .error()
         .await?;
     assert_limit(&refused, "maxSessions", 2);
     let id = first.start_with(spec("echo", ["echo", "hi"])).await?;
@@ -426,22 +455,24 @@ async fn processes_over_the_limit_are_refused_in_that_session_only() -> TestResu
         &["--max-processes", "2"],
     )
     .await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     assert_eq!(
-        session.initialize_result()["capabilities"]["limits"]["maxProcesses"],
+        session.initialize_json()["capabilities"]["limits"]["maxProcesses"],
         2
     );
     for id in ["a", "b"] {
         session.start_with(spec(id, ["sleep", "30"])).await?;
     }
-    let refused = server
-        .call_expecting_error(
+    let refused = conn
+        .request(
             "process/start",
             json!({"processId": "c", "argv": ["true"], "cwd": "/", "env": {}}),
         )
+        .error()
         .await?;
     assert_limit(&refused, "maxProcesses", 2);
-    runs_a_command(&server.new_connection().await?, "other-session").await?;
+    runs_a_command(&server.connect().await?, "other-session").await?;
     for id in ["a", "b"] {
         session.terminate(id).await?;
     }
@@ -455,22 +486,23 @@ async fn the_retention_budget_drops_the_largest_retainers_oldest_output() -> Tes
         &["--max-retained-bytes", "256KiB"],
     )
     .await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     assert_eq!(
-        session.initialize_result()["capabilities"]["limits"]["maxRetainedBytes"],
+        session.initialize_json()["capabilities"]["limits"]["maxRetainedBytes"],
         256 * 1024
     );
     let small = session.start_with(spec("small", ["echo", "small"])).await?;
-    notified_output(&server, "small", WAIT).await?;
+    conn.notified_output_within("small", WAIT).await?;
     let big = session
         .start_with(spec("big", ["head", "-c", "1048576", "/dev/zero"]))
         .await?;
-    notified_output(&server, "big", WAIT).await?;
+    conn.notified_output_within("big", WAIT).await?;
     let read = |id: String| {
-        let server = server.clone();
+        let conn = conn.clone();
         async move {
-            server
-                .call("process/read", json!({"processId": id, "afterSeq": 0}))
+            conn.request("process/read", json!({"processId": id, "afterSeq": 0}))
+                .result()
                 .await
         }
     };
@@ -507,23 +539,27 @@ fn retained_bytes(read: &Value) -> usize {
 #[tokio::test]
 async fn ids_and_client_names_over_256_bytes_are_invalid_params() -> TestResult {
     let server = start_server(exec_server_harness::Transport::WebSocket, &[]).await?;
+    let conn = server.connect().await?;
     let long = "n".repeat(257);
-    let refused = server
-        .call_expecting_error("initialize", json!({"clientName": long}))
+    let refused = conn
+        .request("initialize", json!({"clientName": long}))
+        .error()
         .await?;
     assert_eq!(refused.code, -32602, "{refused}");
     assert!(refused.message.contains("clientName"), "{refused}");
-    let session = server.initialize(&"n".repeat(256)).await?;
-    let refused = server
-        .call_expecting_error(
+    let session = conn.initialize(&"n".repeat(256)).await?;
+    let refused = conn
+        .request(
             "process/start",
             json!({"processId": long, "argv": ["true"], "cwd": "/", "env": {}}),
         )
+        .error()
         .await?;
     assert_eq!(refused.code, -32602, "{refused}");
     assert!(refused.message.contains("processId"), "{refused}");
-    let refused = server
-        .call_expecting_error("process/read", json!({"processId": long}))
+    let refused = conn
+        .request("process/read", json!({"processId": long}))
+        .error()
         .await?;
     assert_eq!(refused.code, -32602, "{refused}");
     let id = session.start_with(spec(&"p".repeat(256), ["true"])).await?;
@@ -545,8 +581,9 @@ async fn the_defaults_let_a_thousand_processes_run_in_one_session() -> TestResul
         ])
         .start()
         .await?;
-    let session = server.initialize(CLIENT).await?;
-    let limits = &session.initialize_result()["capabilities"]["limits"];
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
+    let limits = &session.initialize_json()["capabilities"]["limits"];
     assert_eq!(
         *limits,
         json!({"maxConnections": 1024, "maxSessions": 16384, "maxProcesses": 4096, "maxRetainedBytes": 1073741824u64})
@@ -555,11 +592,11 @@ async fn the_defaults_let_a_thousand_processes_run_in_one_session() -> TestResul
     for n in 0..PROCESSES {
         let params =
             json!({"processId": format!("p{n}"), "argv": ["sleep", "60"], "cwd": "/", "env": {}});
-        requests.push(server.send_request("process/start", params).await?);
+        requests.push(conn.send_request("process/start", params).await?);
     }
     for id in &requests {
-        let response = server.response_within(id, WAIT * 6).await?;
-        response.into_result("process/start")?;
+        let response = conn.response_within(id, WAIT * 6).await?;
+        response.into_result()?;
     }
     // The server raised its own limit; its children get the one it was started with.
     let limit = session
@@ -569,16 +606,12 @@ async fn the_defaults_let_a_thousand_processes_run_in_one_session() -> TestResul
     let mut terminations = Vec::with_capacity(PROCESSES);
     for n in 0..PROCESSES {
         terminations.push(
-            server
-                .send_request("process/terminate", json!({"processId": format!("p{n}")}))
+            conn.send_request("process/terminate", json!({"processId": format!("p{n}")}))
                 .await?,
         );
     }
     for id in &terminations {
-        let running = server
-            .response_within(id, WAIT * 6)
-            .await?
-            .into_result("process/terminate")?;
+        let running = conn.response_within(id, WAIT * 6).await?.into_result()?;
         assert_eq!(running["running"], true);
     }
     Ok(())

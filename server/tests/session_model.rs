@@ -9,7 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use exec_server_harness::{ExecServer, HarnessError, Session, Transport};
+use exec_server_harness::protocol::WriteStatus;
+use exec_server_harness::{Connection, HarnessError, Session, Transport};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -58,7 +59,7 @@ struct ModelProcess {
 }
 
 struct Client {
-    server: ExecServer,
+    conn: Connection,
     session: Session,
     attached: bool,
 }
@@ -66,9 +67,9 @@ struct Client {
 impl Client {
     async fn ensure_attached(&mut self) -> Result<(), HarnessError> {
         if !self.attached {
-            self.server.reconnect().await?;
+            self.conn.reconnect().await?;
             let id = self.session.id().to_owned();
-            self.session = resume_when_detached(&self.server, &id).await?;
+            self.session = resume_when_detached(&self.conn, &id).await?;
             self.attached = true;
         }
         Ok(())
@@ -85,31 +86,32 @@ async fn pull(
     let read = session
         .read(&process.id, process.after_seq, wait_ms)
         .await?;
-    let first_retained = read["firstRetainedSeq"].as_u64().unwrap_or(1);
+    let first_retained = read.first_retained_seq.unwrap_or(1);
     assert!(
         process.after_seq + 1 >= first_retained,
         "{}: retention dropped unread output",
         process.id
     );
-    let chunks = read["chunks"].as_array().cloned().unwrap_or_default();
+    let chunks = read.chunks;
     for chunk in &chunks {
-        let seq = chunk["seq"].as_u64().expect("seq");
+        let seq = chunk.seq;
         assert!(
             seq > process.after_seq,
             "{}: seq {seq} returned twice",
             process.id
         );
-        process.read.extend(unb64(&chunk["chunk"]));
+        process.read.extend_from_slice(&chunk.chunk);
     }
-    process.after_seq = read["nextSeq"].as_u64().expect("nextSeq") - 1;
-    Ok(chunks.is_empty() && read["closed"] == true)
+    process.after_seq = read.next_seq - 1;
+    Ok(chunks.is_empty() && read.closed)
 }
 
 async fn run(ops: Vec<Op>) -> Result<(), HarnessError> {
     let server = start_server(Transport::WebSocket, &["--session-ttl", "30s"]).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     let mut client = Client {
-        server,
+        conn,
         session,
         attached: true,
     };
@@ -154,7 +156,10 @@ async fn run(ops: Vec<Op>) -> Result<(), HarnessError> {
                 }
                 client.ensure_attached().await?;
                 let target = &mut processes[echoes[process % echoes.len()]];
-                assert_eq!(client.session.write(&target.id, &data).await?, "accepted");
+                assert_eq!(
+                    client.session.write_status(&target.id, &data).await?,
+                    WriteStatus::Accepted
+                );
                 target.expected.extend(data);
             }
             Op::Read { process } => {
@@ -168,9 +173,9 @@ async fn run(ops: Vec<Op>) -> Result<(), HarnessError> {
             Op::Disconnect { reset } => {
                 if client.attached {
                     if reset {
-                        client.server.reset().await?;
+                        client.conn.reset().await?;
                     } else {
-                        client.server.disconnect().await?;
+                        client.conn.disconnect().await?;
                     }
                     client.attached = false;
                 }
@@ -185,7 +190,7 @@ async fn run(ops: Vec<Op>) -> Result<(), HarnessError> {
             client.session.close_stdin(&process.id).await?;
         }
     }
-    let deadline = tokio::time::Instant::now() + client.server.default_wait();
+    let deadline = tokio::time::Instant::now() + client.conn.default_wait();
     for process in &mut processes {
         while !pull(&client.session, process, 200).await? {
             assert!(

@@ -10,6 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use exec_server_harness::protocol::{EnvironmentInfoParams, WriteStatus};
 use exec_server_harness::{
     process_alive, wait_for_process_gone, ExecServer, HarnessError, Session, Transport,
 };
@@ -24,17 +25,18 @@ async fn ws_server(ttl: &str) -> Result<ExecServer, exec_server_harness::Harness
 #[tokio::test]
 async fn resume_keeps_processes_running_and_their_output_readable() -> TestResult {
     let server = ws_server(LONG_TTL).await?;
-    let session = server.initialize(CLIENT).await?;
-    let capabilities = &session.initialize_result()["capabilities"]["session"];
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
+    let capabilities = &session.initialize_json()["capabilities"]["session"];
     assert_eq!(capabilities["resume"], true);
     assert_eq!(capabilities["ttlMs"], 30_000);
     let script = "echo before; sleep 1000 & echo $!; echo $$; wait";
     let pids = start_reporting_pids(&session, "tree", script, 2).await?;
     let session_id = session.id().to_owned();
 
-    server.disconnect().await?;
-    server.reconnect().await?;
-    let resumed = server.resume(CLIENT, &session_id).await?;
+    conn.disconnect().await?;
+    conn.reconnect().await?;
+    let resumed = conn.resume(CLIENT, &session_id).await?;
     assert_eq!(resumed.id(), session_id, "same session id");
     for pid in &pids {
         assert!(
@@ -43,10 +45,10 @@ async fn resume_keeps_processes_running_and_their_output_readable() -> TestResul
         );
     }
     let read = resumed.read("tree", 0, 0).await?;
-    let first = unb64(&read["chunks"][0]["chunk"]);
+    let first = &read.chunks[0].chunk;
     assert!(
-        String::from_utf8_lossy(&first).starts_with("before\n"),
-        "{read}"
+        String::from_utf8_lossy(first).starts_with("before\n"),
+        "{read:?}"
     );
     assert!(
         resumed.terminate("tree").await?,
@@ -61,7 +63,8 @@ async fn resume_keeps_processes_running_and_their_output_readable() -> TestResul
 #[tokio::test]
 async fn output_produced_while_detached_is_read_back_byte_exact_after_resume() -> TestResult {
     let server = ws_server(LONG_TTL).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     let dir = tempfile::tempdir()?;
     let fifo = dir.path().join("go");
     let status = std::process::Command::new("mkfifo").arg(&fifo).status()?;
@@ -72,7 +75,7 @@ async fn output_produced_while_detached_is_read_back_byte_exact_after_resume() -
     let pid = start_reporting_pids(&session, "late", &script, 1).await?[0];
     let session_id = session.id().to_owned();
 
-    server.disconnect().await?;
+    conn.disconnect().await?;
     let writer = tokio::task::spawn_blocking(move || std::fs::write(&fifo, "go\n"));
     tokio::time::timeout(server.default_wait(), writer)
         .await
@@ -80,10 +83,10 @@ async fn output_produced_while_detached_is_read_back_byte_exact_after_resume() -
         .map_err(std::io::Error::other)??;
     wait_for_process_gone(pid, server.default_wait()).await?;
 
-    server.reconnect().await?;
-    let resumed = server.resume(CLIENT, &session_id).await?;
+    conn.reconnect().await?;
+    let resumed = conn.resume(CLIENT, &session_id).await?;
     // Notifications missed while detached are not replayed; reads catch up instead.
-    server.expect_no_event(Duration::from_millis(200)).await?;
+    conn.expect_no_event(Duration::from_millis(200)).await?;
     let output = resumed.read_to_end("late").await?;
     let mut expected = format!("{pid}\n").into_bytes();
     expected.extend(
@@ -104,21 +107,22 @@ async fn output_produced_while_detached_is_read_back_byte_exact_after_resume() -
 #[tokio::test]
 async fn a_session_not_resumed_within_the_ttl_is_destroyed_with_its_tree() -> TestResult {
     let server = ws_server("300ms").await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     let pids =
         start_reporting_pids(&session, "tree", "sleep 1000 & echo $!; echo $$; wait", 2).await?;
     let session_id = session.id().to_owned();
-    server.disconnect().await?;
+    conn.disconnect().await?;
     for pid in pids {
         wait_for_process_gone(pid, server.default_wait()).await?;
     }
-    server.reconnect().await?;
+    conn.reconnect().await?;
     let params = json!({"clientName": CLIENT, "resumeSessionId": session_id});
-    let error = server.call_expecting_error("initialize", params).await?;
+    let error = conn.request("initialize", params).error().await?;
     assert_eq!(error.code, -32600);
     assert_eq!(error.message, format!("unknown session id {session_id}"));
     // A failed resume may be followed by a fresh initialize.
-    server.initialize(CLIENT).await?;
+    conn.initialize(CLIENT).await?;
     Ok(())
 }
 
@@ -126,35 +130,37 @@ async fn a_session_not_resumed_within_the_ttl_is_destroyed_with_its_tree() -> Te
 async fn resume_well_before_the_ttl_succeeds_and_well_after_it_fails() -> TestResult {
     const TTL: Duration = Duration::from_secs(1);
     let server = ws_server("1s").await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     session
         .start_with(spec("sleeper", ["sleep", "1000"]))
         .await?;
     let session_id = session.id().to_owned();
 
-    server.disconnect().await?;
+    conn.disconnect().await?;
     tokio::time::sleep(TTL.mul_f64(0.3)).await;
-    server.reconnect().await?;
-    let resumed = server.resume(CLIENT, &session_id).await?;
+    conn.reconnect().await?;
+    let resumed = conn.resume(CLIENT, &session_id).await?;
     let read = resumed.read("sleeper", 0, 0).await?;
-    assert_eq!(read["exited"], false, "still running at 30 % of the TTL");
+    assert!(!read.exited, "still running at 30 % of the TTL");
 
-    server.disconnect().await?;
+    conn.disconnect().await?;
     tokio::time::sleep(TTL.mul_f64(2.5)).await;
-    server.reconnect().await?;
+    conn.reconnect().await?;
     let params = json!({"clientName": CLIENT, "resumeSessionId": session_id});
-    let error = server.call_expecting_error("initialize", params).await?;
+    let error = conn.request("initialize", params).error().await?;
     assert_eq!(error.message, format!("unknown session id {session_id}"));
     Ok(())
 }
 
 #[tokio::test]
 async fn resuming_an_attached_session_is_refused() -> TestResult {
-    let first = ws_server(LONG_TTL).await?;
+    let server = ws_server(LONG_TTL).await?;
+    let first = server.connect().await?;
     let session = first.initialize(CLIENT).await?;
-    let second = first.new_connection().await?;
+    let second = server.connect().await?;
     let params = json!({"clientName": CLIENT, "resumeSessionId": session.id()});
-    let error = second.call_expecting_error("initialize", params).await?;
+    let error = second.request("initialize", params).error().await?;
     assert_eq!(error.code, -32600);
     assert_eq!(
         error.message,
@@ -163,29 +169,32 @@ async fn resuming_an_attached_session_is_refused() -> TestResult {
             session.id()
         )
     );
-    first.call("environment/info", json!({})).await?;
+    first.call(&EnvironmentInfoParams {}).await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn a_pending_long_poll_does_not_hold_up_the_resume() -> TestResult {
     let server = ws_server(LONG_TTL).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     session
         .start_with(spec("cat", ["cat"]).pipe_stdin(true))
         .await?;
-    server
-        .send_request(
-            "process/read",
-            json!({"processId": "cat", "waitMs": 60_000}),
-        )
-        .await?;
+    conn.send_request(
+        "process/read",
+        json!({"processId": "cat", "waitMs": 60_000}),
+    )
+    .await?;
     let session_id = session.id().to_owned();
-    server.reset().await?;
-    let next = server.new_connection().await?;
+    conn.reset().await?;
+    let next = server.connect().await?;
     // A reset is noticed asynchronously; until then the session is still attached.
     let resumed = resume_when_detached(&next, &session_id).await?;
-    assert_eq!(resumed.write("cat", b"after resume\n").await?, "accepted");
+    assert_eq!(
+        resumed.write_status("cat", b"after resume\n").await?,
+        WriteStatus::Accepted
+    );
     let output = next
         .expect_event(|event| event.is_output("cat"))
         .described("output notifications on the resuming connection")
@@ -197,12 +206,13 @@ async fn a_pending_long_poll_does_not_hold_up_the_resume() -> TestResult {
 #[tokio::test]
 async fn a_tcp_reset_detaches_like_a_close() -> TestResult {
     let server = ws_server(LONG_TTL).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     let pid = start_reporting_pids(&session, "sleeper", "echo $$; exec sleep 1000", 1).await?[0];
     let session_id = session.id().to_owned();
-    server.reset().await?;
-    server.reconnect().await?;
-    let resumed = resume_when_detached(&server, &session_id).await?;
+    conn.reset().await?;
+    conn.reconnect().await?;
+    let resumed = resume_when_detached(&conn, &session_id).await?;
     assert!(process_alive(pid), "a reset detaches instead of killing");
     assert!(resumed.terminate("sleeper").await?);
     wait_for_process_gone(pid, server.default_wait()).await?;
@@ -211,14 +221,16 @@ async fn a_tcp_reset_detaches_like_a_close() -> TestResult {
 
 #[tokio::test]
 async fn two_sessions_on_one_server_are_isolated() -> TestResult {
-    let a = ws_server(LONG_TTL).await?;
-    let b = a.new_connection().await?;
+    let server = ws_server(LONG_TTL).await?;
+    let a = server.connect().await?;
+    let b = server.connect().await?;
     let session_a = a.initialize("a").await?;
     let session_b = b.initialize("b").await?;
     assert_ne!(session_a.id(), session_b.id());
     session_a.start_with(spec("p", ["sleep", "1000"])).await?;
     let error = b
-        .call_expecting_error("process/read", json!({"processId": "p"}))
+        .request("process/read", json!({"processId": "p"}))
+        .error()
         .await?;
     assert_eq!(error.message, "unknown process id p");
     assert!(
@@ -228,16 +240,17 @@ async fn two_sessions_on_one_server_are_isolated() -> TestResult {
     session_b.start_with(spec("p", ["true"])).await?;
     assert_eq!(session_b.read_to_end("p").await?.exit_code, Some(0));
     let read = session_a.read("p", 0, 0).await?;
-    assert_eq!(read["exited"], false, "a's p is untouched");
+    assert!(!read.exited, "a's p is untouched");
     Ok(())
 }
 
 #[tokio::test]
 async fn an_unknown_session_id_is_refused() -> TestResult {
     let server = ws_server(LONG_TTL).await?;
+    let conn = server.connect().await?;
     let id = "00000000-0000-4000-8000-000000000000";
     let params = json!({"clientName": CLIENT, "resumeSessionId": id});
-    let error = server.call_expecting_error("initialize", params).await?;
+    let error = conn.request("initialize", params).error().await?;
     assert_eq!(error.code, -32600);
     assert_eq!(error.message, format!("unknown session id {id}"));
     Ok(())
@@ -253,7 +266,8 @@ async fn keepalive_server_with_a_sleeper() -> Result<(ExecServer, Session, i32),
         .time_scale(2.0)
         .start()
         .await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     let pid = start_reporting_pids(&session, "sleeper", "echo $$; exec sleep 1000", 1).await?[0];
     Ok((server, session, pid))
 }
@@ -262,7 +276,7 @@ async fn keepalive_server_with_a_sleeper() -> Result<(ExecServer, Session, i32),
 async fn a_peer_that_goes_silent_is_detached_by_the_keepalive() -> TestResult {
     let (server, session, pid) = keepalive_server_with_a_sleeper().await?;
     // From here on the first connection reads nothing, so it never answers a ping.
-    let other = server.new_connection().await?;
+    let other = server.connect().await?;
     resume_when_detached(&other, session.id()).await?;
     assert!(process_alive(pid), "detached, not killed");
     Ok(())
@@ -279,9 +293,9 @@ async fn a_peer_that_stops_reading_while_replies_wait_for_room_is_detached() -> 
     let (server, session, pid) = keepalive_server_with_a_sleeper().await?;
     for id in [1, 2] {
         let request = json!({"id": id, "method": "fs/readFile", "params": {"path": path}});
-        server.send_raw(request.to_string()).await?;
+        session.connection().send_raw(request.to_string()).await?;
     }
-    let other = server.new_connection().await?;
+    let other = server.connect().await?;
     resume_when_detached(&other, session.id()).await?;
     assert!(process_alive(pid), "detached, not killed");
     Ok(())
@@ -294,16 +308,18 @@ async fn an_oversized_message_ends_the_connection_and_detaches() -> TestResult {
         &["--max-message-bytes", "1024", "--session-ttl", LONG_TTL],
     )
     .await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     session
         .start_with(spec("sleeper", ["sleep", "1000"]))
         .await?;
     let huge = json!({"id": 99, "method": "environment/info", "params": {"pad": "x".repeat(4096)}});
-    server.send_raw(huge.to_string()).await?;
-    let other = server.new_connection().await?;
+    conn.send_raw(huge.to_string()).await?;
+    let other = server.connect().await?;
     resume_when_detached(&other, session.id()).await?;
     let read = other
-        .call("process/read", json!({"processId": "sleeper"}))
+        .request("process/read", json!({"processId": "sleeper"}))
+        .result()
         .await?;
     assert_eq!(read["exited"], false);
     Ok(())
@@ -312,9 +328,10 @@ async fn an_oversized_message_ends_the_connection_and_detaches() -> TestResult {
 #[tokio::test]
 async fn stdio_sessions_do_not_advertise_resume() -> TestResult {
     let server = start_server(Transport::Stdio, &[]).await?;
-    let session = server.initialize(CLIENT).await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
     assert_eq!(
-        session.initialize_result()["capabilities"]["session"]["resume"],
+        session.initialize_json()["capabilities"]["session"]["resume"],
         false
     );
     Ok(())

@@ -1,6 +1,7 @@
 //! Shared pieces of the server's integration tests. The wire client is
-//! `exec-server-harness`; this module only points it at the real binary and adds the
-//! few test-only helpers the harness does not have.
+//! `exec-server-harness`; this module only points it at the real binary and adds what
+//! is specific to this repository's tests (the binary, the client name, the process
+//! environment the tests expect, base64 shorthands).
 
 #![allow(dead_code)]
 
@@ -9,8 +10,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use exec_server_harness::{
-    Event, ExecServer, ExecServerBuilder, HarnessError, ProcessOutput, ProcessSpec, Session,
-    Transport,
+    Connection, ExecServer, ExecServerBuilder, HarnessError, ProcessSpec, Session, Transport,
 };
 use serde_json::Value;
 
@@ -60,61 +60,6 @@ pub fn unb64(value: &Value) -> Vec<u8> {
         .expect("valid base64")
 }
 
-/// Waits (within `within`) for `process/closed` of `process_id` and returns what the
-/// process's notifications carried, plus the `signal` of its `process/exited`. Checks
-/// that its notifications use one gap-free seq space ending with `process/closed`.
-/// Nothing is consumed: the events stay buffered.
-pub async fn notified_output(
-    server: &ExecServer,
-    process_id: &str,
-    within: Duration,
-) -> Result<(ProcessOutput, Option<String>), HarnessError> {
-    let events = server
-        .wait_for_events(
-            &format!("process/closed of {process_id}"),
-            within,
-            |events| events.iter().any(|event| event.is_closed(process_id)),
-        )
-        .await?;
-    let mut mine: Vec<Event> = events
-        .into_iter()
-        .filter(|event| event.process_id() == Some(process_id))
-        .collect();
-    mine.sort_by_key(Event::seq);
-    let seqs: Vec<u64> = mine.iter().filter_map(Event::seq).collect();
-    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
-    assert_eq!(
-        seqs, expected,
-        "{process_id}: one gap-free seq space per process"
-    );
-    assert_eq!(
-        mine.last().map(|event| event.method.as_str()),
-        Some("process/closed"),
-        "{process_id}: process/closed comes last"
-    );
-    let mut output = ProcessOutput::default();
-    let mut signal = None;
-    for event in &mine {
-        match event.method.as_str() {
-            "process/output" => {
-                let data = event.chunk().expect("base64 chunk");
-                match event.stream() {
-                    Some("stdout") => output.stdout.extend(data),
-                    Some("stderr") => output.stderr.extend(data),
-                    Some("pty") => output.pty.extend(data),
-                    other => panic!("unknown stream {other:?}"),
-                }
-            }
-            "process/exited" => {
-                output.exit_code = event.exit_code().and_then(|code| i32::try_from(code).ok());
-                signal = event.params["signal"].as_str().map(str::to_owned);
-            }
-            _ => {}
-        }
-    }
-    Ok((output, signal))
-}
-
 /// Starts `sh -c script` (see [`spec`]) and returns the pids it prints, one a line,
 /// once `count` of them have arrived in its `process/output` notifications.
 pub async fn start_reporting_pids(
@@ -126,91 +71,25 @@ pub async fn start_reporting_pids(
     session
         .start_with(spec(process_id, ["sh", "-c", script]))
         .await?;
-    let pids_in = |events: &mut dyn Iterator<Item = &Event>| -> Vec<i32> {
-        let mut output: Vec<&Event> = events.filter(|e| e.is_output(process_id)).collect();
-        output.sort_by_key(|e| e.seq());
-        let text: Vec<u8> = output
-            .iter()
-            .flat_map(|e| e.chunk().expect("base64 chunk"))
-            .collect();
-        String::from_utf8_lossy(&text)
-            .lines()
+    let pids = |text: &str| -> Vec<i32> {
+        text.lines()
             .filter_map(|line| line.trim().parse().ok())
             .collect()
     };
-    let server = session.server();
-    let events = server
-        .wait_for_events("pid lines on stdout", server.default_wait(), |events| {
-            pids_in(&mut events.iter()).len() >= count
-        })
+    let text = session
+        .connection()
+        .wait_for_output(process_id, |text| pids(text).len() >= count)
         .await?;
-    Ok(pids_in(&mut events.iter()))
+    Ok(pids(&text))
 }
 
-/// Resumes `session_id` on `connection`, retrying while the server still reports it
-/// attached: the end of the previous connection (a reset, a silent peer) is noticed
-/// asynchronously. Fails after the default deadline.
+/// Resumes `session_id` on `connection` as [`CLIENT`] once the server has noticed the
+/// previous connection ended.
 pub async fn resume_when_detached(
-    connection: &ExecServer,
+    connection: &Connection,
     session_id: &str,
 ) -> Result<Session, HarnessError> {
-    let deadline = tokio::time::Instant::now() + connection.default_wait();
-    loop {
-        match connection.resume(CLIENT, session_id).await {
-            Err(HarnessError::Rpc { failure, .. })
-                if failure.message.contains("already attached")
-                    && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Sends one HTTP/1.1 request to the server at `url` (`ws://IP:PORT`) and returns the
-/// response head (status line and headers), read within `within`. `Host` defaults to the
-/// server's own address; `headers` are added as given.
-pub async fn http_head(
-    url: &str,
-    method: &str,
-    target: &str,
-    host: Option<&str>,
-    headers: &[(&str, &str)],
-    within: Duration,
-) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = url.trim_start_matches("ws://");
-    let host = host.unwrap_or(addr);
-    let mut request =
-        format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.write_all(request.as_bytes()).await?;
-        // Byte by byte up to the blank line: an accepted upgrade keeps the socket open.
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await? == 1 {
-            head.push(byte[0]);
-        }
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&head).into_owned())
-    };
-    tokio::time::timeout(within, exchange)
-        .await
-        .expect("an HTTP response within the deadline")
-        .expect("HTTP exchange")
-}
-
-/// The status code of a response head.
-pub fn http_status(head: &str) -> u16 {
-    head.split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {head:?}"))
+    connection.resume_when_detached(CLIENT, session_id).await
 }
 
 /// Runs `command` to its end, with `stdin` as its input (`None`: `/dev/null`), and
