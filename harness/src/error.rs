@@ -166,10 +166,9 @@ impl HarnessError {
         | HarnessError::Rpc { report, .. }
         | HarnessError::UnexpectedSuccess { report, .. }
         | HarnessError::Protocol { report, .. } = &mut self
+            && report.is_empty()
         {
-            if report.is_empty() {
-                *report = with();
-            }
+            *report = with();
         }
         self
     }

@@ -197,16 +197,16 @@ impl Connection {
                 wait_ms: remaining.as_millis().min(1_000) as u64,
             };
             let result = self.call(&params).await?;
-            if let Some(first_retained) = result.first_retained_seq {
-                if after_seq + 1 < first_retained {
-                    return Err(HarnessError::Protocol {
-                        message: format!(
-                            "output of {process_id} was lost: seqs {}..{first_retained} are no longer retained",
-                            after_seq + 1
-                        ),
-                        report: self.report(),
-                    });
-                }
+            if let Some(first_retained) = result.first_retained_seq
+                && after_seq + 1 < first_retained
+            {
+                return Err(HarnessError::Protocol {
+                    message: format!(
+                        "output of {process_id} was lost: seqs {}..{first_retained} are no longer retained",
+                        after_seq + 1
+                    ),
+                    report: self.report(),
+                });
             }
             for chunk in &result.chunks {
                 output.push(chunk.stream, &chunk.chunk);
