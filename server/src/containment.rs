@@ -125,7 +125,7 @@ fn probe_join(cgroup: &Cgroup) -> io::Result<()> {
     use nix::sys::wait::{waitpid, WaitStatus};
     use nix::unistd::{fork, ForkResult};
     let procs = cgroup.open_procs()?;
-    crate::process::keep_children_for_us_to_reap();
+    crate::sigchld::keep_children_for_us_to_reap();
     // SAFETY: the child only calls write(2) and _exit(2), which are async-signal-safe.
     match unsafe { fork() }? {
         ForkResult::Child => {

@@ -32,7 +32,7 @@ use super::unflushed::{Unflushed, WritePressure};
 use crate::connection::{self, FrameSource, InboundFrame};
 use crate::outbound::{self, OutboundQueue, OUTBOUND_BUDGET_BYTES};
 use crate::security::Refusal;
-use crate::server::ServerState;
+use crate::state::ServerState;
 use crate::shutdown::Shutdown;
 
 /// A bound websocket listener, not yet serving.
