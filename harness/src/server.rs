@@ -18,7 +18,7 @@ use crate::launch::{self, Launched, Program, Running, Transport};
 use crate::session::{ProcessOutput, Session};
 use crate::trace::{Direction, Trace, TraceEntry, abbreviate};
 use exec_client::wire::{self, Frame, FrameReader as Reader, FrameWriter as Writer};
-use exec_server::security::{BearerToken, TokenError};
+use exec_client::{BearerToken, TokenError};
 
 /// Default deadline of every wait, before the time scale is applied.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);

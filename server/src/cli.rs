@@ -10,8 +10,8 @@ use clap::Parser;
 use crate::containment::{Containment, ContainmentMode};
 use crate::fs::FileSystem;
 use crate::limits::{Limits, DEFAULT_LIMITS};
-use crate::security::{exposes_network, BearerToken, TokenError, UpgradePolicy};
 use crate::options::ServerOptions;
+use crate::security::{exposes_network, BearerToken, TokenError, UpgradePolicy};
 
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]

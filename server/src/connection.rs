@@ -8,8 +8,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use exec_protocol::{
-    classify, decode_params, encode_error, ErrorObject, Family, InitializeParams, Message,
-    Method, NotificationMethod, PartialReply, RequestId, MAX_ID_BYTES,
+    classify, decode_params, encode_error, ErrorObject, Family, InitializeParams, Message, Method,
+    NotificationMethod, PartialReply, RequestId, MAX_ID_BYTES,
 };
 use futures_util::FutureExt as _;
 use serde_json::Value;
@@ -127,8 +127,7 @@ impl Connection {
         let text = match frame {
             InboundFrame::Message(text) => text,
             InboundFrame::Oversized { limit } => {
-                let error =
-                    ErrorObject::invalid_request(format!("message exceeds {limit} bytes"));
+                let error = ErrorObject::invalid_request(format!("message exceeds {limit} bytes"));
                 return self.send(encode_error(None, &error)).await;
             }
             InboundFrame::NotUtf8 => {
@@ -188,9 +187,8 @@ impl Connection {
                 return self.send(encode(&id, result)).await;
             }
             (_, Method::Initialize) => {
-                let error = ErrorObject::invalid_request(
-                    "initialize may only be sent once per connection",
-                );
+                let error =
+                    ErrorObject::invalid_request("initialize may only be sent once per connection");
                 return self.send(encode_error(Some(&id), &error)).await;
             }
             (Phase::AwaitingInitialize, method) => {
@@ -239,7 +237,10 @@ impl Connection {
         .await;
     }
 
-    fn initialize(&mut self, params: Value) -> Result<exec_protocol::InitializeResult, ErrorObject> {
+    fn initialize(
+        &mut self,
+        params: Value,
+    ) -> Result<exec_protocol::InitializeResult, ErrorObject> {
         let params: InitializeParams = decode_params(params)?;
         let registry = &self.state.registry;
         let (session, generation) = match &params.resume_session_id {

@@ -12,4 +12,3 @@ pub(crate) struct ServerState {
     pub(crate) registry: SessionRegistry,
     pub(crate) shutdown: Shutdown,
 }
-

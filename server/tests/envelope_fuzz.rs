@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use exec_server::handlers::Method;
+use exec_protocol::Method;
 use exec_server_harness::{Direction, ExecServer, HarnessError, Transport};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};

@@ -155,7 +155,7 @@ async fn resuming_an_attached_session_is_refused() -> TestResult {
     let second = first.new_connection().await?;
     let params = json!({"clientName": CLIENT, "resumeSessionId": session.id()});
     let error = second.call_expecting_error("initialize", params).await?;
-    assert_eq!(error.code, -32600);
+    assert_eq!(error.code, -32010);
     assert_eq!(
         error.message,
         format!(

@@ -25,7 +25,10 @@ pub enum CopyError {
     #[error("cannot copy a directory onto /")]
     OntoRoot,
     #[error("cannot copy {} into itself ({})", .directory.display(), .resolved.display())]
-    IntoItself { directory: PathBuf, resolved: PathBuf },
+    IntoItself {
+        directory: PathBuf,
+        resolved: PathBuf,
+    },
 }
 
 pub fn copy(
@@ -38,9 +41,7 @@ pub fn copy(
         Kind::Symlink => Ok(copy_link(fs, source, destination)?),
         Kind::File => Ok(copy_file(fs, source, destination)?),
         Kind::Special => Err(CopyError::Special(source.to_owned())),
-        Kind::Directory if !recursive => {
-            Err(CopyError::DirectoryNeedsRecursive(source.to_owned()))
-        }
+        Kind::Directory if !recursive => Err(CopyError::DirectoryNeedsRecursive(source.to_owned())),
         Kind::Directory => {
             refuse_copy_into_itself(fs, source, destination)?;
             Ok(copy_tree(fs, source, destination)?)

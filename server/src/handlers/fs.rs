@@ -8,9 +8,9 @@ use std::sync::Arc;
 use exec_protocol::fast::ReadFileReply;
 use exec_protocol::{
     CanonicalizeParams, CopyParams, CreateDirectoryParams, DirectoryEntry, Empty, ErrorObject,
-    GetMetadataParams, JoinParams, Metadata, ParentParams, ParentResult, PartialReply,
-    PathResult, ReadDirectoryParams, ReadDirectoryResult, ReadFileParams, RemoveParams,
-    WirePath, WriteFileParams,
+    GetMetadataParams, JoinParams, Metadata, ParentParams, ParentResult, PartialReply, PathResult,
+    ReadDirectoryParams, ReadDirectoryResult, ReadFileParams, RemoveParams, WirePath,
+    WriteFileParams,
 };
 use serde_json::Value;
 
@@ -135,7 +135,10 @@ fn fill(file: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
 
 /// The bytes arrive decoded: bad base64 was refused (-32602, naming `dataBase64`) before
 /// the file was touched.
-pub async fn write_file(fs: &Arc<FileSystem>, params: WriteFileParams) -> Result<Empty, ErrorObject> {
+pub async fn write_file(
+    fs: &Arc<FileSystem>,
+    params: WriteFileParams,
+) -> Result<Empty, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
     let path = absolute(params.path.as_str(), "path")?;
     let data = params.data_base64.into_inner();

@@ -2,8 +2,7 @@
 //! (docs/protocol.md §4, §9). The handshake state machine itself is in `connection`.
 
 use exec_protocol::capabilities::{
-    AuthCapabilities, FsCapabilities, LimitCapabilities, ProcessCapabilities,
-    SessionCapabilities,
+    AuthCapabilities, FsCapabilities, LimitCapabilities, ProcessCapabilities, SessionCapabilities,
 };
 use exec_protocol::{Capabilities, InitializeResult, ServerInfo, SignalName};
 
@@ -25,7 +24,12 @@ pub fn result(state: &ServerState, session_id: &str, resumable: bool) -> Initial
             transports: Some(vec!["ws".to_owned(), "stdio".to_owned()]),
             process: Some(ProcessCapabilities {
                 tty: Some(true),
-                signal: Some(SignalName::ALL.iter().map(|s| s.as_str().to_owned()).collect()),
+                signal: Some(
+                    SignalName::ALL
+                        .iter()
+                        .map(|s| s.as_str().to_owned())
+                        .collect(),
+                ),
                 resize: Some(true),
                 close_stdin: Some(true),
                 first_retained_seq: Some(true),

@@ -59,9 +59,7 @@ pub async fn dispatch(
         }
         Method::FsReadFile => fs::read_file(fs, decode_params(params)?, room).await,
         Method::FsWriteFile => reply(fs::write_file(fs, decode_params(params)?).await),
-        Method::FsCreateDirectory => {
-            reply(fs::create_directory(fs, decode_params(params)?).await)
-        }
+        Method::FsCreateDirectory => reply(fs::create_directory(fs, decode_params(params)?).await),
         Method::FsGetMetadata => reply(fs::get_metadata(fs, decode_params(params)?).await),
         Method::FsReadDirectory => reply(fs::read_directory(fs, decode_params(params)?).await),
         Method::FsRemove => reply(fs::remove(fs, decode_params(params)?).await),

@@ -34,8 +34,8 @@ use leader::Exit;
 use output::{ExitInfo, OutputState, RetainedChunk};
 use retention::MemberKey;
 pub use retention::RetentionPool;
-pub use spawn::{raise_open_file_limit, SpawnRequest};
 use spawn::OutputReader;
+pub use spawn::{raise_open_file_limit, SpawnRequest};
 use stdin::{write_stdin, StdinQueue};
 use tree::Tree;
 
@@ -371,4 +371,3 @@ impl Drop for Process {
         self.pool.leave(self.pool_key, retained);
     }
 }
-

@@ -165,4 +165,3 @@ pub(super) fn readable_chunks(
             std::mem::take(&mut first) || fits
         })
 }
-

@@ -169,4 +169,3 @@ pub(crate) fn registry_for_tests(detached_ttl: Duration, limits: Limits) -> Sess
         retention_pool: RetentionPool::new(limits.max_retained_bytes),
     })
 }
-
