@@ -8,8 +8,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use exec_protocol::{
-    classify, decode_params, encode_error, ErrorObject, Family, InitializeParams, Message, Method,
-    NotificationMethod, PartialReply, RequestId, MAX_ID_BYTES,
+    classify, classify_value, decode_params, encode_error, is_response_shaped, ErrorObject, Family,
+    InitializeParams, Message, Method, NotificationMethod, PartialReply, RequestId, MAX_ID_BYTES,
 };
 use futures_util::FutureExt as _;
 use serde_json::Value;
@@ -47,6 +47,28 @@ pub enum InboundFrame {
 /// It must be cancel-safe: the connection races it against other events.
 pub trait FrameSource: Send {
     fn next_frame(&mut self) -> impl Future<Output = Option<InboundFrame>> + Send;
+}
+
+/// What the envelope of a frame looks like, beyond what `classify` says of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// See [`is_response_shaped`].
+    Response,
+    /// An `id` that is `null`.
+    NullId,
+    Other,
+}
+
+impl Shape {
+    fn of(value: &Value) -> Shape {
+        if is_response_shaped(value) {
+            Shape::Response
+        } else if value.get("id").is_some_and(Value::is_null) {
+            Shape::NullId
+        } else {
+            Shape::Other
+        }
+    }
 }
 
 /// Where the connection is in the handshake; after `initialize` it holds the session
@@ -137,9 +159,20 @@ impl Connection {
         };
         // The frame is not needed once classified; drop it before waiting for room.
         let cost = text.len();
-        let message = classify(&text);
+        let (message, shape) = match serde_json::from_str::<Value>(&text) {
+            Ok(value) => {
+                let shape = Shape::of(&value);
+                (classify_value(value), shape)
+            }
+            Err(_) => (classify(&text), Shape::Other),
+        };
         drop(text);
         match message {
+            // Anything with a usable id, no method, and a result or an error is a
+            // response, however malformed its error object: ignored (docs/protocol.md §3).
+            _ if shape == Shape::Response => {
+                tracing::warn!("ignoring a response from the client; the server sends no requests");
+            }
             Message::Invalid { id, error } => {
                 tracing::debug!(%error, "invalid frame");
                 self.send(encode_error(id.as_ref(), &error)).await
@@ -147,9 +180,14 @@ impl Connection {
             Message::Response { id, .. } => {
                 tracing::warn!(%id, "ignoring a response from the client; the server sends no requests");
             }
-            Message::Error { id, error } => {
-                let id = id.map_or_else(|| "null".to_owned(), |id| id.to_string());
-                tracing::warn!(%id, %error, "ignoring an error response from the client; the server sends no requests");
+            // An error response without a usable id is not a response to anything we
+            // sent: it is answered as an invalid request, as revision 2026-06 does.
+            Message::Error { .. } => {
+                let error = ErrorObject::invalid_request(match shape {
+                    Shape::NullId => "id must be a string or an integer",
+                    _ => "not a JSON-RPC request",
+                });
+                self.send(encode_error(None, &error)).await
             }
             Message::Notification { method, .. } => self.on_notification(&method),
             Message::Request { id, method, params } => {
@@ -247,7 +285,7 @@ impl Connection {
             Some(id) => registry.resume(id, self.outbound.clone())?,
             None => registry.create(self.outbound.clone())?,
         };
-        tracing::info!(client = %params.client_name, session_id = session.id(), "initialize");
+        tracing::info!(client = %params.client_name, session_id = session.id(), "handshake");
         let result = handlers::initialize::result(&self.state, session.id(), self.resumable);
         self.phase = Phase::AwaitingInitialized(session, generation);
         Ok(result)

@@ -1,4 +1,4 @@
-//! What holds each process tree together so that it can be killed whole (PROTOCOL.md
+//! What holds each process tree together so that it can be killed whole (docs/protocol.md
 //! §6.1, §9), chosen once at start-up (`--containment`): where the cgroup v2 hierarchy
 //! is writable, the server creates a cgroup inside its own and gives every
 //! process a child cgroup in it, which catches descendants that left the process group

@@ -1,4 +1,4 @@
-//! A connection's outbound queue, bounded in bytes (PROTOCOL.md §3): every message
+//! A connection's outbound queue, bounded in bytes (docs/protocol.md §3): every message
 //! holds `Room` in the connection's budget from before it is built until the transport
 //! has written it out. Requests reserve room for their reply *before* building it, so
 //! cheap requests with big replies (pipelined `process/read`, `fs/readFile`) wait
@@ -159,7 +159,7 @@ pub struct ReplyRoom {
     room: Option<Room>,
 }
 
-/// The envelope of a reply besides its id and result: `{"jsonrpc":"2.0","id":,"result":}`.
+/// The envelope of a reply besides its id and result (`jsonrpc`, `id` and `result` keys).
 const ENVELOPE_BYTES: usize = 64;
 
 impl ReplyRoom {
