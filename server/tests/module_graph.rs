@@ -49,8 +49,8 @@ fn strip(source: &str) -> String {
             rest = after;
             continue;
         };
-        if body.starts_with(';') {
-            rest = &body[1..];
+        if let Some(after_declaration) = body.strip_prefix(';') {
+            rest = after_declaration;
             continue;
         }
         let mut depth = 0;
