@@ -9,9 +9,10 @@
 //! `ordering`, `outbound`, `limits`, `containment`, `watchdog` and the other leaves.
 //! `server/tests/module_graph.rs` checks that no two modules import each other.
 //!
-//! The public surface is what an embedder needs: [`Server`] and its options, handles
-//! and shutdown signal, the types of [`ServerOptions`]' fields, [`cli`] for the
-//! command line, and [`start_up`], the binary's start-up sequence.
+//! The public surface is what an embedder needs: [`Server`] and its options (with the
+//! [`FileSystem`] and [`Limits`] an embedder may set; containment, watchdog and upgrade
+//! policy come from [`start_up`] and [`cli`]), its handles and shutdown signal, [`cli`]
+//! for the command line, and [`start_up`], the binary's start-up sequence.
 
 mod cgroup;
 pub mod cli;
@@ -34,12 +35,9 @@ mod state;
 mod transport;
 mod watchdog;
 
-pub use containment::Containment;
 pub use fs::FileSystem;
 pub use limits::Limits;
 pub use options::ServerOptions;
-pub use security::UpgradePolicy;
 pub use server::{BoundServer, Server, ServerHandle};
 pub use shutdown::Shutdown;
 pub use startup::{start_up, StartupError};
-pub use watchdog::Watchdog;
