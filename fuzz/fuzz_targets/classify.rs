@@ -1,9 +1,12 @@
-//! `rpc::classify` on arbitrary frames: it never panics, its verdict agrees with the
-//! JSON parser and docs/protocol.md §3, and what the server would send back for it is a
-//! well-formed JSON-RPC message echoing the id.
+//! `exec_protocol::classify` on arbitrary frames: it never panics, its verdict agrees
+//! with the JSON parser and docs/protocol.md §3, and what the server would send back for
+//! it is a well-formed JSON-RPC message echoing the id.
 #![no_main]
 
-use exec_server::rpc::{self, Inbound, RpcError, INVALID_REQUEST, PARSE_ERROR};
+use exec_protocol::code::{INVALID_REQUEST, PARSE_ERROR};
+use exec_protocol::{
+    classify, encode_error, encode_result, is_response_shaped, ErrorObject, Message, RequestId,
+};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -11,11 +14,15 @@ fn is_id(id: &Value) -> bool {
     id.is_string() || id.is_i64() || id.is_u64()
 }
 
+fn id_value(id: Option<&RequestId>) -> Value {
+    serde_json::to_value(id).expect("an id is JSON")
+}
+
 /// What the connection would send for an error: a JSON-RPC 2.0 error echoing `id`.
-fn check_error_reply(id: &Value, error: &RpcError) {
-    let reply: Value = serde_json::from_str(&rpc::encode_error(id, error)).expect("reply is JSON");
+fn check_error_reply(id: Option<&RequestId>, error: &ErrorObject) {
+    let reply: Value = serde_json::from_str(&encode_error(id, error)).expect("reply is JSON");
     assert_eq!(reply["jsonrpc"], "2.0");
-    assert_eq!(&reply["id"], id);
+    assert_eq!(reply["id"], id_value(id));
     assert_eq!(reply["error"]["code"], error.code);
     assert!(reply["error"]["message"].is_string());
 }
@@ -25,46 +32,47 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let parsed = serde_json::from_str::<Value>(frame);
-    match rpc::classify(frame) {
-        Inbound::Invalid { id, error } => {
-            assert!(id.is_null() || is_id(&id), "bad id {id}");
+    match classify(frame) {
+        Message::Invalid { id, error } => {
             match &parsed {
                 Err(_) => {
                     assert_eq!(error.code, PARSE_ERROR);
-                    assert!(id.is_null());
+                    assert!(id.is_none());
                 }
                 Ok(value) => {
                     assert_eq!(error.code, INVALID_REQUEST, "{frame:?}");
                     // Recovered ids are the frame's own id.
-                    if !id.is_null() {
-                        assert_eq!(value.get("id"), Some(&id));
+                    if let Some(id) = &id {
+                        assert_eq!(value.get("id"), Some(&id_value(Some(id))));
                     }
                 }
             }
-            check_error_reply(&id, &error);
+            check_error_reply(id.as_ref(), &error);
         }
-        Inbound::Request(request) => {
+        Message::Request { id, method, .. } => {
             let value = parsed.expect("a request is JSON");
-            assert!(is_id(&request.id));
-            assert_eq!(value.get("id"), Some(&request.id));
-            assert_eq!(value["method"], request.method.as_str());
+            assert_eq!(value.get("id"), Some(&id_value(Some(&id))));
+            assert_eq!(value["method"], method.as_str());
             assert!(value.get("jsonrpc").is_none_or(|v| v == "2.0"));
-            let reply: Value =
-                serde_json::from_str(&rpc::encode_result(&request.id, serde_json::json!({})))
-                    .expect("reply is JSON");
-            assert_eq!(reply["id"], request.id);
-            check_error_reply(&request.id, &RpcError::method_not_found(&request.method));
+            let reply: Value = serde_json::from_str(&encode_result(&id, &serde_json::json!({})))
+                .expect("reply is JSON");
+            assert_eq!(reply["id"], id_value(Some(&id)));
+            check_error_reply(Some(&id), &ErrorObject::method_not_found(&method));
         }
-        Inbound::Notification(notification) => {
+        Message::Notification { method, .. } => {
             let value = parsed.expect("a notification is JSON");
             assert!(value.get("id").is_none());
-            assert_eq!(value["method"], notification.method.as_str());
+            assert_eq!(value["method"], method.as_str());
         }
-        Inbound::Response { id } => {
+        Message::Response { id, .. } => {
             let value = parsed.expect("a response is JSON");
-            assert!(is_id(&id));
+            assert!(is_id(&id_value(Some(&id))));
+            assert!(is_response_shaped(&value));
+        }
+        Message::Error { id, .. } => {
+            let value = parsed.expect("an error response is JSON");
             assert!(value.get("method").is_none());
-            assert!(value.get("result").is_some() || value.get("error").is_some());
+            assert_eq!(id.is_some(), is_response_shaped(&value));
         }
     }
 });

@@ -1,17 +1,16 @@
-//! `rpc::decode_params` into every params type of `exec_server::protocol`: never panics,
-//! a failure is always -32602 "invalid params…" and encodes to a well-formed error, and
-//! a success respects the id caps.
+//! `exec_protocol::decode_params` into every params type the server decodes: never
+//! panics, a failure is always -32602 "invalid params…" and encodes to a well-formed
+//! error, and a success respects the id caps.
 #![no_main]
 
-use exec_server::limits::MAX_ID_BYTES;
-use exec_server::protocol::*;
-use exec_server::rpc::{self, RpcError, INVALID_PARAMS};
+use exec_protocol::code::INVALID_PARAMS;
+use exec_protocol::*;
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 fn decode<T: DeserializeOwned + std::fmt::Debug>(params: &Value) -> Option<T> {
-    match rpc::decode_params::<T>(params.clone()) {
+    match decode_params::<T>(params.clone()) {
         Ok(decoded) => Some(decoded),
         Err(error) => {
             check(&error);
@@ -20,12 +19,12 @@ fn decode<T: DeserializeOwned + std::fmt::Debug>(params: &Value) -> Option<T> {
     }
 }
 
-fn check(error: &RpcError) {
+fn check(error: &ErrorObject) {
     assert_eq!(error.code, INVALID_PARAMS, "{error:?}");
     assert!(error.message.starts_with("invalid params"), "{error:?}");
     assert!(error.data.is_none());
-    let id = Value::from(1);
-    let reply: Value = serde_json::from_str(&rpc::encode_error(&id, error)).expect("JSON");
+    let reply: Value =
+        serde_json::from_str(&encode_error(Some(&RequestId::from(1)), error)).expect("JSON");
     assert_eq!(reply["error"]["message"], error.message.as_str());
 }
 
@@ -47,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
     if let Some(p) = decode::<StartParams>(&params) {
         capped(&p.process_id);
     }
-    if let Some(p) = decode::<ProcessIdParams>(&params) {
+    if let Some(p) = decode::<TerminateParams>(&params) {
         capped(&p.process_id);
     }
     if let Some(p) = decode::<ReadParams>(&params) {
@@ -58,16 +57,20 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Some(p) = decode::<SignalParams>(&params) {
         capped(&p.process_id);
-        let _ = p.signal.to_signal();
+        assert!(SignalName::ALL.contains(&p.signal));
     }
     if let Some(p) = decode::<ResizeParams>(&params) {
         capped(&p.process_id);
     }
     decode::<EnvPolicy>(&params);
-    decode::<PathParams>(&params);
+    decode::<ReadFileParams>(&params);
     decode::<WriteFileParams>(&params);
     decode::<CreateDirectoryParams>(&params);
+    decode::<GetMetadataParams>(&params);
+    decode::<ReadDirectoryParams>(&params);
     decode::<RemoveParams>(&params);
     decode::<CopyParams>(&params);
+    decode::<CanonicalizeParams>(&params);
     decode::<JoinParams>(&params);
+    decode::<ParentParams>(&params);
 });

@@ -12,9 +12,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
-use exec_server::fs::FileSystem;
-use exec_server::limits::Limits;
-use exec_server::{Server, ServerOptions, Shutdown};
+use exec_server::{FileSystem, Limits, Server, ServerOptions, Shutdown};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};

@@ -195,6 +195,21 @@ pub fn classify_value(value: Value) -> Message {
     }
 }
 
+/// Whether a frame is shaped like a response: an object with a string or integer `id`,
+/// no `method`, a `result` or an `error`, and no wrong `jsonrpc` version — however
+/// malformed its `error` object, or if it has both. A peer that sends no requests (a
+/// server) ignores these rather than answer them; [`classify_value`] calls some of
+/// them [`Message::Invalid`].
+pub fn is_response_shaped(value: &Value) -> bool {
+    let Some(object) = value.as_object() else {
+        return false;
+    };
+    object.get("id").and_then(RequestId::from_value).is_some()
+        && object.get("jsonrpc").is_none_or(|version| version == "2.0")
+        && !object.contains_key("method")
+        && (object.contains_key("result") || object.contains_key("error"))
+}
+
 fn invalid(id: Option<RequestId>, message: &str) -> Message {
     Message::Invalid {
         id,
@@ -392,6 +407,19 @@ mod tests {
                 error: ErrorObject::parse("x")
             }
         );
+    }
+
+    #[test]
+    fn response_shapes_include_malformed_responses_only() {
+        let shaped = |frame: &str| is_response_shaped(&serde_json::from_str(frame).expect("json"));
+        assert!(shaped(r#"{"id":3,"error":{}}"#));
+        assert!(shaped(
+            r#"{"id":"a","result":1,"error":{"code":1,"message":"x"}}"#
+        ));
+        assert!(!shaped(r#"{"id":null,"error":{"code":1,"message":"x"}}"#));
+        assert!(!shaped(r#"{"jsonrpc":"1.0","id":3,"result":1}"#));
+        assert!(!shaped(r#"{"id":3,"method":"m","result":1}"#));
+        assert!(!shaped(r#"{"id":3}"#));
     }
 
     #[test]

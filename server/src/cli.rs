@@ -1,4 +1,4 @@
-//! Command-line interface (PROTOCOL.md §1): argument parsing and listen-URL rules.
+//! Command-line interface (docs/protocol.md §1): argument parsing and listen-URL rules.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -10,8 +10,8 @@ use clap::Parser;
 use crate::containment::{Containment, ContainmentMode};
 use crate::fs::FileSystem;
 use crate::limits::{Limits, DEFAULT_LIMITS};
+use crate::options::ServerOptions;
 use crate::security::{exposes_network, BearerToken, TokenError, UpgradePolicy};
-use crate::server::ServerOptions;
 
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -339,11 +339,11 @@ mod tests {
         assert_eq!(options.limits, DEFAULT_LIMITS);
         assert_eq!(
             options.output_retention_bytes,
-            crate::server::DEFAULT_OUTPUT_RETENTION_BYTES
+            crate::options::DEFAULT_OUTPUT_RETENTION_BYTES
         );
         assert_eq!(
             options.max_message_bytes,
-            crate::server::DEFAULT_MAX_MESSAGE_BYTES
+            crate::options::DEFAULT_MAX_MESSAGE_BYTES
         );
         assert!(options.upgrade_policy.token.is_none());
         assert_eq!(args.containment, ContainmentMode::Auto);

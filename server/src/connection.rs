@@ -1,5 +1,5 @@
 //! The transport-independent JSON-RPC connection: reads frames from any transport,
-//! enforces the handshake (PROTOCOL.md §4), answers independent requests concurrently
+//! enforces the handshake (docs/protocol.md §4), answers independent requests concurrently
 //! while keeping requests that name the same `processId` in arrival order, and bounds
 //! the work in flight. Transports hand it whole frames and drain its outbound queue.
 
@@ -7,18 +7,20 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use exec_protocol::{
+    classify, classify_value, decode_params, encode_error, is_response_shaped, ErrorObject, Family,
+    InitializeParams, Message, Method, NotificationMethod, PartialReply, RequestId, MAX_ID_BYTES,
+};
 use futures_util::FutureExt as _;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::handlers::{self, Method};
-use crate::limits::MAX_ID_BYTES;
+use crate::handlers;
 use crate::ordering::{Turn, Turns};
 use crate::outbound::{Outbound, ReplyRoom};
-use crate::rpc::{self, Inbound, Reply, Request, RequestId, RpcError};
-use crate::server::ServerState;
 use crate::session::{Generation, Session, STALE_ATTACHMENT};
+use crate::state::ServerState;
 
 /// Requests (and queued replies) one connection may have in flight. Reading pauses at
 /// this bound instead of buffering without limit; replies never wait on the reader.
@@ -45,6 +47,28 @@ pub enum InboundFrame {
 /// It must be cancel-safe: the connection races it against other events.
 pub trait FrameSource: Send {
     fn next_frame(&mut self) -> impl Future<Output = Option<InboundFrame>> + Send;
+}
+
+/// What the envelope of a frame looks like, beyond what `classify` says of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// See [`is_response_shaped`].
+    Response,
+    /// An `id` that is `null`.
+    NullId,
+    Other,
+}
+
+impl Shape {
+    fn of(value: &Value) -> Shape {
+        if is_response_shaped(value) {
+            Shape::Response
+        } else if value.get("id").is_some_and(Value::is_null) {
+            Shape::NullId
+        } else {
+            Shape::Other
+        }
+    }
 }
 
 /// Where the connection is in the handshake; after `initialize` it holds the session
@@ -125,33 +149,55 @@ impl Connection {
         let text = match frame {
             InboundFrame::Message(text) => text,
             InboundFrame::Oversized { limit } => {
-                let error = RpcError::invalid_request(format!("message exceeds {limit} bytes"));
-                return self.reply(Value::Null, Err(error)).await;
+                let error = ErrorObject::invalid_request(format!("message exceeds {limit} bytes"));
+                return self.send(encode_error(None, &error)).await;
             }
             InboundFrame::NotUtf8 => {
-                let error = RpcError::parse("parse error: message is not UTF-8");
-                return self.reply(Value::Null, Err(error)).await;
+                let error = ErrorObject::parse("parse error: message is not UTF-8");
+                return self.send(encode_error(None, &error)).await;
             }
         };
         // The frame is not needed once classified; drop it before waiting for room.
         let cost = text.len();
-        let inbound = rpc::classify(&text);
-        drop(text);
-        match inbound {
-            Inbound::Invalid { id, error } => {
-                tracing::debug!(%error, "invalid frame");
-                self.reply(id, Err(error)).await
+        let (message, shape) = match serde_json::from_str::<Value>(&text) {
+            Ok(value) => {
+                let shape = Shape::of(&value);
+                (classify_value(value), shape)
             }
-            Inbound::Response { id } => {
+            Err(_) => (classify(&text), Shape::Other),
+        };
+        drop(text);
+        match message {
+            // Anything with a usable id, no method, and a result or an error is a
+            // response, however malformed its error object: ignored (docs/protocol.md §3).
+            _ if shape == Shape::Response => {
+                tracing::warn!("ignoring a response from the client; the server sends no requests");
+            }
+            Message::Invalid { id, error } => {
+                tracing::debug!(%error, "invalid frame");
+                self.send(encode_error(id.as_ref(), &error)).await
+            }
+            Message::Response { id, .. } => {
                 tracing::warn!(%id, "ignoring a response from the client; the server sends no requests");
             }
-            Inbound::Notification(notification) => self.on_notification(&notification.method),
-            Inbound::Request(request) => self.on_request(request, cost).await,
+            // An error response without a usable id is not a response to anything we
+            // sent: it is answered as an invalid request, as revision 2026-06 does.
+            Message::Error { .. } => {
+                let error = ErrorObject::invalid_request(match shape {
+                    Shape::NullId => "id must be a string or an integer",
+                    _ => "not a JSON-RPC request",
+                });
+                self.send(encode_error(None, &error)).await
+            }
+            Message::Notification { method, .. } => self.on_notification(&method),
+            Message::Request { id, method, params } => {
+                self.on_request(id, method, params, cost).await
+            }
         }
     }
 
     fn on_notification(&mut self, method: &str) {
-        if method != "initialized" {
+        if NotificationMethod::parse(method) != Some(NotificationMethod::Initialized) {
             tracing::warn!(method, "ignoring an unknown client notification");
             return;
         }
@@ -167,41 +213,40 @@ impl Connection {
     }
 
     /// `cost`: the request frame's size, held against the in-flight byte budget.
-    async fn on_request(&mut self, request: Request, cost: usize) {
-        let Request { id, method, params } = request;
+    async fn on_request(&mut self, id: RequestId, method: String, params: Value, cost: usize) {
         let Some(method) = Method::parse(&method) else {
-            return self
-                .reply(id, Err(RpcError::method_not_found(&method)))
-                .await;
+            let error = ErrorObject::method_not_found(&method);
+            return self.send(encode_error(Some(&id), &error)).await;
         };
         let session = match (&self.phase, method) {
             (Phase::AwaitingInitialize, Method::Initialize) => {
                 let result = self.initialize(params);
-                return self.reply(id, result).await;
+                let result = result.map(|result| PartialReply::new(&result));
+                return self.send(encode(&id, result)).await;
             }
             (_, Method::Initialize) => {
                 let error =
-                    RpcError::invalid_request("initialize may only be sent once per connection");
-                return self.reply(id, Err(error)).await;
+                    ErrorObject::invalid_request("initialize may only be sent once per connection");
+                return self.send(encode_error(Some(&id), &error)).await;
             }
             (Phase::AwaitingInitialize, method) => {
-                let error = RpcError::invalid_request(format!(
+                let error = ErrorObject::invalid_request(format!(
                     "client must call initialize before using {} methods",
-                    method.family()
+                    method.family().as_str()
                 ));
-                return self.reply(id, Err(error)).await;
+                return self.send(encode_error(Some(&id), &error)).await;
             }
             (Phase::AwaitingInitialized(..), method) => {
-                let error = RpcError::invalid_request(format!(
+                let error = ErrorObject::invalid_request(format!(
                     "client must send initialized before using {} methods",
-                    method.family()
+                    method.family().as_str()
                 ));
-                return self.reply(id, Err(error)).await;
+                return self.send(encode_error(Some(&id), &error)).await;
             }
             (Phase::Ready(session, generation), _) => {
                 if !session.is_current(*generation) {
-                    let error = RpcError::invalid_request(STALE_ATTACHMENT);
-                    return self.reply(id, Err(error)).await;
+                    let error = ErrorObject::invalid_request(STALE_ATTACHMENT);
+                    return self.send(encode_error(Some(&id), &error)).await;
                 }
                 (Arc::clone(session), *generation)
             }
@@ -211,7 +256,7 @@ impl Connection {
         let state = Arc::clone(&self.state);
         let outbound = self.outbound.clone();
         self.spawn(cost, async move {
-            let mut room = ReplyRoom::new(outbound, id.to_string().len());
+            let mut room = ReplyRoom::new(outbound, id.encoded_len());
             let handler = handlers::dispatch(
                 &state, &session, generation, method, params, turn, &mut room,
             );
@@ -220,31 +265,35 @@ impl Connection {
                 .await
                 .unwrap_or_else(|_| {
                     tracing::error!(?method, "handler panicked");
-                    Err(RpcError::internal(
+                    Err(ErrorObject::internal(
                         "internal error while handling the request",
                     ))
                 });
-            send_reply(room, &id, result).await;
+            // A closed queue means the transport is gone; there is nobody left to answer.
+            let _ = room.send(encode(&id, result)).await;
         })
         .await;
     }
 
-    fn initialize(&mut self, params: Value) -> Result<Value, RpcError> {
-        let params: crate::protocol::InitializeParams = rpc::decode_params(params)?;
+    fn initialize(
+        &mut self,
+        params: Value,
+    ) -> Result<exec_protocol::InitializeResult, ErrorObject> {
+        let params: InitializeParams = decode_params(params)?;
         let registry = &self.state.registry;
         let (session, generation) = match &params.resume_session_id {
             Some(id) => registry.resume(id, self.outbound.clone())?,
             None => registry.create(self.outbound.clone())?,
         };
-        tracing::info!(client = %params.client_name, session_id = session.id(), "initialize");
+        tracing::info!(client = %params.client_name, session_id = session.id(), "handshake");
         let result = handlers::initialize::result(&self.state, session.id(), self.resumable);
         self.phase = Phase::AwaitingInitialized(session, generation);
         Ok(result)
     }
 
     fn take_turn(&mut self, method: Method, params: &Value) -> Turn {
-        let Some(process_id) = method
-            .is_process_scoped()
+        // Requests of these methods that name one `processId` are applied in arrival order.
+        let Some(process_id) = (method.family() == Family::Process)
             .then(|| params.get("processId").and_then(Value::as_str))
             .flatten()
             // An id over the cap is refused when its params are decoded; not worth a key.
@@ -255,11 +304,14 @@ impl Connection {
         self.turns.take(process_id)
     }
 
-    async fn reply(&mut self, id: RequestId, result: Result<Value, RpcError>) {
-        let result = result.map(Reply::from);
-        let room = ReplyRoom::new(self.outbound.clone(), id.to_string().len());
-        self.spawn(1, async move { send_reply(room, &id, result).await })
-            .await;
+    /// Sends an answer that is already built (errors, and the `initialize` result).
+    async fn send(&mut self, message: String) {
+        let outbound = self.outbound.clone();
+        self.spawn(1, async move {
+            // A closed queue means the transport is gone; there is nobody left to answer.
+            let _ = outbound.send_reply(message).await;
+        })
+        .await;
     }
 
     /// Runs `work` as a connection task once an in-flight slot and `cost` bytes of the
@@ -290,11 +342,10 @@ impl Connection {
     }
 }
 
-async fn send_reply(room: ReplyRoom, id: &RequestId, result: Result<Reply, RpcError>) {
-    let message = match result {
-        Ok(reply) => rpc::encode_reply(id, reply),
-        Err(error) => rpc::encode_error(id, &error),
-    };
-    // A closed queue means the transport is gone; there is nobody left to answer.
-    let _ = room.send(message).await;
+/// The response to request `id`.
+fn encode(id: &RequestId, result: Result<PartialReply, ErrorObject>) -> String {
+    match result {
+        Ok(reply) => reply.with_id(id),
+        Err(error) => encode_error(Some(id), &error),
+    }
 }

@@ -1,4 +1,4 @@
-//! What holds each process tree together so that it can be killed whole (PROTOCOL.md
+//! What holds each process tree together so that it can be killed whole (docs/protocol.md
 //! §6.1, §9), chosen once at start-up (`--containment`): where the cgroup v2 hierarchy
 //! is writable, the server creates a cgroup inside its own and gives every
 //! process a child cgroup in it, which catches descendants that left the process group
@@ -125,7 +125,7 @@ fn probe_join(cgroup: &Cgroup) -> io::Result<()> {
     use nix::sys::wait::{waitpid, WaitStatus};
     use nix::unistd::{fork, ForkResult};
     let procs = cgroup.open_procs()?;
-    crate::process::keep_children_for_us_to_reap();
+    crate::sigchld::keep_children_for_us_to_reap();
     // SAFETY: the child only calls write(2) and _exit(2), which are async-signal-safe.
     match unsafe { fork() }? {
         ForkResult::Child => {

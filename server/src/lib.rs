@@ -1,28 +1,43 @@
 //! `exec-server`: a JSON-RPC 2.0 server that runs processes, streams their output,
-//! takes their stdin and kills whole process trees, over websocket or stdio.
+//! takes their stdin and kills whole process trees, over websocket or stdio. The wire
+//! itself (names, params, results, envelope) is `exec-protocol`'s.
 //!
-//! Layering (see ARCHITECTURE.md): `transport` (frames) → `connection` (JSON-RPC,
-//! handshake, ordering) → `handlers` (one module per method family) → `session` /
-//! `process` (state), with `shutdown` as the server-wide stop signal.
+//! Layering (see ARCHITECTURE.md), each module importing only from those below it:
+//! `server` → `transport` (frames) → `connection` (JSON-RPC, handshake, ordering) →
+//! `handlers` (one module per method family, the only place that maps domain errors to
+//! JSON-RPC errors) → `state` → `session` → `process` / `fs` (domain, no JSON-RPC) →
+//! `ordering`, `outbound`, `limits`, `containment`, `watchdog` and the other leaves.
+//! `server/tests/module_graph.rs` checks that no two modules import each other.
+//!
+//! The public surface is what an embedder needs: [`Server`] and its options (with the
+//! [`FileSystem`] and [`Limits`] an embedder may set; containment, watchdog and upgrade
+//! policy come from [`start_up`] and [`cli`]), its handles and shutdown signal, [`cli`]
+//! for the command line, and [`start_up`], the binary's start-up sequence.
 
-pub mod cgroup;
+mod cgroup;
 pub mod cli;
-pub mod connection;
-pub mod containment;
-pub mod fs;
-pub mod handlers;
-pub mod limits;
-pub mod ordering;
-pub mod outbound;
-pub mod process;
-pub mod protocol;
-pub mod rpc;
-pub mod security;
-pub mod server;
-pub mod session;
-pub mod shutdown;
-pub mod transport;
-pub mod watchdog;
+mod connection;
+mod containment;
+mod fs;
+mod handlers;
+mod limits;
+mod options;
+mod ordering;
+mod outbound;
+mod process;
+mod security;
+mod server;
+mod session;
+mod shutdown;
+mod sigchld;
+mod startup;
+mod state;
+mod transport;
+mod watchdog;
 
-pub use server::{BoundServer, Server, ServerHandle, ServerOptions};
+pub use fs::FileSystem;
+pub use limits::Limits;
+pub use options::ServerOptions;
+pub use server::{BoundServer, Server, ServerHandle};
 pub use shutdown::Shutdown;
+pub use startup::{start_up, StartupError};

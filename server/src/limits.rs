@@ -1,9 +1,6 @@
-//! The server's resource caps (PROTOCOL.md §1, §3): their defaults, their wire names,
-//! and the error a request gets when one is reached. Every cap is per server except
-//! `maxProcesses` (per session); reaching one refuses that request only.
-
-/// Longest `processId` and `clientName` accepted, in bytes.
-pub const MAX_ID_BYTES: usize = 256;
+//! The server's resource caps (docs/protocol.md §1, §3): their defaults, their wire
+//! names, and `LimitReached`, which `handlers` turns into a -32005 error. Every cap is
+//! per server except `maxProcesses` (per session); reaching one refuses that request only.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

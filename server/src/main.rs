@@ -1,6 +1,6 @@
-//! The `exec-server` binary: parse arguments; to serve, choose the containment and start
-//! the orphan watchdog while the process is still single-threaded, then run the server
-//! on a tokio runtime;
+//! The `exec-server` binary: parse arguments; to serve, run the library's start-up
+//! sequence (containment, orphan watchdog) while the process is still single-threaded,
+//! then run the server on a tokio runtime;
 //! for `exec`, run the client command and exit with the remote exit code.
 
 use std::io::Write;
@@ -9,8 +9,7 @@ use std::process::ExitCode;
 mod exec;
 
 use clap::Parser;
-use exec_server::cli::{Args, Command, ExecArgs, Listen, OptionsError};
-use exec_server::containment::{Containment, ContainmentMode};
+use exec_server::cli::{Args, Command, ExecArgs, Listen};
 use exec_server::{Server, ServerOptions, Shutdown};
 
 fn main() -> ExitCode {
@@ -30,45 +29,13 @@ fn main() -> ExitCode {
     if let Some(Command::Exec(exec)) = args.command {
         return run_exec(exec);
     }
-    let mut options = match args.serve.server_options() {
+    // SAFETY: still single-threaded: argument parsing and the stderr logger start no
+    // thread, and the tokio runtime is built only below.
+    let options = match unsafe { exec_server::start_up(&args.serve) } {
         Ok(options) => options,
         Err(err) => {
             eprintln!("exec-server: {err}");
-            return ExitCode::from(match err {
-                OptionsError::Usage(_) => 2,
-                OptionsError::Io(_) => 1,
-            });
-        }
-    };
-    if let Err(err) = exec_server::process::raise_open_file_limit() {
-        tracing::warn!(%err, "could not raise the open-file limit");
-    }
-    options.containment = match Containment::select(args.serve.containment) {
-        Ok(containment) => containment,
-        Err(reason) => {
-            eprintln!("exec-server: {reason}");
-            return ExitCode::from(1);
-        }
-    };
-    // SAFETY: the process is still single-threaded here: nothing above starts a thread
-    // (argument parsing, the tracing subscriber, reading options, setrlimit and the
-    // containment probe, which forks and waits for its child) and the tokio runtime is
-    // built only below.
-    let watchdog = unsafe { exec_server::watchdog::Watchdog::start(&options.containment) };
-    options.watchdog = match watchdog {
-        Ok(watchdog) => Some(watchdog),
-        Err(err) => {
-            // Nobody would remove the server's cgroup at exit.
-            if let Some(cgroup) = options.containment.server_cgroup() {
-                let _ = cgroup.remove();
-                if args.serve.containment == ContainmentMode::Cgroup {
-                    eprintln!("exec-server: --containment cgroup needs the orphan watchdog, which could not start: {err}");
-                    return ExitCode::from(1);
-                }
-                options.containment = Containment::ProcessGroup;
-            }
-            tracing::warn!(%err, "could not start the orphan watchdog");
-            None
+            return ExitCode::from(err.exit_code());
         }
     };
     let runtime = match tokio::runtime::Runtime::new() {

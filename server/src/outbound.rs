@@ -1,12 +1,14 @@
-//! A connection's outbound queue, bounded in bytes (PROTOCOL.md §3): every message
+//! A connection's outbound queue, bounded in bytes (docs/protocol.md §3): every message
 //! holds `Room` in the connection's budget from before it is built until the transport
 //! has written it out. Requests reserve room for their reply *before* building it, so
 //! cheap requests with big replies (pipelined `process/read`, `fs/readFile`) wait
 //! instead of piling up replies in memory; the connection stops reading while any
 //! request waits. A message larger than the whole budget waits until nothing else is
 //! queued and then goes out alone.
+//!
+//! A session's processes reach the attached connection's queue through a `Notifier`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
@@ -141,6 +143,7 @@ impl Outbound {
     }
 
     /// Bytes of the budget currently held by queued or reserved messages.
+    #[cfg(test)]
     pub fn used_bytes(&self) -> usize {
         self.budget.capacity - self.budget.room.available_permits()
     }
@@ -156,7 +159,7 @@ pub struct ReplyRoom {
     room: Option<Room>,
 }
 
-/// The envelope of a reply besides its id and result: `{"jsonrpc":"2.0","id":,"result":}`.
+/// The envelope of a reply besides its id and result (`jsonrpc`, `id` and `result` keys).
 const ENVELOPE_BYTES: usize = 64;
 
 impl ReplyRoom {
@@ -181,6 +184,37 @@ impl ReplyRoom {
         match self.room {
             Some(room) => room.send(text),
             None => self.outbound.send_reply(text).await,
+        }
+    }
+}
+
+/// Where a session's notifications go: the attached connection, or nowhere.
+#[derive(Clone, Default)]
+pub struct Notifier {
+    target: Arc<Mutex<Option<Outbound>>>,
+}
+
+impl Notifier {
+    fn lock(&self) -> MutexGuard<'_, Option<Outbound>> {
+        self.target
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    pub fn attach(&self, outbound: Outbound) {
+        *self.lock() = Some(outbound);
+    }
+
+    pub fn detach(&self) {
+        *self.lock() = None;
+    }
+
+    /// Delivers one notification, waiting while the connection's budget is full.
+    pub async fn send(&self, message: String) {
+        let target = self.lock().clone();
+        if let Some(outbound) = target {
+            // A closed queue means the connection is going away; the output is retained.
+            let _ = outbound.send_notification(message).await;
         }
     }
 }

@@ -161,7 +161,7 @@ async fn resuming_an_attached_session_is_refused() -> TestResult {
     let second = server.connect().await?;
     let params = json!({"clientName": CLIENT, "resumeSessionId": session.id()});
     let error = second.request("initialize", params).error().await?;
-    assert_eq!(error.code, -32600);
+    assert_eq!(error.code, -32010);
     assert_eq!(
         error.message,
         format!(

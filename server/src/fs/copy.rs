@@ -5,35 +5,46 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 
 use super::walk::Descent;
-use super::{io_error, kind, regular, FileSystem, Kind, Meta};
-use crate::rpc::RpcError;
+use super::{kind, regular, FileSystem, Kind, Meta};
+
+/// Why a copy was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("{} is not a regular file, directory or symlink and cannot be copied", .0.display())]
+    Special(PathBuf),
+    #[error("{} is a directory: copying it needs recursive: true", .0.display())]
+    DirectoryNeedsRecursive(PathBuf),
+    #[error("cannot copy a directory onto /")]
+    OntoRoot,
+    #[error("cannot copy {} into itself ({})", .directory.display(), .resolved.display())]
+    IntoItself {
+        directory: PathBuf,
+        resolved: PathBuf,
+    },
+}
 
 pub fn copy(
     fs: &FileSystem,
     source: &Path,
     destination: &Path,
     recursive: bool,
-) -> Result<(), RpcError> {
-    match fs.symlink_metadata(source).map_err(io_error)?.kind {
-        Kind::Symlink => copy_link(fs, source, destination).map_err(io_error),
-        Kind::File => copy_file(fs, source, destination).map_err(io_error),
-        Kind::Special => Err(RpcError::invalid_request(format!(
-            "{} is not a regular file, directory or symlink and cannot be copied",
-            source.display()
-        ))),
-        Kind::Directory if !recursive => Err(RpcError::invalid_request(format!(
-            "{} is a directory: copying it needs recursive: true",
-            source.display()
-        ))),
+) -> Result<(), CopyError> {
+    match fs.symlink_metadata(source)?.kind {
+        Kind::Symlink => Ok(copy_link(fs, source, destination)?),
+        Kind::File => Ok(copy_file(fs, source, destination)?),
+        Kind::Special => Err(CopyError::Special(source.to_owned())),
+        Kind::Directory if !recursive => Err(CopyError::DirectoryNeedsRecursive(source.to_owned())),
         Kind::Directory => {
             refuse_copy_into_itself(fs, source, destination)?;
-            copy_tree(fs, source, destination).map_err(io_error)
+            Ok(copy_tree(fs, source, destination)?)
         }
     }
 }
@@ -43,18 +54,17 @@ fn refuse_copy_into_itself(
     fs: &FileSystem,
     source: &Path,
     destination: &Path,
-) -> Result<(), RpcError> {
-    let source = fs.canonicalize(source).map_err(io_error)?;
+) -> Result<(), CopyError> {
+    let source = fs.canonicalize(source)?;
     let (Some(parent), Some(name)) = (destination.parent(), destination.file_name()) else {
-        return Err(RpcError::invalid_request("cannot copy a directory onto /"));
+        return Err(CopyError::OntoRoot);
     };
-    let resolved = fs.canonicalize(parent).map_err(io_error)?.join(name);
+    let resolved = fs.canonicalize(parent)?.join(name);
     if resolved.starts_with(&source) {
-        return Err(RpcError::invalid_request(format!(
-            "cannot copy {} into itself ({})",
-            source.display(),
-            resolved.display()
-        )));
+        return Err(CopyError::IntoItself {
+            directory: source,
+            resolved,
+        });
     }
     Ok(())
 }

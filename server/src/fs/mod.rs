@@ -1,6 +1,7 @@
 //! File-system access for the `fs/*` methods and process working directories:
-//! lexical path normalisation, the optional `--fs-root` confinement, and the mapping
-//! of I/O errors to JSON-RPC errors. Without a root, paths go to `std::fs`; with one,
+//! lexical path normalisation and the optional `--fs-root` confinement. Errors are
+//! `io::Error`s (and `CopyError`, `RelativePath`); `handlers` maps them to JSON-RPC
+//! codes. Without a root, paths go to `std::fs`; with one,
 //! every access is resolved by `cap-std` beneath the root directory handle, which
 //! refuses `..` and symlink escapes in any component without check-then-use races.
 //! Trees are walked by `walk`, from directory handle to directory handle.
@@ -16,9 +17,7 @@ use std::time::SystemTime;
 
 use cap_std::fs::Dir;
 
-pub use copy::copy;
-
-use crate::rpc::{RpcError, INTERNAL_ERROR, INVALID_REQUEST, NOT_FOUND};
+pub use copy::{copy, CopyError};
 
 /// Files larger than this are refused by `fs/readFile`.
 pub const MAX_READ_FILE_BYTES: u64 = 512 * 1024 * 1024;
@@ -126,25 +125,16 @@ fn regular(file: std::fs::File, path: &Path) -> io::Result<std::fs::File> {
     Ok(file)
 }
 
-/// Maps an I/O error to the protocol's codes (PROTOCOL.md §7); the message is the OS text.
-pub fn io_error(err: io::Error) -> RpcError {
-    let code = match err.kind() {
-        io::ErrorKind::NotFound => NOT_FOUND,
-        io::ErrorKind::InvalidInput | io::ErrorKind::PermissionDenied => INVALID_REQUEST,
-        _ => INTERNAL_ERROR,
-    };
-    RpcError::new(code, err.to_string())
-}
-
 /// Normalises an absolute path lexically (`.` dropped, `..` pops, never above `/`).
-/// A relative path is invalid params.
-pub fn absolute(path: &str, field: &str) -> Result<PathBuf, RpcError> {
-    let path = Path::new(path);
-    if !path.is_absolute() {
-        return Err(RpcError::invalid_params(format!(
-            "invalid params: {field}: path must be absolute, got {path:?}"
-        )));
+/// A relative path is refused, naming `field` (the params field it came from).
+pub fn absolute(path: &str, field: &'static str) -> Result<PathBuf, RelativePath> {
+    if !Path::new(path).is_absolute() {
+        return Err(RelativePath {
+            field,
+            path: path.to_owned(),
+        });
     }
+    let path = Path::new(path);
     let mut normal = PathBuf::from("/");
     for component in path.components() {
         match component {
@@ -156,6 +146,14 @@ pub fn absolute(path: &str, field: &str) -> Result<PathBuf, RpcError> {
         }
     }
     Ok(normal)
+}
+
+/// A path that must be absolute was not.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: path must be absolute, got {path:?}")]
+pub struct RelativePath {
+    pub field: &'static str,
+    pub path: String,
 }
 
 impl FileSystem {
@@ -382,27 +380,6 @@ mod tests {
         );
         assert_eq!(absolute("/../..", "path").unwrap(), PathBuf::from("/"));
         let err = absolute("a/b", "path").unwrap_err();
-        assert_eq!(err.code, crate::rpc::INVALID_PARAMS);
-        assert!(err.message.contains("path"), "{}", err.message);
-    }
-
-    #[test]
-    fn error_kinds_map_to_protocol_codes() {
-        assert_eq!(
-            io_error(io::Error::from(io::ErrorKind::NotFound)).code,
-            NOT_FOUND
-        );
-        assert_eq!(
-            io_error(io::Error::from(io::ErrorKind::PermissionDenied)).code,
-            INVALID_REQUEST
-        );
-        assert_eq!(
-            io_error(io::Error::from(io::ErrorKind::InvalidInput)).code,
-            INVALID_REQUEST
-        );
-        assert_eq!(
-            io_error(io::Error::from_raw_os_error(libc::EISDIR)).code,
-            INTERNAL_ERROR
-        );
+        assert_eq!(err.field, "path");
     }
 }

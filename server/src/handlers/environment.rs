@@ -2,14 +2,14 @@
 
 use std::path::Path;
 
-use serde_json::{json, Value};
-
-use crate::rpc::RpcError;
+use exec_protocol::{EnvironmentInfo, ErrorObject, Shell};
+use serde_json::Value;
 
 /// Takes no params: like every method it accepts an object (fields ignored) or none.
-pub fn info(params: Value) -> Result<Value, RpcError> {
+pub fn info(params: Value) -> Result<EnvironmentInfo, ErrorObject> {
+    // Checked here rather than decoded: an empty params struct would also take `[]`.
     if !(params.is_null() || params.is_object()) {
-        return Err(RpcError::invalid_params(
+        return Err(ErrorObject::invalid_params(
             "invalid params: expected an object or no params",
         ));
     }
@@ -21,5 +21,7 @@ pub fn info(params: Value) -> Result<Value, RpcError> {
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.clone());
-    Ok(json!({"shell": {"name": name, "path": path}}))
+    Ok(EnvironmentInfo {
+        shell: Shell { name, path },
+    })
 }

@@ -1,28 +1,30 @@
-//! `fs/*` methods (PROTOCOL.md §7): decode params, refuse relative paths and sandbox
-//! profiles, then run the blocking file-system work off the async threads.
+//! `fs/*` methods (docs/protocol.md §7): refuse relative paths and sandbox profiles,
+//! then run the blocking file-system work off the async threads.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
-use serde_json::{json, Value};
-
-use crate::fs::{self, absolute, io_error, FileSystem, Kind, MAX_READ_FILE_BYTES};
-use crate::outbound::ReplyRoom;
-use crate::protocol::{
-    CopyParams, CreateDirectoryParams, JoinParams, PathParams, RemoveParams, WriteFileParams,
+use exec_protocol::fast::ReadFileReply;
+use exec_protocol::{
+    CanonicalizeParams, CopyParams, CreateDirectoryParams, DirectoryEntry, Empty, ErrorObject,
+    GetMetadataParams, JoinParams, Metadata, ParentParams, ParentResult, PartialReply, PathResult,
+    ReadDirectoryParams, ReadDirectoryResult, ReadFileParams, RemoveParams, WirePath,
+    WriteFileParams,
 };
-use crate::rpc::{decode_params, Reply, RpcError};
+use serde_json::Value;
 
-/// Base64 is encoded and decoded in blocks of this many input bytes (a multiple of 3
-/// and of 4), so that no block but the last carries padding.
-const BASE64_BLOCK: usize = 3 * 4 * 256 * 1024;
+use super::errors::io_error;
+use crate::fs::{self, absolute, FileSystem, Kind, MAX_READ_FILE_BYTES};
+use crate::outbound::ReplyRoom;
+
+/// A file is read in blocks of this many bytes (a multiple of 3, so that no block but
+/// the last needs carrying over to the next when encoded).
+const READ_BLOCK: usize = 3 * 4 * 256 * 1024;
 
 /// Upstream's per-request `sandbox`: we run no sandbox profiles, so anything but an
 /// explicit full-access request is refused rather than silently run unrestricted.
-fn refuse_sandbox_profiles(sandbox: &Option<Value>) -> Result<(), RpcError> {
+fn refuse_sandbox_profiles(sandbox: &Option<Value>) -> Result<(), ErrorObject> {
     const FULL_ACCESS: [&str; 2] = ["danger-full-access", "dangerFullAccess"];
     let full_access = |value: &Value| {
         value
@@ -39,7 +41,7 @@ fn refuse_sandbox_profiles(sandbox: &Option<Value>) -> Result<(), RpcError> {
         {
             Ok(())
         }
-        Some(_) => Err(RpcError::invalid_params(
+        Some(_) => Err(ErrorObject::invalid_params(
             "sandbox profiles are not supported",
         )),
     }
@@ -48,12 +50,12 @@ fn refuse_sandbox_profiles(sandbox: &Option<Value>) -> Result<(), RpcError> {
 /// Runs blocking file-system work on tokio's blocking pool.
 async fn blocking<T: Send + 'static>(
     fs: &Arc<FileSystem>,
-    work: impl FnOnce(&FileSystem) -> Result<T, RpcError> + Send + 'static,
-) -> Result<T, RpcError> {
+    work: impl FnOnce(&FileSystem) -> Result<T, ErrorObject> + Send + 'static,
+) -> Result<T, ErrorObject> {
     let fs = Arc::clone(fs);
     tokio::task::spawn_blocking(move || work(&fs))
         .await
-        .map_err(|err| RpcError::internal(format!("file-system task failed: {err}")))?
+        .map_err(|err| ErrorObject::internal(format!("file-system task failed: {err}")))?
 }
 
 /// Opens and sizes the file, waits for room for its encoding in the connection's
@@ -61,16 +63,15 @@ async fn blocking<T: Send + 'static>(
 /// and only then reads it, encoding straight into the reply.
 pub async fn read_file(
     fs: &Arc<FileSystem>,
-    params: Value,
+    params: ReadFileParams,
     room: &mut ReplyRoom,
-) -> Result<Reply, RpcError> {
-    let params: PathParams = decode_params(params)?;
+) -> Result<PartialReply, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
-    let path = absolute(&params.path, "path")?;
+    let path = absolute(params.path.as_str(), "path")?;
     let too_large = {
         let path = path.clone();
         move || {
-            RpcError::invalid_request(format!(
+            ErrorObject::invalid_request(format!(
                 "{} is larger than {MAX_READ_FILE_BYTES} bytes, the most fs/readFile reads",
                 path.display()
             ))
@@ -88,7 +89,8 @@ pub async fn read_file(
         }
     })
     .await?;
-    let encoded_size = usize::try_from(size.div_ceil(3) * 4).unwrap_or(usize::MAX);
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    let encoded_size = size.div_ceil(3).saturating_mul(4);
     room.reserve(encoded_size.saturating_add(READ_FILE_OVERHEAD))
         .await?;
     let handle = tokio::task::spawn_blocking(move || {
@@ -96,26 +98,24 @@ pub async fn read_file(
         let mut file = file.take(MAX_READ_FILE_BYTES + 1);
         let mut total = 0u64;
         // Encode straight into the reply: the file's bytes are never held whole.
-        let mut message = String::with_capacity(encoded_size + READ_FILE_OVERHEAD);
-        message.push_str(r#"{"jsonrpc":"2.0","result":{"dataBase64":""#);
-        let mut block = vec![0u8; BASE64_BLOCK];
+        let mut reply = ReadFileReply::new(size);
+        let mut block = vec![0u8; READ_BLOCK];
         loop {
             let filled = fill(&mut file, &mut block).map_err(io_error)?;
             total += filled as u64;
             if total > MAX_READ_FILE_BYTES {
                 return Err(too_large());
             }
-            BASE64.encode_string(&block[..filled], &mut message);
+            reply.push(&block[..filled]);
             if filled < block.len() {
                 break;
             }
         }
-        message.push_str("\"}");
-        Ok(Reply::EncodedWithoutId(message))
+        Ok(reply.finish())
     });
     handle
         .await
-        .map_err(|err| RpcError::internal(format!("file-system task failed: {err}")))?
+        .map_err(|err| ErrorObject::internal(format!("file-system task failed: {err}")))?
 }
 
 /// Bytes of an `fs/readFile` reply besides the base64 (the envelope and the id).
@@ -133,49 +133,43 @@ fn fill(file: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-pub async fn write_file(fs: &Arc<FileSystem>, params: Value) -> Result<Reply, RpcError> {
-    let params: WriteFileParams = decode_params(params)?;
+/// The bytes arrive decoded: bad base64 was refused (-32602, naming `dataBase64`) before
+/// the file was touched.
+pub async fn write_file(
+    fs: &Arc<FileSystem>,
+    params: WriteFileParams,
+) -> Result<Empty, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
-    let path = absolute(&params.path, "path")?;
-    let data = params.data_base64;
-    let invalid = |err: base64::DecodeError| {
-        RpcError::invalid_params(format!("invalid params: dataBase64: not base64: {err}"))
-    };
+    let path = absolute(params.path.as_str(), "path")?;
+    let data = params.data_base64.into_inner();
     blocking(fs, move |fs| {
-        // Validate everything before truncating the file, then decode block by block.
-        let blocks = || data.as_bytes().chunks(BASE64_BLOCK / 3 * 4);
-        let mut decoded = Vec::with_capacity(BASE64_BLOCK);
-        for block in blocks() {
-            decoded.clear();
-            BASE64.decode_vec(block, &mut decoded).map_err(invalid)?;
-        }
         let mut file = fs.create(&path).map_err(io_error)?;
-        for block in blocks() {
-            decoded.clear();
-            BASE64.decode_vec(block, &mut decoded).map_err(invalid)?;
-            file.write_all(&decoded).map_err(io_error)?;
-        }
+        file.write_all(&data).map_err(io_error)?;
         file.flush().map_err(io_error)?;
-        Ok(json!({}).into())
+        Ok(Empty {})
     })
     .await
 }
 
-pub async fn create_directory(fs: &Arc<FileSystem>, params: Value) -> Result<Reply, RpcError> {
-    let params: CreateDirectoryParams = decode_params(params)?;
+pub async fn create_directory(
+    fs: &Arc<FileSystem>,
+    params: CreateDirectoryParams,
+) -> Result<Empty, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
-    let path = absolute(&params.path, "path")?;
+    let path = absolute(params.path.as_str(), "path")?;
     blocking(fs, move |fs| {
         fs.create_dir(&path, params.recursive).map_err(io_error)?;
-        Ok(json!({}).into())
+        Ok(Empty {})
     })
     .await
 }
 
-pub async fn get_metadata(fs: &Arc<FileSystem>, params: Value) -> Result<Reply, RpcError> {
-    let params: PathParams = decode_params(params)?;
+pub async fn get_metadata(
+    fs: &Arc<FileSystem>,
+    params: GetMetadataParams,
+) -> Result<Metadata, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
-    let path = absolute(&params.path, "path")?;
+    let path = absolute(params.path.as_str(), "path")?;
     blocking(fs, move |fs| {
         let link = fs.symlink_metadata(&path).map_err(io_error)?;
         // The type follows links; a broken link has none, so it reports its own times.
@@ -184,22 +178,23 @@ pub async fn get_metadata(fs: &Arc<FileSystem>, params: Value) -> Result<Reply, 
             Err(_) if link.kind == Kind::Symlink => link,
             Err(err) => return Err(io_error(err)),
         };
-        Ok(json!({
-            "isDirectory": target.kind == Kind::Directory,
-            "isFile": target.kind == Kind::File,
-            "isSymlink": link.kind == Kind::Symlink,
-            "createdAtMs": target.created_ms,
-            "modifiedAtMs": target.modified_ms,
+        Ok(Metadata {
+            is_directory: target.kind == Kind::Directory,
+            is_file: target.kind == Kind::File,
+            is_symlink: link.kind == Kind::Symlink,
+            created_at_ms: target.created_ms,
+            modified_at_ms: target.modified_ms,
         })
-        .into())
     })
     .await
 }
 
-pub async fn read_directory(fs: &Arc<FileSystem>, params: Value) -> Result<Reply, RpcError> {
-    let params: PathParams = decode_params(params)?;
+pub async fn read_directory(
+    fs: &Arc<FileSystem>,
+    params: ReadDirectoryParams,
+) -> Result<ReadDirectoryResult, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
-    let path = absolute(&params.path, "path")?;
+    let path = absolute(params.path.as_str(), "path")?;
     blocking(fs, move |fs| {
         let mut entries = Vec::new();
         for name in fs.read_dir(&path).map_err(io_error)? {
@@ -207,26 +202,25 @@ pub async fn read_directory(fs: &Arc<FileSystem>, params: Value) -> Result<Reply
             let Ok(meta) = fs.metadata(&path.join(&name)) else {
                 continue;
             };
-            entries.push(json!({
-                "fileName": name.to_string_lossy(),
-                "isDirectory": meta.kind == Kind::Directory,
-                "isFile": meta.kind == Kind::File,
-            }));
+            entries.push(DirectoryEntry {
+                file_name: name.to_string_lossy().into_owned(),
+                is_directory: meta.kind == Kind::Directory,
+                is_file: meta.kind == Kind::File,
+            });
         }
-        Ok(json!({"entries": entries}).into())
+        Ok(ReadDirectoryResult { entries })
     })
     .await
 }
 
-pub async fn remove(fs: &Arc<FileSystem>, params: Value) -> Result<Reply, RpcError> {
-    let params: RemoveParams = decode_params(params)?;
+pub async fn remove(fs: &Arc<FileSystem>, params: RemoveParams) -> Result<Empty, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
-    let path = absolute(&params.path, "path")?;
+    let path = absolute(params.path.as_str(), "path")?;
     blocking(fs, move |fs| {
         let kind = match fs.symlink_metadata(&path) {
             Ok(meta) => meta.kind,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound && params.force => {
-                return Ok(json!({}).into())
+                return Ok(Empty {})
             }
             Err(err) => return Err(io_error(err)),
         };
@@ -239,48 +233,52 @@ pub async fn remove(fs: &Arc<FileSystem>, params: Value) -> Result<Reply, RpcErr
             Err(err) if err.kind() == std::io::ErrorKind::NotFound && params.force => {}
             other => other.map_err(io_error)?,
         }
-        Ok(json!({}).into())
+        Ok(Empty {})
     })
     .await
 }
 
-pub async fn copy(fs: &Arc<FileSystem>, params: Value) -> Result<Reply, RpcError> {
-    let params: CopyParams = decode_params(params)?;
+pub async fn copy(fs: &Arc<FileSystem>, params: CopyParams) -> Result<Empty, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
-    let source = absolute(&params.source_path, "sourcePath")?;
-    let destination = absolute(&params.destination_path, "destinationPath")?;
+    let source = absolute(params.source_path.as_str(), "sourcePath")?;
+    let destination = absolute(params.destination_path.as_str(), "destinationPath")?;
     blocking(fs, move |fs| {
         fs::copy(fs, &source, &destination, params.recursive)?;
-        Ok(json!({}).into())
+        Ok(Empty {})
     })
     .await
 }
 
-pub async fn canonicalize(fs: &Arc<FileSystem>, params: Value) -> Result<Reply, RpcError> {
-    let params: PathParams = decode_params(params)?;
+pub async fn canonicalize(
+    fs: &Arc<FileSystem>,
+    params: CanonicalizeParams,
+) -> Result<PathResult, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
-    let path = absolute(&params.path, "path")?;
+    let path = absolute(params.path.as_str(), "path")?;
     blocking(fs, move |fs| {
         let canonical = fs.canonicalize(&path).map_err(io_error)?;
-        Ok(json!({"path": canonical.to_string_lossy()}).into())
+        Ok(PathResult {
+            path: WirePath::from(canonical.as_path()),
+        })
     })
     .await
 }
 
 /// `basePath` joined with `path` (which may be relative), normalised lexically.
-pub fn join(params: Value) -> Result<Reply, RpcError> {
-    let params: JoinParams = decode_params(params)?;
+pub fn join(params: JoinParams) -> Result<PathResult, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
-    let base = absolute(&params.base_path, "basePath")?;
-    let joined: PathBuf = base.join(&params.path);
+    let base = absolute(params.base_path.as_str(), "basePath")?;
+    let joined: PathBuf = base.join(params.path.as_str());
     let joined = absolute(&joined.to_string_lossy(), "path")?;
-    Ok(json!({"path": joined.to_string_lossy()}).into())
+    Ok(PathResult {
+        path: WirePath::from(joined.as_path()),
+    })
 }
 
-pub fn parent(params: Value) -> Result<Reply, RpcError> {
-    let params: PathParams = decode_params(params)?;
+pub fn parent(params: ParentParams) -> Result<ParentResult, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
-    let path = absolute(&params.path, "path")?;
-    let parent = path.parent().map(Path::to_string_lossy);
-    Ok(json!({"path": parent}).into())
+    let path = absolute(params.path.as_str(), "path")?;
+    Ok(ParentResult {
+        path: path.parent().map(WirePath::from),
+    })
 }

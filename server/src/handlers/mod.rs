@@ -1,131 +1,72 @@
-//! Method routing: the table of known methods and one handler module per family.
-//! Handlers see a ready session and decoded params; the handshake lives in `connection`.
+//! Method routing: one handler module per method family. Handlers see a ready session
+//! and typed params, and return typed results; `dispatch` decodes the params and
+//! encodes the result into a reply the connection completes with the request's id.
+//! Domain errors become JSON-RPC errors in `errors` and nowhere else. The handshake
+//! lives in `connection`.
 
-pub mod environment;
-pub mod fs;
+mod environment;
+mod errors;
+mod fs;
 pub mod initialize;
-pub mod process;
+mod process;
 
+use std::sync::Arc;
+
+use exec_protocol::{decode_params, ErrorObject, Method, PartialReply};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::ordering::Turn;
-use crate::outbound::{Closed, ReplyRoom};
-use crate::rpc::{Reply, RpcError};
-use crate::server::ServerState;
+use crate::outbound::ReplyRoom;
 use crate::session::{Generation, Session};
-
-/// Waiting for room ended because the connection closed: the reply has no reader.
-impl From<Closed> for RpcError {
-    fn from(closed: Closed) -> Self {
-        RpcError::internal(closed.to_string())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    Initialize,
-    ProcessStart,
-    ProcessRead,
-    ProcessWrite,
-    ProcessSignal,
-    ProcessTerminate,
-    ProcessResize,
-    FsReadFile,
-    FsWriteFile,
-    FsCreateDirectory,
-    FsGetMetadata,
-    FsReadDirectory,
-    FsRemove,
-    FsCopy,
-    FsCanonicalize,
-    FsJoin,
-    FsParent,
-    EnvironmentInfo,
-}
-
-impl Method {
-    pub fn parse(name: &str) -> Option<Method> {
-        Some(match name {
-            "initialize" => Method::Initialize,
-            "process/start" => Method::ProcessStart,
-            "process/read" => Method::ProcessRead,
-            "process/write" => Method::ProcessWrite,
-            "process/signal" => Method::ProcessSignal,
-            "process/terminate" => Method::ProcessTerminate,
-            "process/resize" => Method::ProcessResize,
-            "fs/readFile" => Method::FsReadFile,
-            "fs/writeFile" => Method::FsWriteFile,
-            "fs/createDirectory" => Method::FsCreateDirectory,
-            "fs/getMetadata" => Method::FsGetMetadata,
-            "fs/readDirectory" => Method::FsReadDirectory,
-            "fs/remove" => Method::FsRemove,
-            "fs/copy" => Method::FsCopy,
-            "fs/canonicalize" => Method::FsCanonicalize,
-            "fs/join" => Method::FsJoin,
-            "fs/parent" => Method::FsParent,
-            "environment/info" => Method::EnvironmentInfo,
-            _ => return None,
-        })
-    }
-
-    /// The family named in handshake errors ("... before using process methods").
-    pub fn family(self) -> &'static str {
-        match self {
-            Method::Initialize => "initialize",
-            Method::EnvironmentInfo => "environment",
-            Method::FsReadFile
-            | Method::FsWriteFile
-            | Method::FsCreateDirectory
-            | Method::FsGetMetadata
-            | Method::FsReadDirectory
-            | Method::FsRemove
-            | Method::FsCopy
-            | Method::FsCanonicalize
-            | Method::FsJoin
-            | Method::FsParent => "fs",
-            _ => "process",
-        }
-    }
-
-    /// Requests of these methods that name one `processId` are applied in arrival order.
-    pub fn is_process_scoped(self) -> bool {
-        self.family() == "process"
-    }
-}
+use crate::state::ServerState;
 
 /// Runs one request. `room` is where a handler that builds a big reply reserves room
 /// for it first (see `outbound`).
 pub async fn dispatch(
     state: &ServerState,
-    session: &std::sync::Arc<Session>,
+    session: &Arc<Session>,
     generation: Generation,
     method: Method,
     params: Value,
     turn: Turn,
     room: &mut ReplyRoom,
-) -> Result<Reply, RpcError> {
+) -> Result<PartialReply, ErrorObject> {
+    fn reply(result: Result<impl Serialize, ErrorObject>) -> Result<PartialReply, ErrorObject> {
+        result.map(|result| PartialReply::new(&result))
+    }
     let fs = &state.options.file_system;
-    let json = |result: Result<Value, RpcError>| result.map(Reply::from);
     match method {
-        Method::Initialize => Err(RpcError::internal(
+        Method::Initialize => Err(ErrorObject::internal(
             "initialize is handled by the connection",
         )),
-        Method::ProcessStart => json(process::start(fs, session, params, turn).await),
-        Method::ProcessRead => json(process::read(session, generation, params, turn, room).await),
-        Method::ProcessWrite => json(process::write(session, params, turn).await),
-        Method::ProcessSignal => json(process::signal(session, params, turn).await),
-        Method::ProcessTerminate => json(process::terminate(session, params, turn).await),
-        Method::ProcessResize => json(process::resize(session, params, turn).await),
-        Method::FsReadFile => fs::read_file(fs, params, room).await,
-        Method::FsWriteFile => fs::write_file(fs, params).await,
-        Method::FsCreateDirectory => fs::create_directory(fs, params).await,
-        Method::FsGetMetadata => fs::get_metadata(fs, params).await,
-        Method::FsReadDirectory => fs::read_directory(fs, params).await,
-        Method::FsRemove => fs::remove(fs, params).await,
-        Method::FsCopy => fs::copy(fs, params).await,
-        Method::FsCanonicalize => fs::canonicalize(fs, params).await,
-        Method::FsJoin => fs::join(params),
-        Method::FsParent => fs::parent(params),
-        Method::EnvironmentInfo => json(environment::info(params)),
+        Method::ProcessStart => {
+            reply(process::start(fs, session, decode_params(params)?, turn).await)
+        }
+        Method::ProcessRead => {
+            let params = decode_params(params)?;
+            reply(process::read(session, generation, params, turn, room).await)
+        }
+        Method::ProcessWrite => reply(process::write(session, decode_params(params)?, turn).await),
+        Method::ProcessSignal => {
+            reply(process::signal(session, decode_params(params)?, turn).await)
+        }
+        Method::ProcessTerminate => {
+            reply(process::terminate(session, decode_params(params)?, turn).await)
+        }
+        Method::ProcessResize => {
+            reply(process::resize(session, decode_params(params)?, turn).await)
+        }
+        Method::FsReadFile => fs::read_file(fs, decode_params(params)?, room).await,
+        Method::FsWriteFile => reply(fs::write_file(fs, decode_params(params)?).await),
+        Method::FsCreateDirectory => reply(fs::create_directory(fs, decode_params(params)?).await),
+        Method::FsGetMetadata => reply(fs::get_metadata(fs, decode_params(params)?).await),
+        Method::FsReadDirectory => reply(fs::read_directory(fs, decode_params(params)?).await),
+        Method::FsRemove => reply(fs::remove(fs, decode_params(params)?).await),
+        Method::FsCopy => reply(fs::copy(fs, decode_params(params)?).await),
+        Method::FsCanonicalize => reply(fs::canonicalize(fs, decode_params(params)?).await),
+        Method::FsJoin => reply(fs::join(decode_params(params)?)),
+        Method::FsParent => reply(fs::parent(decode_params(params)?)),
+        Method::EnvironmentInfo => reply(environment::info(params)),
     }
 }

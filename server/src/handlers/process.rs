@@ -1,47 +1,58 @@
-//! `process/*` methods (PROTOCOL.md §6): validate params, look the process up in the
-//! session, and call into `process::Process`. Each handler waits for its `Turn` so that
-//! requests naming one process take effect in arrival order.
+//! `process/*` methods (docs/protocol.md §6): validate params, look the process up in
+//! the session, and call into `process::Process`. Each handler waits for its `Turn` so
+//! that requests naming one process take effect in arrival order.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
-use serde_json::{json, Value};
+use exec_protocol::{
+    Empty, ErrorObject, ReadParams, ReadResult, ResizeParams, SignalName, SignalParams,
+    StartParams, StartResult, TerminateParams, TerminateResult, WriteParams, WriteResult,
+    WriteStatus,
+};
+use nix::sys::signal::Signal;
 
-use crate::fs::{absolute, io_error, FileSystem};
+use super::errors::io_error;
+use crate::fs::{absolute, FileSystem};
 use crate::ordering::Turn;
 use crate::outbound::ReplyRoom;
-use crate::process::env::child_environment;
-use crate::process::{Process, SpawnRequest};
-use crate::protocol::{
-    ProcessIdParams, ReadParams, ResizeParams, SignalParams, StartParams, WriteStatus,
-};
-use crate::rpc::{decode_params, RpcError};
+use crate::process::{child_environment, Process, SpawnRequest};
 use crate::session::{Generation, Lookup, Session, STALE_ATTACHMENT};
+
+/// The signal a `process/signal` name sends.
+fn to_signal(name: SignalName) -> Signal {
+    match name {
+        SignalName::Interrupt => Signal::SIGINT,
+        SignalName::Terminate => Signal::SIGTERM,
+        SignalName::Kill => Signal::SIGKILL,
+        SignalName::Hangup => Signal::SIGHUP,
+        SignalName::Quit => Signal::SIGQUIT,
+    }
+}
 
 /// Under `--fs-root` the working directory is opened beneath the root and handed to the
 /// child as a directory handle, so it cannot be swapped for a symlink in between.
 pub async fn start(
     file_system: &Arc<FileSystem>,
     session: &Arc<Session>,
-    params: Value,
+    params: StartParams,
     mut turn: Turn,
-) -> Result<Value, RpcError> {
-    let params: StartParams = decode_params(params)?;
+) -> Result<StartResult, ErrorObject> {
     if params.argv.is_empty() {
-        return Err(RpcError::invalid_params(
+        return Err(ErrorObject::invalid_params(
             "invalid params: argv: must not be empty",
         ));
     }
+    let cwd = params.cwd.as_str();
     let cwd_dir = match file_system.root() {
         None => None,
         Some(_) => {
-            let cwd = absolute(&params.cwd, "cwd")?;
-            let opened = file_system.open_dir(&cwd).map_err(|err| match err.kind() {
-                std::io::ErrorKind::PermissionDenied => io_error(err),
-                _ => RpcError::internal(format!("cannot use cwd {}: {err}", params.cwd)),
-            })?;
+            let opened = file_system
+                .open_dir(&absolute(cwd, "cwd")?)
+                .map_err(|err| match err.kind() {
+                    std::io::ErrorKind::PermissionDenied => io_error(err),
+                    _ => ErrorObject::internal(format!("cannot use cwd {cwd}: {err}")),
+                })?;
             Some(opened)
         }
     };
@@ -52,7 +63,7 @@ pub async fn start(
     let request = SpawnRequest {
         argv: &params.argv,
         arg0: params.arg0.as_deref(),
-        cwd: &params.cwd,
+        cwd,
         cwd_dir,
         env: &env,
         tty: params.tty,
@@ -60,16 +71,18 @@ pub async fn start(
     };
     turn.wait().await;
     session.start_process(&params.process_id, &request)?;
-    Ok(json!({"processId": params.process_id}))
+    Ok(StartResult {
+        process_id: params.process_id,
+    })
 }
 
-fn running(session: &Session, process_id: &str) -> Result<Arc<Process>, RpcError> {
+fn running(session: &Session, process_id: &str) -> Result<Arc<Process>, ErrorObject> {
     match session.lookup(process_id) {
         Lookup::Running(process) => Ok(process),
-        Lookup::Unknown => Err(RpcError::invalid_request(format!(
+        Lookup::Unknown => Err(ErrorObject::invalid_request(format!(
             "unknown process id {process_id}"
         ))),
-        Lookup::Starting => Err(RpcError::invalid_request(format!(
+        Lookup::Starting => Err(ErrorObject::invalid_request(format!(
             "process id {process_id} is starting"
         ))),
     }
@@ -83,11 +96,10 @@ fn running(session: &Session, process_id: &str) -> Result<Arc<Process>, RpcError
 pub async fn read(
     session: &Arc<Session>,
     generation: Generation,
-    params: Value,
+    params: ReadParams,
     mut turn: Turn,
     room: &mut ReplyRoom,
-) -> Result<Value, RpcError> {
-    let params: ReadParams = decode_params(params)?;
+) -> Result<ReadResult, ErrorObject> {
     turn.wait().await;
     let process = running(session, &params.process_id)?;
     // A long-poll must not hold up later requests for the same process.
@@ -98,12 +110,12 @@ pub async fn read(
         process.wait_for_news(after_seq, wait).await;
         let size = process.read_size(after_seq, max_bytes);
         room.reserve(size).await?;
-        Ok::<_, RpcError>(size)
+        Ok::<_, ErrorObject>(size)
     };
     let size = tokio::select! {
         size = size => size?,
         _ = session.superseded(generation) => {
-            return Err(RpcError::invalid_request(STALE_ATTACHMENT));
+            return Err(ErrorObject::invalid_request(STALE_ATTACHMENT));
         }
     };
     Ok(process.read_now(after_seq, max_bytes, size))
@@ -111,20 +123,17 @@ pub async fn read(
 
 pub async fn write(
     session: &Arc<Session>,
-    params: Value,
+    params: WriteParams,
     mut turn: Turn,
-) -> Result<Value, RpcError> {
-    let crate::protocol::WriteParams {
+) -> Result<WriteResult, ErrorObject> {
+    let WriteParams {
         process_id,
         chunk,
         close_stdin,
-    } = decode_params(params)?;
-    let data = BASE64.decode(chunk.as_bytes()).map_err(|err| {
-        RpcError::invalid_params(format!("invalid params: chunk: not base64: {err}"))
-    })?;
-    // Only the decoded bytes may stay held while the write waits for the child: the
+    } = params;
+    // Only the decoded bytes stay held while the write waits for the child: the
     // connection's in-flight budget counts frames, and this keeps ¾ of one per write.
-    drop(chunk);
+    let data = chunk.into_inner();
     turn.wait().await;
     let status = match session.lookup(&process_id) {
         Lookup::Unknown => WriteStatus::UnknownProcess,
@@ -138,27 +147,25 @@ pub async fn write(
             status
         }
     };
-    Ok(json!({"status": status}))
+    Ok(WriteResult { status })
 }
 
 pub async fn signal(
     session: &Arc<Session>,
-    params: Value,
+    params: SignalParams,
     mut turn: Turn,
-) -> Result<Value, RpcError> {
-    let params: SignalParams = decode_params(params)?;
+) -> Result<Empty, ErrorObject> {
     turn.wait().await;
     let process = running(session, &params.process_id)?;
-    process.send_signal(params.signal.to_signal());
-    Ok(json!({}))
+    process.send_signal(to_signal(params.signal));
+    Ok(Empty {})
 }
 
 pub async fn terminate(
     session: &Arc<Session>,
-    params: Value,
+    params: TerminateParams,
     mut turn: Turn,
-) -> Result<Value, RpcError> {
-    let params: ProcessIdParams = decode_params(params)?;
+) -> Result<TerminateResult, ErrorObject> {
     turn.wait().await;
     let running = match session.lookup(&params.process_id) {
         Lookup::Running(process) => {
@@ -168,24 +175,23 @@ pub async fn terminate(
         }
         Lookup::Unknown | Lookup::Starting => false,
     };
-    Ok(json!({"running": running}))
+    Ok(TerminateResult { running })
 }
 
 pub async fn resize(
     session: &Arc<Session>,
-    params: Value,
+    params: ResizeParams,
     mut turn: Turn,
-) -> Result<Value, RpcError> {
-    let params: ResizeParams = decode_params(params)?;
+) -> Result<Empty, ErrorObject> {
     turn.wait().await;
     let process = running(session, &params.process_id)?;
     match process.resize(params.rows, params.cols) {
-        None => Err(RpcError::invalid_request(format!(
+        None => Err(ErrorObject::invalid_request(format!(
             "process {} is not attached to a pty",
             params.process_id
         ))),
-        Some(Err(err)) => Err(RpcError::internal(format!("resize failed: {err}"))),
-        Some(Ok(())) => Ok(json!({})),
+        Some(Err(err)) => Err(ErrorObject::internal(format!("resize failed: {err}"))),
+        Some(Ok(())) => Ok(Empty {}),
     }
 }
 
@@ -193,18 +199,24 @@ pub async fn resize(
 mod tests {
     use std::time::Duration;
 
+    use exec_protocol::decode_params;
     use serde_json::json;
 
     use super::*;
     use crate::limits::Limits;
-    use crate::session::{registry_for_tests, SessionRegistry};
+    use crate::session::{registry_for_tests, SessionError, SessionRegistry};
 
     fn registry(ttl: Duration) -> SessionRegistry {
         registry_for_tests(ttl, Limits::default())
     }
 
-    fn sleeper() -> Value {
-        json!({"processId": "p", "argv": ["sleep", "1000"], "cwd": "/", "env": {"PATH": "/usr/bin:/bin"}})
+    fn sleeper() -> StartParams {
+        decode_params(json!({"processId": "p", "argv": ["sleep", "1000"], "cwd": "/", "env": {"PATH": "/usr/bin:/bin"}}))
+            .expect("params")
+    }
+
+    fn read_params(wait_ms: u64) -> ReadParams {
+        decode_params(json!({"processId": "p", "waitMs": wait_ms})).expect("params")
     }
 
     #[tokio::test]
@@ -224,7 +236,7 @@ mod tests {
         let stale_read = tokio::spawn({
             let session = Arc::clone(&session);
             async move {
-                let params = json!({"processId": "p", "waitMs": 60_000});
+                let params = read_params(60_000);
                 read(
                     &session,
                     old_generation,
@@ -248,8 +260,11 @@ mod tests {
             .await
             .expect("the stale long-poll ends promptly")
             .expect("task");
-        assert_eq!(outcome, Err(RpcError::invalid_request(STALE_ATTACHMENT)));
-        let params = json!({"processId": "p", "waitMs": 0});
+        assert_eq!(
+            outcome.map(|_| ()),
+            Err(ErrorObject::invalid_request(STALE_ATTACHMENT))
+        );
+        let params = read_params(0);
         assert!(read(
             &resumed,
             new_generation,
@@ -283,12 +298,9 @@ mod tests {
         registry.connection_ended(&session, generation);
         let (outbound, _queue) = crate::outbound::channel(1 << 20);
         let refused = registry.resume(session.id(), outbound).map(|_| ());
-        assert_eq!(
-            refused,
-            Err(RpcError::invalid_request(format!(
-                "unknown session id {}",
-                session.id()
-            )))
+        assert!(
+            matches!(&refused, Err(SessionError::UnknownSession(id)) if id == session.id()),
+            "{refused:?}"
         );
         assert!(
             matches!(session.lookup("p"), Lookup::Unknown),

@@ -1,9 +1,9 @@
 //! Builds a child's environment from `process/start`'s `env` and optional `envPolicy`
-//! (PROTOCOL.md §6.1). Pure functions over the server's own environment.
+//! (docs/protocol.md §6.1). Pure functions over the server's own environment.
 
 use std::collections::BTreeMap;
 
-use crate::protocol::{EnvPolicy, Inherit};
+use exec_protocol::{EnvPolicy, Inherit};
 
 const CORE_VARIABLES: [&str; 11] = [
     "PATH", "SHELL", "TMPDIR", "TEMP", "TMP", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "LOGNAME",

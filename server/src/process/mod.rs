@@ -1,40 +1,42 @@
-//! One managed child process: its output sequence (chunks, exit, close), retention,
-//! long-poll reads, the ordered stdin queue, signals and killing its tree.
+//! One managed child process and its lifecycle: spawning it, pumping its pipes into
+//! its output sequence, announcing its exit and close, signals, resizing and killing
+//! its tree. What a read sees is in `output`, the stdin queue in `stdin`, the
+//! server-wide output budget in `retention`.
 //!
 //! A process owns the tasks that pump its pipes and wait for its exit; they hold an
 //! `Arc<Process>` and end on their own once the streams close and the child has exited.
 //! Reaping the child is its `Tree`'s business.
 
-pub mod env;
+mod env;
 mod leader;
+mod output;
 mod pty;
-pub mod retention;
+mod retention;
 mod spawn;
+mod stdin;
 mod tree;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
+use exec_protocol::{encode_notification, Notify as _, ProcessClosed, ProcessExited};
+use exec_protocol::{Stream, WriteStatus};
 use futures_util::FutureExt as _;
 use nix::sys::signal::Signal;
-use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, watch, Notify};
-use tokio::time::Instant;
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
 
 use crate::containment::Containment;
-use crate::protocol::{Stream, WriteStatus};
-use crate::session::Notifier;
+use crate::outbound::Notifier;
 use crate::watchdog::Watchdog;
-pub(crate) use leader::keep_children_for_us_to_reap;
+pub use env::child_environment;
 use leader::Exit;
-use retention::{MemberKey, RetentionPool};
+use output::{ExitInfo, OutputState, RetainedChunk};
+use retention::MemberKey;
+pub use retention::RetentionPool;
+use spawn::OutputReader;
 pub use spawn::{raise_open_file_limit, SpawnRequest};
-use spawn::{InputWriter, OutputReader};
+use stdin::{write_stdin, StdinQueue};
 use tree::Tree;
 
 /// Largest payload of one `process/output` notification.
@@ -42,8 +44,6 @@ pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
 /// A `process/write` is answered once the stdin queue holds at most this much, so a
 /// child that never reads stdin cannot make the server buffer without bound.
 const STDIN_HIGH_WATER_BYTES: usize = 1024 * 1024;
-const PTY_INTERRUPT: u8 = 0x03;
-const PTY_END_OF_FILE: u8 = 0x04;
 
 pub struct Process {
     id: String,
@@ -63,62 +63,6 @@ pub struct Process {
     /// Shared with the stdin writer task, which must not keep the whole process alive.
     stdin: Arc<StdinQueue>,
     notifier: Notifier,
-}
-
-struct RetainedChunk {
-    seq: u64,
-    stream: Stream,
-    data: Vec<u8>,
-}
-
-#[derive(Clone, Copy)]
-struct ExitInfo {
-    code: i32,
-    seq: u64,
-}
-
-struct OutputState {
-    next_seq: u64,
-    chunks: VecDeque<RetainedChunk>,
-    retained_bytes: usize,
-    /// Every chunk with a seq at or above this is still retained.
-    first_retained_seq: u64,
-    exit: Option<ExitInfo>,
-    /// The `process/exited` notification has been handed to the connection.
-    exit_announced: bool,
-    open_streams: usize,
-    closed_seq: Option<u64>,
-    /// The entry is gone (`release`): nobody can read, so nothing is retained any more.
-    released: bool,
-}
-
-impl OutputState {
-    /// Drops the oldest retained chunk; returns its size (0 if none is left).
-    fn drop_oldest(&mut self) -> usize {
-        let Some(evicted) = self.chunks.pop_front() else {
-            return 0;
-        };
-        self.retained_bytes -= evicted.data.len();
-        self.first_retained_seq = evicted.seq + 1;
-        evicted.data.len()
-    }
-
-    fn take_seq(&mut self) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        seq
-    }
-
-    /// Assigns the close event once the exit has been announced and every stream is at
-    /// EOF, so `process/closed` is always the last notification a process sends.
-    fn close_if_finished(&mut self) -> Option<u64> {
-        if self.closed_seq.is_none() && self.exit_announced && self.open_streams == 0 {
-            let seq = self.take_seq();
-            self.closed_seq = Some(seq);
-            return Some(seq);
-        }
-        None
-    }
 }
 
 impl Process {
@@ -300,73 +244,6 @@ impl Process {
         self.stdin.drained_below(STDIN_HIGH_WATER_BYTES).await
     }
 
-    /// The long-poll wait of a read (PROTOCOL.md §6.3): returns at once if there is a
-    /// chunk or an exit event newer than `after_seq`, or the process is closed;
-    /// otherwise when one of these happens, or after `wait`.
-    pub async fn wait_for_news(&self, after_seq: u64, wait: Duration) {
-        let deadline = Instant::now() + wait;
-        let mut changes = self.changes.subscribe();
-        loop {
-            {
-                let state = self.lock_output();
-                let ready = state.closed_seq.is_some()
-                    || state.exit.is_some_and(|exit| exit.seq > after_seq)
-                    || state
-                        .chunks
-                        .back()
-                        .is_some_and(|chunk| chunk.seq > after_seq);
-                if ready || Instant::now() >= deadline {
-                    return;
-                }
-            }
-            tokio::select! {
-                changed = changes.changed() => if changed.is_err() {
-                    return;
-                },
-                _ = tokio::time::sleep_until(deadline) => {}
-            }
-        }
-    }
-
-    /// An upper bound of the encoded size of what [`Process::read_now`] would return
-    /// now, so a caller can reserve room for it before building it.
-    pub fn read_size(&self, after_seq: u64, max_bytes: Option<u64>) -> usize {
-        let state = self.lock_output();
-        READ_RESULT_OVERHEAD
-            + readable_chunks(&state, after_seq, max_bytes, usize::MAX)
-                .map(|chunk| encoded_chunk_size(chunk.data.len()))
-                .sum::<usize>()
-    }
-
-    /// The read result (PROTOCOL.md §6.3) for chunks after `after_seq`, stopping
-    /// before the chunk that would exceed `max_bytes` of data or `size_cap` bytes of
-    /// encoding (a size from [`Process::read_size`]), but with at least one chunk.
-    pub fn read_now(&self, after_seq: u64, max_bytes: Option<u64>, size_cap: usize) -> Value {
-        let state = self.lock_output();
-        let mut chunks = Vec::new();
-        let mut last_seq = None;
-        for chunk in readable_chunks(&state, after_seq, max_bytes, size_cap) {
-            last_seq = Some(chunk.seq);
-            chunks.push(json!({
-                "seq": chunk.seq,
-                "stream": chunk.stream,
-                "chunk": BASE64.encode(&chunk.data),
-            }));
-        }
-        let next_seq = last_seq.map_or(state.next_seq, |seq| seq + 1);
-        json!({
-            "chunks": chunks,
-            "nextSeq": next_seq,
-            "exited": state.exit.is_some(),
-            "exitCode": state.exit.map(|exit| exit.code),
-            "closed": state.closed_seq.is_some(),
-            "failure": Value::Null,
-            "firstRetainedSeq": state.first_retained_seq,
-            "exitedSeq": state.exit.map(|exit| exit.seq),
-            "closedSeq": state.closed_seq,
-        })
-    }
-
     async fn pump_output(self: Arc<Self>, stream: Stream, mut reader: OutputReader) {
         let mut buffer = vec![0u8; MAX_CHUNK_BYTES];
         let mut at_eof = false;
@@ -406,7 +283,8 @@ impl Process {
         let notification = {
             let mut state = self.lock_output();
             let seq = state.take_seq();
-            let notification = output_notification(&self.id, seq, stream, &data);
+            let notification =
+                exec_protocol::fast::encode_output_notification(&self.id, seq, stream, &data);
             if !state.released {
                 state.retained_bytes += data.len();
                 self.pool.reserve(data.len());
@@ -441,11 +319,13 @@ impl Process {
             let mut state = self.lock_output();
             let seq = state.take_seq();
             state.exit = Some(ExitInfo { code, seq });
-            let mut params = json!({"processId": self.id, "seq": seq, "exitCode": code});
-            if let Some(signal) = signal {
-                params["signal"] = json!(signal);
-            }
-            crate::rpc::encode_notification("process/exited", params)
+            let params = ProcessExited {
+                process_id: self.id.clone(),
+                seq,
+                exit_code: code,
+                signal: signal.map(str::to_owned),
+            };
+            encode_notification(ProcessExited::METHOD, &params)
         };
         self.changes.send_modify(|version| *version += 1);
         self.notifier.send(exited).await;
@@ -474,7 +354,11 @@ impl Process {
     }
 
     fn closed_notification(&self, seq: u64) -> String {
-        crate::rpc::encode_notification("process/closed", json!({"processId": self.id, "seq": seq}))
+        let params = ProcessClosed {
+            process_id: self.id.clone(),
+            seq,
+        };
+        encode_notification(ProcessClosed::METHOD, &params)
     }
 }
 
@@ -485,169 +369,5 @@ impl Drop for Process {
             |state| state.retained_bytes,
         );
         self.pool.leave(self.pool_key, retained);
-    }
-}
-
-/// Bytes of a read result besides its chunks (flags, seqs, the JSON-RPC envelope).
-const READ_RESULT_OVERHEAD: usize = 512;
-
-/// Bytes of one chunk in a read result: its base64 and its `{"seq","stream","chunk"}`.
-fn encoded_chunk_size(data_bytes: usize) -> usize {
-    data_bytes.div_ceil(3) * 4 + 64
-}
-
-/// The retained chunks after `after_seq` that a read returns: in order, stopping
-/// before the one that would exceed `max_bytes` of data or `size_cap` bytes encoded,
-/// but always at least one.
-fn readable_chunks(
-    state: &OutputState,
-    after_seq: u64,
-    max_bytes: Option<u64>,
-    size_cap: usize,
-) -> impl Iterator<Item = &RetainedChunk> {
-    let max_bytes = max_bytes.unwrap_or(u64::MAX);
-    let mut data_bytes = 0u64;
-    let mut encoded_bytes = READ_RESULT_OVERHEAD;
-    let mut first = true;
-    state
-        .chunks
-        .iter()
-        .filter(move |chunk| chunk.seq > after_seq)
-        .take_while(move |chunk| {
-            data_bytes = data_bytes.saturating_add(chunk.data.len() as u64);
-            encoded_bytes = encoded_bytes.saturating_add(encoded_chunk_size(chunk.data.len()));
-            let fits = data_bytes <= max_bytes && encoded_bytes <= size_cap;
-            std::mem::take(&mut first) || fits
-        })
-}
-
-/// Feeds queued writes to the child's stdin in order. Holds only the queue, so the
-/// task ends when the queue is shut even if the child never reads.
-async fn write_stdin(
-    queue: Arc<StdinQueue>,
-    mut writer: InputWriter,
-    mut commands: mpsc::UnboundedReceiver<StdinCommand>,
-    is_pty: bool,
-) {
-    while let Some(command) = commands.recv().await {
-        let data = match command {
-            StdinCommand::Write(data) => data,
-            // A PTY has no separate stdin to close: EOF is the terminal's EOF character.
-            StdinCommand::Close if is_pty => vec![PTY_END_OF_FILE],
-            StdinCommand::Close => break,
-        };
-        let result = match writer.write_all(&data).await {
-            Ok(()) => writer.flush().await,
-            Err(err) => Err(err),
-        };
-        queue.written(data.len());
-        if result.is_err() {
-            break;
-        }
-    }
-    drop(commands);
-    queue.shut();
-}
-
-fn output_notification(process_id: &str, seq: u64, stream: Stream, data: &[u8]) -> String {
-    let stream = match stream {
-        Stream::Stdout => "stdout",
-        Stream::Stderr => "stderr",
-        Stream::Pty => "pty",
-    };
-    let mut message = String::with_capacity(data.len() * 4 / 3 + 160);
-    message.push_str(r#"{"jsonrpc":"2.0","method":"process/output","params":{"processId":"#);
-    message.push_str(&Value::String(process_id.to_owned()).to_string());
-    message.push_str(&format!(r#","seq":{seq},"stream":"{stream}","chunk":""#));
-    BASE64.encode_string(data, &mut message);
-    message.push_str("\"}}");
-    message
-}
-
-enum StdinCommand {
-    Write(Vec<u8>),
-    /// Close stdin once everything before it is written (`closeStdin`).
-    Close,
-}
-
-/// The ordered queue in front of a child's stdin, with a byte count so that writers
-/// can wait for the child to catch up.
-struct StdinQueue {
-    sender: Mutex<Option<mpsc::UnboundedSender<StdinCommand>>>,
-    pending_bytes: AtomicUsize,
-    drained: Notify,
-}
-
-impl StdinQueue {
-    fn new() -> Self {
-        Self {
-            sender: Mutex::new(None),
-            pending_bytes: AtomicUsize::new(0),
-            drained: Notify::new(),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<mpsc::UnboundedSender<StdinCommand>>> {
-        self.sender
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
-
-    fn open(&self) -> mpsc::UnboundedReceiver<StdinCommand> {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        *self.lock() = Some(sender);
-        receiver
-    }
-
-    fn enqueue(&self, data: Vec<u8>, close_after: bool) -> WriteStatus {
-        let mut sender = self.lock();
-        let Some(queue) = sender.as_ref() else {
-            return WriteStatus::StdinClosed;
-        };
-        let size = data.len();
-        if size > 0 {
-            self.pending_bytes.fetch_add(size, Ordering::SeqCst);
-            if queue.send(StdinCommand::Write(data)).is_err() {
-                self.written(size);
-                *sender = None;
-                return WriteStatus::StdinClosed;
-            }
-        }
-        if close_after {
-            let _ = queue.send(StdinCommand::Close);
-            *sender = None;
-        }
-        WriteStatus::Accepted
-    }
-
-    fn enqueue_interrupt(&self) -> WriteStatus {
-        self.enqueue(vec![PTY_INTERRUPT], false)
-    }
-
-    fn written(&self, size: usize) {
-        // Saturating: `shut` may have zeroed the count while a write was in progress.
-        let _ = self
-            .pending_bytes
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |pending| {
-                Some(pending.saturating_sub(size))
-            });
-        self.drained.notify_waiters();
-    }
-
-    /// Nothing more will be written: refuse new writes and release anyone waiting.
-    fn shut(&self) {
-        *self.lock() = None;
-        self.pending_bytes.store(0, Ordering::SeqCst);
-        self.drained.notify_waiters();
-    }
-
-    async fn drained_below(&self, limit: usize) {
-        loop {
-            let notified = self.drained.notified();
-            if self.pending_bytes.load(Ordering::SeqCst) <= limit {
-                return;
-            }
-            notified.await;
-        }
     }
 }

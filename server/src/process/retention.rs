@@ -1,4 +1,4 @@
-//! The server-wide budget for retained output (`--max-retained-bytes`, PROTOCOL.md §1):
+//! The server-wide budget for retained output (`--max-retained-bytes`, docs/protocol.md §1):
 //! every process's retained chunks count against one total, and when it is exceeded
 //! the oldest output of the largest retainer is dropped, which its readers see through
 //! `firstRetainedSeq` like any other retention loss. A process counts until it is

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::leader::Leader;
 use super::pty::{self, PtyMaster};
 use crate::cgroup::{self, Cgroup};
-use crate::protocol::Stream;
+use exec_protocol::Stream;
 
 pub struct SpawnRequest<'a> {
     pub argv: &'a [String],
@@ -64,7 +64,7 @@ pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<
         .argv
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "argv must not be empty"))?;
-    super::leader::keep_children_for_us_to_reap();
+    crate::sigchld::keep_children_for_us_to_reap();
     let mut command = Command::new(program);
     command.args(args).env_clear().envs(request.env);
     let cwd_fd = request.cwd_dir.as_ref().map(|dir| dir.as_raw_fd());

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::connection::{self, FrameSource, InboundFrame};
 use crate::outbound::{self, OutboundQueue, OUTBOUND_BUDGET_BYTES};
-use crate::server::ServerState;
+use crate::state::ServerState;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 /// Serves one connection over `input`/`output` (the process's stdin and stdout, or any

@@ -32,8 +32,8 @@ use super::unflushed::{Unflushed, WritePressure};
 use crate::connection::{self, FrameSource, InboundFrame};
 use crate::outbound::{self, OutboundQueue, OUTBOUND_BUDGET_BYTES};
 use crate::security::Refusal;
-use crate::server::ServerState;
 use crate::shutdown::Shutdown;
+use crate::state::ServerState;
 
 /// A bound websocket listener, not yet serving.
 pub struct WebSocketListener {

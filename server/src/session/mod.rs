@@ -1,7 +1,7 @@
-//! Sessions and their registry (PROTOCOL.md §5). A session owns a table of processes
-//! and a `Notifier` pointing at the connection it is attached to. When that connection
-//! ends the session detaches: processes keep running and output keeps being retained
-//! until a new connection resumes it, or its TTL passes and it is destroyed.
+//! One session (docs/protocol.md §5): its table of processes, the `Notifier` pointing
+//! at the connection it is attached to, and its attachment. When that connection ends
+//! the session detaches: processes keep running and output keeps being retained until
+//! a new connection resumes it, or its TTL passes and it is destroyed (see `registry`).
 //!
 //! Each attachment has a generation number; a connection holds the generation it
 //! attached at, and anything it does after the session moved on is refused as stale.
@@ -14,62 +14,20 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::containment::Containment;
-use crate::limits::{LimitReached, Limits};
-use crate::outbound::Outbound;
-use crate::process::retention::RetentionPool;
+mod error;
+mod registry;
+
+pub use error::SessionError;
+#[cfg(test)]
+pub(crate) use registry::registry_for_tests;
+pub use registry::{SessionRegistry, SessionSettings};
+
+use crate::limits::LimitReached;
+use crate::outbound::{Notifier, Outbound};
 use crate::process::{Process, SpawnRequest};
-use crate::rpc::RpcError;
-use crate::watchdog::Watchdog;
 
 /// How long a closed process stays readable before its entry (and id) is released.
 pub const CLOSED_PROCESS_RETENTION: Duration = Duration::from_secs(30);
-
-/// Where a session's notifications go: the attached connection, or nowhere.
-#[derive(Clone, Default)]
-pub struct Notifier {
-    target: Arc<Mutex<Option<Outbound>>>,
-}
-
-impl Notifier {
-    fn lock(&self) -> MutexGuard<'_, Option<Outbound>> {
-        self.target
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
-
-    pub fn attach(&self, outbound: Outbound) {
-        *self.lock() = Some(outbound);
-    }
-
-    pub fn detach(&self) {
-        *self.lock() = None;
-    }
-
-    /// Delivers one notification, waiting while the connection's budget is full.
-    pub async fn send(&self, message: String) {
-        let target = self.lock().clone();
-        if let Some(outbound) = target {
-            // A closed queue means the connection is going away; the output is retained.
-            let _ = outbound.send_notification(message).await;
-        }
-    }
-}
-
-/// Settings every session of a server shares.
-#[derive(Clone)]
-pub struct SessionSettings {
-    pub output_retention_bytes: usize,
-    /// A cgroup per process, or process groups only.
-    pub containment: Containment,
-    pub watchdog: Option<Watchdog>,
-    /// How long a detached session waits to be resumed before it is destroyed.
-    pub detached_ttl: Duration,
-    /// `max_sessions` and `max_processes` are enforced here.
-    pub limits: Limits,
-    /// Every process's retained output counts against this one budget.
-    pub retention_pool: Arc<RetentionPool>,
-}
 
 /// The attachment a connection holds; see [`Session::is_current`].
 pub type Generation = u64;
@@ -109,10 +67,6 @@ pub struct Session {
 impl Session {
     pub fn id(&self) -> &str {
         &self.id
-    }
-
-    pub fn notifier(&self) -> &Notifier {
-        &self.notifier
     }
 
     /// Whether a connection that attached at `generation` is still the session's owner.
@@ -168,13 +122,11 @@ impl Session {
         self: &Arc<Self>,
         process_id: &str,
         request: &SpawnRequest<'_>,
-    ) -> Result<(), RpcError> {
+    ) -> Result<(), SessionError> {
         {
             let mut table = self.table();
             if table.contains_key(process_id) {
-                return Err(RpcError::invalid_request(format!(
-                    "process {process_id} already exists"
-                )));
+                return Err(SessionError::ProcessExists(process_id.to_owned()));
             }
             let max_processes = self.settings.limits.max_processes;
             if table.len() >= max_processes {
@@ -199,16 +151,17 @@ impl Session {
             Ok(process) => process,
             Err(err) => {
                 table.remove(process_id);
-                let program = request.argv.first().map(String::as_str).unwrap_or_default();
-                return Err(RpcError::internal(format!(
-                    "failed to start {program}: {err}"
-                )));
+                let program = request.argv.first().cloned().unwrap_or_default();
+                return Err(SessionError::Spawn {
+                    program,
+                    source: err,
+                });
             }
         };
         if self.destroyed.is_cancelled() {
             process.release();
             table.remove(process_id);
-            return Err(RpcError::invalid_request("session has been destroyed"));
+            return Err(SessionError::Destroyed);
         }
         table.insert(process_id.to_owned(), Slot::Running(Arc::clone(&process)));
         drop(table);
@@ -261,162 +214,19 @@ impl Session {
     }
 }
 
-/// Every live session of one server, shared by all its connections.
-#[derive(Clone)]
-pub struct SessionRegistry {
-    settings: SessionSettings,
-    sessions: Arc<Mutex<HashMap<String, Arc<Session>>>>,
-}
-
-impl SessionRegistry {
-    pub fn new(settings: SessionSettings) -> Self {
-        Self {
-            settings,
-            sessions: Arc::new(Mutex::new(HashMap::new())),
-        }
-    }
-
-    pub fn detached_ttl(&self) -> Duration {
-        self.settings.detached_ttl
-    }
-
-    fn sessions(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
-
-    /// Creates a session attached to `outbound`, under a fresh UUID v4, unless the
-    /// server already holds `max_sessions`.
-    pub fn create(&self, outbound: Outbound) -> Result<(Arc<Session>, Generation), LimitReached> {
-        let max_sessions = self.settings.limits.max_sessions;
-        let mut sessions = self.sessions();
-        if sessions.len() >= max_sessions {
-            return Err(LimitReached::Sessions {
-                value: max_sessions,
-            });
-        }
-        let session = Arc::new(Session {
-            id: uuid::Uuid::new_v4().to_string(),
-            settings: self.settings.clone(),
-            processes: Mutex::new(HashMap::new()),
-            notifier: Notifier::default(),
-            attachment: Mutex::new(Attachment::Attached),
-            generation: watch::Sender::new(0),
-            destroyed: CancellationToken::new(),
-        });
-        let generation = session.attach(outbound);
-        sessions.insert(session.id.clone(), Arc::clone(&session));
-        Ok((session, generation))
-    }
-
-    /// Re-attaches a detached session to `outbound` (PROTOCOL.md §5). A session whose
-    /// deadline has passed is destroyed here even if the reaper has not run yet.
-    pub fn resume(
-        &self,
-        id: &str,
-        outbound: Outbound,
-    ) -> Result<(Arc<Session>, Generation), RpcError> {
-        let mut sessions = self.sessions();
-        let unknown = || RpcError::invalid_request(format!("unknown session id {id}"));
-        let session = sessions.get(id).cloned().ok_or_else(unknown)?;
-        let attachment = *session.attachment();
-        match attachment {
-            Attachment::Attached => Err(RpcError::invalid_request(format!(
-                "session {id} is already attached to another connection"
-            ))),
-            Attachment::Detached { deadline } if Instant::now() >= deadline => {
-                sessions.remove(id);
-                drop(sessions);
-                tracing::info!(session_id = id, "session expired at resume time");
-                session.destroy();
-                Err(unknown())
-            }
-            Attachment::Detached { .. } => {
-                let generation = session.attach(outbound);
-                tracing::info!(session_id = id, generation, "session resumed");
-                Ok((session, generation))
-            }
-        }
-    }
-
-    /// The connection that attached `session` at `generation` has ended: detach the
-    /// session (if that connection still owns it) and arm its expiry.
-    pub fn connection_ended(&self, session: &Arc<Session>, generation: Generation) {
-        let deadline = Instant::now() + self.settings.detached_ttl;
-        {
-            let sessions = self.sessions();
-            if !session.is_current(generation) || !sessions.contains_key(session.id()) {
-                return;
-            }
-            *session.attachment() = Attachment::Detached { deadline };
-            session.notifier.detach();
-        }
-        tracing::info!(session_id = session.id(), ttl = ?self.settings.detached_ttl, "session detached");
-        let registry = self.clone();
-        let session = Arc::clone(session);
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => registry.expire(&session, generation),
-                _ = session.superseded(generation) => {}
-                _ = session.destroyed.cancelled() => {}
-            }
-        });
-    }
-
-    /// Destroys `session` if it is still detached from `generation` and past its deadline.
-    fn expire(&self, session: &Arc<Session>, generation: Generation) {
-        let mut sessions = self.sessions();
-        let due = session.is_current(generation)
-            && matches!(*session.attachment(), Attachment::Detached { deadline } if Instant::now() >= deadline);
-        if due && sessions.remove(session.id()).is_some() {
-            drop(sessions);
-            tracing::info!(session_id = session.id(), "detached session expired");
-            session.destroy();
-        }
-    }
-
-    /// Destroys a session now (its connection cannot be resumed, as on stdio).
-    pub fn destroy(&self, session: &Session) {
-        self.sessions().remove(session.id());
-        session.destroy();
-    }
-
-    /// Destroys every session (server shutdown).
-    pub fn destroy_all(&self) {
-        let sessions: Vec<Arc<Session>> = self.sessions().drain().map(|(_, s)| s).collect();
-        for session in sessions {
-            session.destroy();
-        }
-    }
-}
-
-/// A registry with process groups, without a watchdog and with 1 KiB of retention per
-/// process.
-#[cfg(test)]
-pub(crate) fn registry_for_tests(detached_ttl: Duration, limits: Limits) -> SessionRegistry {
-    SessionRegistry::new(SessionSettings {
-        output_retention_bytes: 1024,
-        containment: Containment::ProcessGroup,
-        watchdog: None,
-        detached_ttl,
-        limits,
-        retention_pool: RetentionPool::new(limits.max_retained_bytes),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::limits::Limits;
 
     fn registry(detached_ttl: Duration) -> SessionRegistry {
         registry_for_tests(detached_ttl, Limits::default())
     }
 
     /// Starts `/bin/true` as `process_id` and returns it.
-    fn start_true(session: &Arc<Session>, process_id: &str) -> Result<Arc<Process>, RpcError> {
+    fn start_true(session: &Arc<Session>, process_id: &str) -> Result<Arc<Process>, SessionError> {
         start(session, process_id, &["/bin/true"])
     }
 
@@ -424,7 +234,7 @@ mod tests {
         session: &Arc<Session>,
         process_id: &str,
         argv: &[&str],
-    ) -> Result<Arc<Process>, RpcError> {
+    ) -> Result<Arc<Process>, SessionError> {
         let argv: Vec<String> = argv.iter().map(|arg| arg.to_string()).collect();
         let env = BTreeMap::new();
         let request = SpawnRequest {
@@ -439,7 +249,7 @@ mod tests {
         session.start_process(process_id, &request)?;
         match session.lookup(process_id) {
             Lookup::Running(process) => Ok(process),
-            _ => Err(RpcError::internal("not running after start")),
+            _ => panic!("not running after start"),
         }
     }
 

@@ -1,0 +1,129 @@
+//! The one place where domain errors become JSON-RPC error objects (docs/protocol.md
+//! §3, §5, §6, §7). Codes are what clients match on; messages are kept as they were.
+
+use std::io;
+
+use exec_protocol::{code, ErrorObject};
+use serde_json::json;
+
+use crate::fs::{CopyError, RelativePath};
+use crate::limits::LimitReached;
+use crate::outbound::Closed;
+use crate::session::SessionError;
+
+/// An I/O error of the file system (§7): NotFound → -32004; InvalidInput and
+/// PermissionDenied → -32600; others → -32603. The message is the OS text.
+pub fn io_error(err: io::Error) -> ErrorObject {
+    let code = match err.kind() {
+        io::ErrorKind::NotFound => code::NOT_FOUND,
+        io::ErrorKind::InvalidInput | io::ErrorKind::PermissionDenied => code::INVALID_REQUEST,
+        _ => code::INTERNAL_ERROR,
+    };
+    ErrorObject::new(code, err.to_string())
+}
+
+/// [ext] A cap is reached: -32005 with `data: {limit, value}`.
+pub fn limit_reached(reached: LimitReached) -> ErrorObject {
+    ErrorObject::new(code::LIMIT_REACHED, reached.to_string())
+        .with_data(json!({"limit": reached.wire_name(), "value": reached.value()}))
+}
+
+impl From<LimitReached> for ErrorObject {
+    fn from(reached: LimitReached) -> Self {
+        limit_reached(reached)
+    }
+}
+
+impl From<SessionError> for ErrorObject {
+    fn from(err: SessionError) -> Self {
+        match err {
+            SessionError::LimitReached(reached) => limit_reached(reached),
+            SessionError::AlreadyAttached(_) => {
+                ErrorObject::new(code::SESSION_ALREADY_ATTACHED, err.to_string())
+            }
+            SessionError::UnknownSession(_)
+            | SessionError::ProcessExists(_)
+            | SessionError::Destroyed => ErrorObject::invalid_request(err.to_string()),
+            SessionError::Spawn { .. } => ErrorObject::internal(err.to_string()),
+        }
+    }
+}
+
+/// A relative path where an absolute one is needed is invalid params naming the field.
+impl From<RelativePath> for ErrorObject {
+    fn from(err: RelativePath) -> Self {
+        ErrorObject::invalid_params(format!("invalid params: {err}"))
+    }
+}
+
+impl From<CopyError> for ErrorObject {
+    fn from(err: CopyError) -> Self {
+        match err {
+            CopyError::Io(err) => io_error(err),
+            CopyError::Special(_)
+            | CopyError::DirectoryNeedsRecursive(_)
+            | CopyError::OntoRoot
+            | CopyError::IntoItself { .. } => ErrorObject::invalid_request(err.to_string()),
+        }
+    }
+}
+
+/// Waiting for room ended because the connection closed: the reply has no reader.
+impl From<Closed> for ErrorObject {
+    fn from(closed: Closed) -> Self {
+        ErrorObject::internal(closed.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_kinds_map_to_protocol_codes() {
+        let code_of = |err: io::Error| io_error(err).code;
+        assert_eq!(code_of(io::ErrorKind::NotFound.into()), code::NOT_FOUND);
+        assert_eq!(
+            code_of(io::ErrorKind::PermissionDenied.into()),
+            code::INVALID_REQUEST
+        );
+        assert_eq!(
+            code_of(io::ErrorKind::InvalidInput.into()),
+            code::INVALID_REQUEST
+        );
+        assert_eq!(
+            code_of(io::Error::from_raw_os_error(libc::EISDIR)),
+            code::INTERNAL_ERROR
+        );
+    }
+
+    #[test]
+    fn a_session_attached_elsewhere_is_its_own_code() {
+        let error = ErrorObject::from(SessionError::AlreadyAttached("s".into()));
+        assert_eq!(error.code, code::SESSION_ALREADY_ATTACHED);
+        assert_eq!(
+            error.message,
+            "session s is already attached to another connection"
+        );
+    }
+
+    #[test]
+    fn a_reached_limit_names_itself_in_data() {
+        let error = ErrorObject::from(LimitReached::Processes { value: 7 });
+        assert_eq!(error.code, code::LIMIT_REACHED);
+        assert_eq!(
+            error.data,
+            Some(json!({"limit": "maxProcesses", "value": 7}))
+        );
+    }
+
+    #[test]
+    fn a_relative_path_is_invalid_params_naming_the_field() {
+        let error = ErrorObject::from(crate::fs::absolute("a/b", "cwd").unwrap_err());
+        assert_eq!(error.code, code::INVALID_PARAMS);
+        assert_eq!(
+            error.message,
+            "invalid params: cwd: path must be absolute, got \"a/b\""
+        );
+    }
+}
