@@ -1,5 +1,5 @@
 //! Configured environments: a TOML file of named exec-servers and a default, with
-//! `EXEC_SERVER_URL` as an override (PROTOCOL.md §8).
+//! `EXEC_SERVER_URL` as an override (docs/protocol.md §8).
 //!
 //! ```toml
 //! default = "local"

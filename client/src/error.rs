@@ -7,7 +7,7 @@ use exec_protocol::{ErrorObject, Method};
 use serde_json::Value;
 
 /// The text of [`ClientError::Disconnected`] and of the `reason` that ends every event
-/// stream when the transport is lost (PROTOCOL.md §8).
+/// stream when the transport is lost (docs/protocol.md §8).
 pub const DISCONNECTED: &str = "exec-server transport disconnected";
 
 #[derive(Debug, thiserror::Error)]

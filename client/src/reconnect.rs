@@ -1,4 +1,4 @@
-//! [ext] Reconnect (PROTOCOL.md §8): when a websocket client's link goes
+//! [ext] Reconnect (docs/protocol.md §8): when a websocket client's link goes
 //! `Reconnecting`, resume the session on a new connection, re-send the kept reads, and
 //! catch every unfinished process up from its last delivered seq.
 

@@ -93,7 +93,7 @@ impl Tracker {
     }
 
     /// Applies one catch-up read: the exit and close events whose seqs the server gave
-    /// (PROTOCOL.md §6.3 `exitedSeq`, `closedSeq`) first, so a retention gap cannot
+    /// (docs/protocol.md §6.3 `exitedSeq`, `closedSeq`) first, so a retention gap cannot
     /// swallow them, then the gap below `firstRetainedSeq`, then the chunks. `finished`:
     /// the read returned no chunk, so every chunk up to `nextSeq` has been read.
     pub(crate) fn catch_up(&mut self, mut read: ReadResult, finished: bool) {

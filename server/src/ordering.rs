@@ -1,4 +1,4 @@
-//! Arrival order for requests that name the same process (PROTOCOL.md §3, "Ordering"):
+//! Arrival order for requests that name the same process (docs/protocol.md §3, "Ordering"):
 //! requests run concurrently, but each one that names a `processId` waits for the
 //! previous request naming it to finish its ordered part (`Turn::finish`) before it
 //! acts. A connection keeps one entry per process id only while a request naming it

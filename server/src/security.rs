@@ -1,4 +1,4 @@
-//! Who may open a websocket (PROTOCOL.md §2 "Security"): the bearer token, and the
+//! Who may open a websocket (docs/protocol.md §2.3): the bearer token, and the
 //! `Origin` and `Host` rules that every upgrade passes before any JSON-RPC is read.
 //!
 //! Loopback is not a security boundary: a browser lets any web page open

@@ -1,4 +1,4 @@
-//! The binary's command line, start-up line, HTTP routes and shutdown (PROTOCOL.md §1–§2).
+//! The binary's command line, start-up line, HTTP routes and shutdown (docs/protocol.md §1–§2).
 
 mod common;
 
@@ -199,7 +199,7 @@ async fn stdio_stdout_carries_only_protocol_frames_even_with_logging_on() -> Tes
         let reply = conn.response(&RequestId::from(id)).await?;
         assert_eq!(reply.message()["jsonrpc"], "2.0", "{}", reply.raw);
     }
-    // Until the stdio EOF rules (PROTOCOL.md §2) are in, EOF may cut notifications that
+    // Until the stdio EOF rules (docs/protocol.md §2) are in, EOF may cut notifications that
     // are still on their way; wait for the last one so the check below is about purity.
     conn.wait_for_events("process/closed of p", |events| {
         events.iter().any(|event| event.is_closed("p"))

@@ -1,4 +1,4 @@
-//! The client library against real servers (PROTOCOL.md §8): both transports, the
+//! The client library against real servers (docs/protocol.md §8): both transports, the
 //! stdio child's lifetime, malformed servers, seq ordering, disconnects, reconnect.
 
 mod common;

@@ -303,7 +303,7 @@ fn output(process_id: &str, seq: u64, data: &str) -> Value {
 }
 
 /// What a scripted server holds for one process; it answers `process/read` from this
-/// as a real server does (PROTOCOL.md §6.3).
+/// as a real server does (docs/protocol.md §6.3).
 struct Retained {
     /// The chunks still retained, in seq order.
     chunks: Vec<(u64, &'static str)>,

@@ -1,4 +1,4 @@
-//! Containment of process trees (PROTOCOL.md §6.1, §6.5, §9) through the real binary:
+//! Containment of process trees (docs/protocol.md §6.1, §6.5, §9) through the real binary:
 //! in cgroup mode a `setsid()` descendant dies with its process whatever ends it, and no
 //! cgroup directory is left behind; in both modes a pid that the kernel may have handed
 //! to a stranger is never signalled, and the leader of a tree is reaped once the tree

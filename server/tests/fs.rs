@@ -1,4 +1,4 @@
-//! File-system methods (PROTOCOL.md §7) over both transports, in a temporary directory,
+//! File-system methods (docs/protocol.md §7) over both transports, in a temporary directory,
 //! and the `--fs-root` confinement.
 
 mod common;
@@ -796,7 +796,7 @@ async fn devices_fifos_and_copies_onto_themselves_are_refused_without_hanging() 
     )
     .await?;
     // The non-blocking open of a FIFO without a reader fails with ENXIO, which is none
-    // of the kinds PROTOCOL.md §7 names: "others → -32603".
+    // of the kinds docs/protocol.md §7 names: "others → -32603".
     assert_eq!(
         error.code, INTERNAL_ERROR,
         "answered instead of blocking on a reader: {error}"

@@ -1,5 +1,5 @@
 //! The JSON-RPC envelope, error handling, handshake and request concurrency
-//! (PROTOCOL.md §3–§4), over both transports.
+//! (docs/protocol.md §3–§4), over both transports.
 
 mod common;
 

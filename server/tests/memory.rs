@@ -1,4 +1,4 @@
-//! Bounded memory whatever the peer does (PROTOCOL.md §3): replies the peer does not
+//! Bounded memory whatever the peer does (docs/protocol.md §3): replies the peer does not
 //! read, pings whose pongs it does not read, and writes to a child that does not read
 //! its stdin all stop the server reading instead of growing it. Each test measures the
 //! real binary's resident memory through /proc.

@@ -1,4 +1,4 @@
-//! Process execution (PROTOCOL.md §6) end to end through the real binary.
+//! Process execution (docs/protocol.md §6) end to end through the real binary.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Who may connect and how much one client may take (PROTOCOL.md §1, §2 "Security",
+//! Who may connect and how much one client may take (docs/protocol.md §1, §2 "Security",
 //! §3 caps and `-32005`, §9), on the real binary: the bearer token, the `Origin` and
 //! `Host` rules, the refusal to serve the network without a token, and each limit
 //! reached while another client keeps working.

@@ -1,4 +1,4 @@
-//! Detachable sessions (PROTOCOL.md §5) over websocket: detach on disconnect, resume,
+//! Detachable sessions (docs/protocol.md §5) over websocket: detach on disconnect, resume,
 //! TTL expiry, refusal of attached and unknown sessions, and isolation.
 //!
 //! TTL margins are wide and asymmetric so a loaded 2-core machine cannot flip them:

@@ -5,7 +5,7 @@
 //! socket does not take in a buffer of its own that nothing outside can see; a peer
 //! that sends pings and never reads would grow it without bound. Here every byte that
 //! cannot be written at once waits in this adapter instead, where it is counted, so the
-//! reader can stop reading while too much is unflushed (PROTOCOL.md §3: pongs count).
+//! reader can stop reading while too much is unflushed (docs/protocol.md §3: pongs count).
 //! Flushing still waits for the socket to take everything.
 
 use std::io;

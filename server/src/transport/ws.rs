@@ -99,7 +99,7 @@ impl WebSocketListener {
     }
 }
 
-/// A peer must send a whole request head within this (PROTOCOL.md §2).
+/// A peer must send a whole request head within this (docs/protocol.md §2).
 const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// After shutdown, how long a request still in progress may take to finish.
 const HTTP_DRAIN: Duration = Duration::from_secs(1);
