@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use exec_client::{
     ClientError, ClientOptions, ExecServerClient, ExecServerTransport, ProcessEvent, ProcessHandle,
-    StartRequest, WriteStatus,
+    Method, StartRequest, WriteStatus,
 };
 use exec_server_harness::{Connection, ExecServer, HarnessError, Session};
 use serde_json::json;
@@ -199,7 +199,7 @@ impl RawClient {
         let session = connection
             .initialize(&format!("soak-{number}"))
             .await
-            .map_err(harness("initialize"))?;
+            .map_err(harness(Method::Initialize.as_str()))?;
         Ok(RawClient {
             number,
             connection,
@@ -280,10 +280,10 @@ impl RawClient {
             "pipeStdin": kind == Kind::Echo,
         });
         self.connection
-            .request("process/start", params)
+            .request(Method::ProcessStart, params)
             .result()
             .await
-            .map_err(harness("process/start"))?;
+            .map_err(harness(Method::ProcessStart.as_str()))?;
         self.stats().count(&self.stats().starts);
         self.processes.push(ModelProcess {
             id,
@@ -303,7 +303,7 @@ impl RawClient {
             .session
             .read(&process.id, process.after_seq, wait_ms)
             .await
-            .map_err(harness("process/read"))?;
+            .map_err(harness(Method::ProcessRead.as_str()))?;
         self.shared.stats.count(&self.shared.stats.reads);
         let first_retained = read.first_retained_seq.unwrap_or(1);
         if process.after_seq + 1 < first_retained {
@@ -471,7 +471,7 @@ impl RawClient {
             .connection
             .initialize(&format!("soak-{}", self.number))
             .await
-            .map_err(harness("initialize"))?;
+            .map_err(harness(Method::Initialize.as_str()))?;
         self.attached = true;
         self.processes.clear();
         self.stats().count(&self.stats().abandoned_sessions);
@@ -698,7 +698,7 @@ async fn run_library_client(
             75..=79 => match client.environment_info().await {
                 Ok(_) => stats.count(&stats.reads),
                 Err(ClientError::ResponseLost { .. }) => stats.count(&stats.responses_lost),
-                Err(err) => return Err(lib("environment/info")(err)),
+                Err(err) => return Err(lib(Method::EnvironmentInfo.as_str())(err)),
             },
             _ => {
                 tokio::time::sleep(Duration::from_millis(rng.below(60))).await;
