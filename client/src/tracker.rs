@@ -253,23 +253,27 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_lost_exit_between_chunks_is_rebuilt_and_later_output_follows() {
-        let (mut tracker, mut events) = tracker();
-        tracker.deliver(1, output(1));
-        tracker.deliver(3, output(3));
-        let read = ReadResult {
+    /// A finished read from a server that sends no `exitedSeq`/`closedSeq`.
+    fn closed_without_event_seqs(next_seq: u64, exit_code: i32) -> ReadResult {
+        ReadResult {
             chunks: vec![],
-            next_seq: 5,
+            next_seq,
             exited: true,
-            exit_code: Some(7),
+            exit_code: Some(exit_code),
             closed: true,
             failure: None,
             first_retained_seq: Some(1),
             exited_seq: None,
             closed_seq: None,
-        };
-        tracker.catch_up(read, true);
+        }
+    }
+
+    #[test]
+    fn a_lost_exit_between_chunks_is_rebuilt_and_later_output_follows() {
+        let (mut tracker, mut events) = tracker();
+        tracker.deliver(1, output(1));
+        tracker.deliver(3, output(3));
+        tracker.catch_up(closed_without_event_seqs(5, 7), true);
         assert_eq!(
             drain(&mut events),
             [
@@ -289,18 +293,7 @@ mod tests {
     fn missing_exit_and_close_are_rebuilt_from_a_read() {
         let (mut tracker, mut events) = tracker();
         tracker.deliver(1, output(1));
-        let read = ReadResult {
-            chunks: vec![],
-            next_seq: 4,
-            exited: true,
-            exit_code: Some(3),
-            closed: true,
-            failure: None,
-            first_retained_seq: Some(1),
-            exited_seq: None,
-            closed_seq: None,
-        };
-        tracker.catch_up(read, true);
+        tracker.catch_up(closed_without_event_seqs(4, 3), true);
         assert_eq!(
             drain(&mut events),
             [

@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use exec_client::{
-    ClientError, ClientOptions, ExecServerClient, ExecServerTransport, ProcessEvent, ProcessHandle,
-    Method, StartRequest, WriteStatus,
+    ClientError, ClientOptions, ExecServerClient, ExecServerTransport, Method, ProcessEvent,
+    ProcessHandle, StartRequest, WriteStatus,
 };
 use exec_server_harness::{Connection, ExecServer, HarnessError, Session};
 use serde_json::json;
