@@ -473,8 +473,19 @@ impl Connection {
             self.disconnect().await?;
         }
         let (writer, reader) = open(self.server()).await.map_err(|err| self.attach(err))?;
-        *self.inner.writer.lock().await = Some(writer);
-        *self.inner.reader.lock().await = Some(reader);
+        // A concurrent wait holds the reader for as long as it waits: bound this one too.
+        let install = async {
+            *self.inner.writer.lock().await = Some(writer);
+            *self.inner.reader.lock().await = Some(reader);
+            Ok(())
+        };
+        bounded(
+            || "the connection's other waits to let go of it, to reconnect".into(),
+            self.default_wait(),
+            install,
+        )
+        .await
+        .map_err(|err| self.attach(err))?;
         let sent = std::mem::take(&mut self.inbox().sent);
         *self.inbox() = Inbox {
             sent,

@@ -12,13 +12,17 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 /// The environment variable that sets the time scale (e.g. `3` on a slow CI machine).
 pub const TIME_SCALE_VAR: &str = "EXEC_HARNESS_TIME_SCALE";
 
-/// The time scale from `EXEC_HARNESS_TIME_SCALE` (1 when unset or not a positive number).
+/// The largest time scale taken from the environment: a day per default wait.
+const MAX_TIME_SCALE: f64 = 17_280.0;
+
+/// The time scale from `EXEC_HARNESS_TIME_SCALE` (1 when unset or not a positive number;
+/// at most [`MAX_TIME_SCALE`], so that scaled durations stay representable).
 pub fn time_scale_from_env() -> f64 {
     std::env::var(TIME_SCALE_VAR)
         .ok()
         .and_then(|value| value.parse::<f64>().ok())
-        .filter(|scale| *scale > 0.0)
-        .unwrap_or(1.0)
+        .filter(|scale| scale.is_finite() && *scale > 0.0)
+        .map_or(1.0, |scale| scale.min(MAX_TIME_SCALE))
 }
 
 /// How one server and its connections wait: a time scale applied to every duration.
