@@ -171,13 +171,17 @@ pub fn classify_value(value: Value) -> Message {
             None => return invalid(None, "id must be a string or an integer"),
         },
     };
+    let null_id = raw_id.as_ref().is_some_and(Value::is_null);
     if let Some(version) = object.get("jsonrpc") {
         if version != "2.0" {
-            return invalid(id, "jsonrpc must be \"2.0\"");
+            return match null_id {
+                true => invalid(None, "id must be a string or an integer"),
+                false => invalid(id, "jsonrpc must be \"2.0\""),
+            };
         }
     }
     let params = object.remove("params").unwrap_or(Value::Null);
-    match (object.remove("method"), id) {
+    let message = match (object.remove("method"), id) {
         (Some(Value::String(method)), Some(id)) => Message::Request { id, method, params },
         (Some(Value::String(method)), None) if raw_id.is_none() => {
             Message::Notification { method, params }
@@ -188,10 +192,17 @@ pub fn classify_value(value: Value) -> Message {
             (Some(result), None, Some(id)) => Message::Response { id, result },
             (None, Some(error), id) => match serde_json::from_value::<ErrorObject>(error) {
                 Ok(error) => Message::Error { id, error },
-                Err(err) => invalid(id, &format!("malformed error object: {err}")),
+                Err(err) if id.is_some() => invalid(id, &format!("malformed error object: {err}")),
+                Err(_) => invalid(None, "not a JSON-RPC request"),
             },
             (_, _, id) => invalid(id, "not a JSON-RPC request"),
         },
+    };
+    // Only a well-formed error response may carry a null id; anything else with one is
+    // refused for the id first, as revision 2026-06 servers answer it.
+    match message {
+        Message::Invalid { .. } if null_id => invalid(None, "id must be a string or an integer"),
+        message => message,
     }
 }
 
@@ -430,6 +441,32 @@ mod tests {
             r#"{"id":null,"method":"m"}"#,
         ] {
             assert_eq!(invalid_code(frame), code::INVALID_REQUEST, "{frame}");
+        }
+    }
+
+    #[test]
+    fn frames_with_a_null_id_are_refused_for_the_id_unless_a_clean_error_response() {
+        for frame in [
+            r#"{"id":null,"error":"bad"}"#,
+            r#"{"id":null,"error":{"code":1,"message":"m"},"result":1}"#,
+            r#"{"jsonrpc":"1.0","id":null,"error":{"code":1,"message":"m"}}"#,
+            r#"{"id":null,"method":5,"error":{}}"#,
+        ] {
+            match classify(frame) {
+                Message::Invalid { id: None, error } => {
+                    assert_eq!(
+                        error.message, "id must be a string or an integer",
+                        "{frame}"
+                    )
+                }
+                other => panic!("{frame} classified as {other:?}"),
+            }
+        }
+        match classify(r#"{"error":"bad"}"#) {
+            Message::Invalid { id: None, error } => {
+                assert_eq!(error.message, "not a JSON-RPC request")
+            }
+            other => panic!("{other:?}"),
         }
     }
 
