@@ -188,6 +188,7 @@ impl ExecServerClient {
             process_id: process_id.to_owned(),
             chunk: Base64Bytes::from(data),
             close_stdin,
+            write_id: None,
         };
         Ok(self.call(&params).await?.status)
     }
@@ -220,6 +221,7 @@ impl ExecServerClient {
     pub async fn read_file(&self, path: &str) -> Result<Vec<u8>, ClientError> {
         let params = ReadFileParams {
             path: path.into(),
+            follow_symlinks: None,
             sandbox: None,
         };
         Ok(self.call(&params).await?.data_base64.into_inner())
@@ -229,6 +231,7 @@ impl ExecServerClient {
         let params = WriteFileParams {
             path: path.into(),
             data_base64: Base64Bytes::from(data),
+            follow_symlinks: None,
             sandbox: None,
         };
         self.call(&params).await.map(drop)
@@ -238,6 +241,7 @@ impl ExecServerClient {
         let params = CreateDirectoryParams {
             path: path.into(),
             recursive,
+            follow_symlinks: None,
             sandbox: None,
         };
         self.call(&params).await.map(drop)
@@ -246,6 +250,7 @@ impl ExecServerClient {
     pub async fn get_metadata(&self, path: &str) -> Result<Metadata, ClientError> {
         let params = GetMetadataParams {
             path: path.into(),
+            follow_symlinks: None,
             sandbox: None,
         };
         self.call(&params).await
@@ -269,6 +274,7 @@ impl ExecServerClient {
             path: path.into(),
             recursive,
             force,
+            follow_symlinks: None,
             sandbox: None,
         };
         self.call(&params).await.map(drop)

@@ -54,6 +54,7 @@ impl StartRequest {
             pipe_stdin: self.pipe_stdin,
             arg0: self.arg0,
             env_policy: self.env_policy,
+            ..StartParams::new(String::new(), Vec::<String>::new(), "/")
         }
     }
 }

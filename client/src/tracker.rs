@@ -238,6 +238,7 @@ mod tests {
             first_retained_seq: Some(1),
             exited_seq: None,
             closed_seq: None,
+            sandbox_denied: None,
         };
         tracker.catch_up(read, true);
         assert_eq!(
@@ -265,6 +266,7 @@ mod tests {
             first_retained_seq: Some(1),
             exited_seq: None,
             closed_seq: None,
+            sandbox_denied: None,
         }
     }
 

@@ -186,6 +186,7 @@ impl Session {
             process_id: process_id.to_owned(),
             chunk: Base64Bytes(data.to_vec()),
             close_stdin: close,
+            write_id: None,
         };
         Ok(self.connection.call(&params).await?.status)
     }

@@ -28,6 +28,7 @@ pub mod initialize;
 pub mod method;
 pub mod path;
 pub mod process;
+pub mod revision;
 
 pub use bytes::Base64Bytes;
 pub use capabilities::Capabilities;
@@ -39,8 +40,9 @@ pub use environment::*;
 pub use fs::*;
 pub use initialize::*;
 pub use method::{Call, Family, Method, NotificationMethod, Notify};
-pub use path::WirePath;
+pub use path::{PathError, PathForm, ResolvedPath, WirePath};
 pub use process::*;
+pub use revision::Revision;
 
 /// `processId`, `clientName` and (2026-08) `writeId` are at most this many bytes
 /// (docs/protocol.md §3): they are echoed in every notification and keyed in maps.
@@ -54,6 +56,43 @@ pub(crate) fn capped_id<'de, D: serde::Deserializer<'de>>(
     if id.len() > MAX_ID_BYTES {
         return Err(serde::de::Error::custom(format!(
             "must be at most {MAX_ID_BYTES} bytes, got {}",
+            id.len()
+        )));
+    }
+    Ok(id)
+}
+
+/// Deserializes an optional `writeId`: when present, non-empty and at most
+/// [`MAX_ID_BYTES`] bytes.
+pub(crate) fn optional_write_id<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let Some(id) = <Option<String> as serde::Deserialize>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if id.is_empty() {
+        return Err(serde::de::Error::custom("must not be empty"));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(serde::de::Error::custom(format!(
+            "must be at most {MAX_ID_BYTES} bytes, got {}",
+            id.len()
+        )));
+    }
+    Ok(Some(id))
+}
+
+/// `handleId` is at most this many bytes (upstream's cap, docs/protocol.md §3).
+pub const MAX_HANDLE_ID_BYTES: usize = 32;
+
+/// Deserializes a `handleId`, refusing one longer than [`MAX_HANDLE_ID_BYTES`].
+pub(crate) fn handle_id<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<String, D::Error> {
+    let id = <String as serde::Deserialize>::deserialize(deserializer)?;
+    if id.len() > MAX_HANDLE_ID_BYTES {
+        return Err(serde::de::Error::custom(format!(
+            "must be at most {MAX_HANDLE_ID_BYTES} bytes, got {}",
             id.len()
         )));
     }

@@ -64,7 +64,17 @@ names! {
         FsJoin = "fs/join",
         /// [ext] since 2026-08 (upstream removed it).
         FsParent = "fs/parent",
+        /// Since 2026-08: a handle for streamed reads of a large file.
+        FsOpen = "fs/open",
+        /// Since 2026-08.
+        FsReadBlock = "fs/readBlock",
+        /// Since 2026-08.
+        FsClose = "fs/close",
+        /// Since 2026-08: a bounded, breadth-first listing of a tree.
+        FsWalk = "fs/walk",
         EnvironmentInfo = "environment/info",
+        /// Since 2026-08.
+        EnvironmentStatus = "environment/status",
     }
 }
 
@@ -106,8 +116,9 @@ impl Method {
             ProcessStart | ProcessRead | ProcessWrite | ProcessSignal | ProcessTerminate
             | ProcessResize => Family::Process,
             FsReadFile | FsWriteFile | FsCreateDirectory | FsGetMetadata | FsReadDirectory
-            | FsRemove | FsCopy | FsCanonicalize | FsJoin | FsParent => Family::Fs,
-            EnvironmentInfo => Family::Environment,
+            | FsRemove | FsCopy | FsCanonicalize | FsJoin | FsParent | FsOpen | FsReadBlock
+            | FsClose | FsWalk => Family::Fs,
+            EnvironmentInfo | EnvironmentStatus => Family::Environment,
         }
     }
 
@@ -124,7 +135,10 @@ impl Method {
                 | FsCanonicalize
                 | FsJoin
                 | FsParent
+                | FsReadBlock
+                | FsWalk
                 | EnvironmentInfo
+                | EnvironmentStatus
         )
     }
 }

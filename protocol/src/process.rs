@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::bytes::Base64Bytes;
 use crate::method::{Call, Method, NotificationMethod, Notify};
@@ -34,6 +35,21 @@ pub struct StartParams {
     pub arg0: Option<String>,
     #[serde(default)]
     pub env_policy: Option<EnvPolicy>,
+    /// 2026-08: upstream's sandbox profile (docs/protocol.md §7's rule applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<Value>,
+    /// 2026-08, codex-specific: ignored when null or absent, refused otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell_snapshot: Option<Value>,
+    /// 2026-08, codex-specific: ignored when null or absent, refused otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_network: Option<Value>,
+    /// 2026-08, codex-specific: ignored when null or absent, refused otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforce_managed_network: Option<Value>,
+    /// 2026-08, codex-specific: ignored when null or absent, refused otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_proxy: Option<Value>,
 }
 
 impl StartParams {
@@ -52,6 +68,11 @@ impl StartParams {
             pipe_stdin: false,
             arg0: None,
             env_policy: None,
+            sandbox: None,
+            shell_snapshot: None,
+            managed_network: None,
+            enforce_managed_network: None,
+            network_proxy: None,
         }
     }
 }
@@ -87,6 +108,9 @@ pub struct EnvPolicy {
 #[serde(rename_all = "camelCase")]
 pub struct StartResult {
     pub process_id: String,
+    /// 2026-08: the sandbox the process runs in; `"none"` from our server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_type: Option<String>,
 }
 
 impl Call for StartParams {
@@ -155,6 +179,9 @@ pub struct ReadResult {
     /// [ext] The close event's seq once the process is closed.
     #[serde(default)]
     pub closed_seq: Option<u64>,
+    /// 2026-08: whether a sandbox denied something; `false` from our server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_denied: Option<bool>,
 }
 
 impl Call for ReadParams {
@@ -172,6 +199,14 @@ pub struct WriteParams {
     /// [ext] Close stdin after writing `chunk` (which may be empty).
     #[serde(default, skip_serializing_if = "is_false")]
     pub close_stdin: bool,
+    /// 2026-08: names this write, so that a re-sent copy is not written twice
+    /// (non-empty, at most [`crate::MAX_ID_BYTES`] bytes).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::optional_write_id"
+    )]
+    pub write_id: Option<String>,
 }
 
 /// Results, not errors: a write to a process that cannot take it says why.
@@ -306,6 +341,9 @@ pub struct ProcessExited {
     /// [ext] The killing signal's name, e.g. `"SIGKILL"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
+    /// 2026-08: whether a sandbox denied something; `false` from our server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_denied: Option<bool>,
 }
 
 impl Notify for ProcessExited {

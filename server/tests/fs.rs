@@ -44,6 +44,7 @@ fn write_file(path: &Path, data: &[u8]) -> WriteFileParams {
     WriteFileParams {
         path: path.into(),
         data_base64: data.to_vec().into(),
+        follow_symlinks: None,
         sandbox: None,
     }
 }
@@ -52,6 +53,7 @@ fn write_file(path: &Path, data: &[u8]) -> WriteFileParams {
 fn read_file(path: &Path) -> ReadFileParams {
     ReadFileParams {
         path: path.into(),
+        follow_symlinks: None,
         sandbox: None,
     }
 }

@@ -47,6 +47,7 @@ pub struct Meta {
     pub kind: Kind,
     pub created_ms: u64,
     pub modified_ms: u64,
+    pub size: u64,
     /// Device and inode: two paths name the same file when these are equal.
     pub identity: (u64, u64),
 }
@@ -77,6 +78,7 @@ impl From<std::fs::Metadata> for Meta {
             ),
             created_ms: millis(meta.created()),
             modified_ms: millis(meta.modified()),
+            size: meta.len(),
             identity: (
                 std::os::unix::fs::MetadataExt::dev(&meta),
                 std::os::unix::fs::MetadataExt::ino(&meta),
@@ -96,6 +98,7 @@ impl From<cap_std::fs::Metadata> for Meta {
             ),
             created_ms: millis(meta.created().map(|time| time.into_std())),
             modified_ms: millis(meta.modified().map(|time| time.into_std())),
+            size: meta.len(),
             identity: (
                 cap_std::fs::MetadataExt::dev(&meta),
                 cap_std::fs::MetadataExt::ino(&meta),

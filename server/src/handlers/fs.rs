@@ -184,6 +184,7 @@ pub async fn get_metadata(
             is_symlink: link.kind == Kind::Symlink,
             created_at_ms: target.created_ms,
             modified_at_ms: target.modified_ms,
+            size: Some(target.size),
         })
     })
     .await

@@ -68,5 +68,9 @@ pub async fn dispatch(
         Method::FsJoin => reply(fs::join(decode_params(params)?)),
         Method::FsParent => reply(fs::parent(decode_params(params)?)),
         Method::EnvironmentInfo => reply(environment::info(params)),
+        Method::EnvironmentStatus => reply(environment::status(params)),
+        Method::FsOpen | Method::FsReadBlock | Method::FsClose | Method::FsWalk => {
+            Err(ErrorObject::method_not_found(method.as_str()))
+        }
     }
 }

@@ -19,6 +19,9 @@ use crate::outbound::ReplyRoom;
 use crate::process::{child_environment, Process, SpawnRequest};
 use crate::session::{Generation, Lookup, Session, STALE_ATTACHMENT};
 
+/// `sandboxType` of every start (docs/protocol.md §0): we run no sandbox profiles.
+const NO_SANDBOX: &str = "none";
+
 /// The signal a `process/signal` name sends.
 fn to_signal(name: SignalName) -> Signal {
     match name {
@@ -73,6 +76,7 @@ pub async fn start(
     session.start_process(&params.process_id, &request)?;
     Ok(StartResult {
         process_id: params.process_id,
+        sandbox_type: Some(NO_SANDBOX.to_owned()),
     })
 }
 
@@ -130,6 +134,7 @@ pub async fn write(
         process_id,
         chunk,
         close_stdin,
+        write_id: _,
     } = params;
     // Only the decoded bytes stay held while the write waits for the child: the
     // connection's in-flight budget counts frames, and this keeps ¾ of one per write.

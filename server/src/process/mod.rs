@@ -324,6 +324,7 @@ impl Process {
                 seq,
                 exit_code: code,
                 signal: signal.map(str::to_owned),
+                sandbox_denied: Some(false),
             };
             encode_notification(ProcessExited::METHOD, &params)
         };

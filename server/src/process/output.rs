@@ -129,6 +129,7 @@ impl Process {
             first_retained_seq: Some(state.first_retained_seq),
             exited_seq: state.exit.map(|exit| exit.seq),
             closed_seq: state.closed_seq,
+            sandbox_denied: Some(false),
         }
     }
 }
