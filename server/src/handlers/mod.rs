@@ -61,9 +61,13 @@ pub async fn dispatch(
         }
         Method::FsReadFile => fs::read_file(fs, rules, decode_params(params)?, room).await,
         Method::FsWriteFile => reply(fs::write_file(fs, rules, decode_params(params)?).await),
-        Method::FsCreateDirectory => reply(fs::create_directory(fs, rules, decode_params(params)?).await),
+        Method::FsCreateDirectory => {
+            reply(fs::create_directory(fs, rules, decode_params(params)?).await)
+        }
         Method::FsGetMetadata => reply(fs::get_metadata(fs, rules, decode_params(params)?).await),
-        Method::FsReadDirectory => reply(fs::read_directory(fs, rules, decode_params(params)?).await),
+        Method::FsReadDirectory => {
+            reply(fs::read_directory(fs, rules, decode_params(params)?).await)
+        }
         Method::FsRemove => reply(fs::remove(fs, rules, decode_params(params)?).await),
         Method::FsCopy => reply(fs::copy(fs, rules, decode_params(params)?).await),
         Method::FsCanonicalize => reply(fs::canonicalize(fs, rules, decode_params(params)?).await),

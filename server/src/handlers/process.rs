@@ -69,15 +69,10 @@ pub async fn start(
     let cwd_dir = match file_system.root() {
         None => None,
         Some(_) => {
-            let opened = file_system
-                .open_dir(&cwd)
-                .map_err(|err| match err.kind() {
-                    std::io::ErrorKind::PermissionDenied => io_error(err),
-                    _ => ErrorObject::internal(format!(
-                        "cannot use cwd {}: {err}",
-                        cwd.display()
-                    )),
-                })?;
+            let opened = file_system.open_dir(&cwd).map_err(|err| match err.kind() {
+                std::io::ErrorKind::PermissionDenied => io_error(err),
+                _ => ErrorObject::internal(format!("cannot use cwd {}: {err}", cwd.display())),
+            })?;
             Some(opened)
         }
     };

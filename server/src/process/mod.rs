@@ -74,7 +74,10 @@ pub struct Process {
 pub enum StdinWrite {
     /// Not seen before: queued, or refused, now. Answer `status` once the backlog has
     /// drained (if accepted), then drop `first`.
-    New { status: WriteStatus, first: FirstWrite },
+    New {
+        status: WriteStatus,
+        first: FirstWrite,
+    },
     /// Its `writeId` repeats a remembered write: nothing was queued; the answer is the
     /// first write's.
     Repeat(RepeatedWrite),

@@ -83,7 +83,10 @@ impl WriteIds {
                 id: None,
             });
         };
-        let table = self.inner.lock().unwrap_or_else(|poison| poison.into_inner());
+        let table = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         if let Some(recorded) = table.by_id.get(id) {
             return Seen::Repeat(RepeatedWrite(Arc::clone(recorded)));
         }
@@ -139,7 +142,10 @@ mod tests {
         };
         let waiting = tokio::spawn(repeat.status());
         tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "waits while the first is unanswered");
+        assert!(
+            !waiting.is_finished(),
+            "waits while the first is unanswered"
+        );
         drop(first);
         assert_eq!(waiting.await.expect("task"), WriteStatus::Accepted);
     }
@@ -153,8 +159,14 @@ mod tests {
         for n in 0..REMEMBERED_WRITE_IDS {
             write(&ids, &n.to_string(), WriteStatus::Accepted);
         }
-        assert!(write(&ids, "closed", WriteStatus::Accepted).is_some(), "forgotten");
-        assert!(write(&ids, "1", WriteStatus::Accepted).is_none(), "remembered");
+        assert!(
+            write(&ids, "closed", WriteStatus::Accepted).is_some(),
+            "forgotten"
+        );
+        assert!(
+            write(&ids, "1", WriteStatus::Accepted).is_none(),
+            "remembered"
+        );
         assert!(matches!(ids.look_up(None), Seen::New(_)));
         let table = ids.inner.lock().unwrap();
         assert_eq!(table.order.len(), REMEMBERED_WRITE_IDS);
