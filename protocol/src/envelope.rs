@@ -143,14 +143,134 @@ pub enum Message {
     },
 }
 
-/// Classifies one frame. Never fails: every problem becomes [`Message::Invalid`].
+/// Classifies one frame. Never fails: every problem becomes [`Message::Invalid`]. The
+/// frame is read with [`parse_frame`]: duplicate keys and too many values are parse
+/// errors.
 pub fn classify(frame: &str) -> Message {
-    match serde_json::from_str::<Value>(frame) {
+    match parse_frame(frame) {
         Ok(value) => classify_value(value),
-        Err(err) => Message::Invalid {
-            id: None,
-            error: ErrorObject::parse(format!("parse error: {err}")),
-        },
+        Err(error) => Message::Invalid { id: None, error },
+    }
+}
+
+/// The most JSON values one message may hold (revision 2026-08, docs/protocol.md §0).
+/// Every value counts once — each object, array, string, number, boolean and null at
+/// any depth, the outermost included; object keys do not.
+pub const MAX_JSON_VALUES: usize = 262_144;
+
+/// Parses a frame as [`serde_json::from_str`] would into a [`Value`] (with its
+/// recursion limit), in one pass, but refuses what upstream treats as malformed since
+/// revision 2026-08: an object with a duplicate key (serde_json keeps the last one
+/// silently), and more than [`MAX_JSON_VALUES`] values. The error is a parse error
+/// (-32700).
+pub fn parse_frame(frame: &str) -> Result<Value, ErrorObject> {
+    let mut deserializer = serde_json::Deserializer::from_str(frame);
+    let mut budget = MAX_JSON_VALUES;
+    let parsed = serde::de::DeserializeSeed::deserialize(Checked(&mut budget), &mut deserializer)
+        .and_then(|value| deserializer.end().map(|()| value));
+    parsed.map_err(|err| ErrorObject::parse(format!("parse error: {err}")))
+}
+
+/// Builds a [`Value`] while counting values against the budget it holds and refusing
+/// duplicate keys.
+struct Checked<'b>(&'b mut usize);
+
+impl Checked<'_> {
+    fn count<E: serde::de::Error>(&mut self) -> Result<(), E> {
+        match self.0.checked_sub(1) {
+            Some(left) => {
+                *self.0 = left;
+                Ok(())
+            }
+            None => Err(E::custom(format_args!(
+                "more than {MAX_JSON_VALUES} JSON values"
+            ))),
+        }
+    }
+
+    fn nested(&mut self) -> Checked<'_> {
+        Checked(&mut *self.0)
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Checked<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Checked<'_> {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(mut self, value: bool) -> Result<Value, E> {
+        self.count()?;
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E: serde::de::Error>(mut self, value: i64) -> Result<Value, E> {
+        self.count()?;
+        Ok(Value::Number(value.into()))
+    }
+
+    fn visit_u64<E: serde::de::Error>(mut self, value: u64) -> Result<Value, E> {
+        self.count()?;
+        Ok(Value::Number(value.into()))
+    }
+
+    fn visit_f64<E: serde::de::Error>(mut self, value: f64) -> Result<Value, E> {
+        self.count()?;
+        // serde_json never hands over a non-finite float.
+        Ok(serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E: serde::de::Error>(mut self, value: &str) -> Result<Value, E> {
+        self.count()?;
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(mut self, value: String) -> Result<Value, E> {
+        self.count()?;
+        Ok(Value::String(value))
+    }
+
+    fn visit_unit<E: serde::de::Error>(mut self) -> Result<Value, E> {
+        self.count()?;
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.visit_unit()
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<Value, A::Error> {
+        self.count()?;
+        let mut values = Vec::new();
+        while let Some(value) = seq.next_element_seed(self.nested())? {
+            values.push(value);
+        }
+        Ok(Value::Array(values))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<Value, A::Error> {
+        self.count()?;
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate object key {}",
+                    Value::String(key)
+                )));
+            }
+            let value = map.next_value_seed(self.nested())?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -368,6 +488,94 @@ mod tests {
             Message::Invalid { error, .. } => error.code,
             other => panic!("{frame} classified as {other:?}"),
         }
+    }
+
+    #[test]
+    fn duplicate_keys_at_any_depth_are_parse_errors() {
+        for frame in [
+            r#"{"id":1,"id":2,"method":"m"}"#,
+            r#"{"id":1,"method":"m","params":{"a":1,"b":{"c":1,"c":1}}}"#,
+            r#"{"id":1,"method":"m","params":[{"x":1},{"y":[{"z":1,"z":2}]}]}"#,
+            "{\"id\":1,\"method\":\"m\",\"params\":{\"a\":1,\"\\u0061\":2}}",
+        ] {
+            match classify(frame) {
+                Message::Invalid { id: None, error } => {
+                    assert_eq!(error.code, code::PARSE_ERROR, "{frame}");
+                    assert!(error.message.contains("duplicate object key"), "{error:?}");
+                }
+                other => panic!("{frame} classified as {other:?}"),
+            }
+        }
+        // The same key in sibling objects is fine.
+        assert!(matches!(
+            classify(r#"{"id":1,"method":"m","params":[{"a":1},{"a":2}]}"#),
+            Message::Request { .. }
+        ));
+    }
+
+    #[test]
+    fn more_than_the_most_values_is_a_parse_error() {
+        // The envelope holds 4 values (object, id, method, params array): fill to the cap.
+        let frame = |elements: usize| {
+            format!(
+                r#"{{"id":1,"method":"m","params":[{}]}}"#,
+                vec!["0"; elements].join(",")
+            )
+        };
+        assert!(matches!(
+            classify(&frame(MAX_JSON_VALUES - 4)),
+            Message::Request { .. }
+        ));
+        match classify(&frame(MAX_JSON_VALUES - 3)) {
+            Message::Invalid { id: None, error } => {
+                assert_eq!(error.code, code::PARSE_ERROR);
+                assert!(error.message.contains("262144 JSON values"), "{error:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nested values count too.
+        let nested = format!(r#"{{"a":[{}]}}"#, vec!["{}"; MAX_JSON_VALUES].join(","));
+        assert!(parse_frame(&nested).is_err());
+    }
+
+    #[test]
+    fn the_checked_parser_reads_what_serde_json_reads() {
+        for frame in [
+            r#"{"a":[1,-2,3.5,18446744073709551615,true,false,null,"s\u00e9\n"],"b":{}}"#,
+            r#"[]"#,
+            r#""x""#,
+            r#"  {"nested":{"deeper":[[[]]]}}  "#,
+            r#"{"trace":{"traceparent":"00-abc-def-01","tracestate":""},"id":1,"method":"m"}"#,
+        ] {
+            assert_eq!(
+                parse_frame(frame).expect(frame),
+                serde_json::from_str::<Value>(frame).expect(frame),
+                "{frame}"
+            );
+        }
+        for frame in [r#"{"a":1"#, r#"{"a":1} x"#, "", r#"{"a":01}"#] {
+            assert_eq!(
+                parse_frame(frame).unwrap_err().code,
+                code::PARSE_ERROR,
+                "{frame}"
+            );
+        }
+        // serde_json's recursion limit still holds.
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(parse_frame(&deep).is_err());
+    }
+
+    #[test]
+    fn a_trace_is_accepted_and_ignored() {
+        let frame = r#"{"id":1,"method":"m","params":{},"trace":{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","tracestate":"k=v"}}"#;
+        assert_eq!(
+            classify(frame),
+            Message::Request {
+                id: RequestId::Integer(1),
+                method: "m".into(),
+                params: json!({})
+            }
+        );
     }
 
     #[test]

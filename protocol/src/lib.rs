@@ -34,7 +34,8 @@ pub use bytes::Base64Bytes;
 pub use capabilities::Capabilities;
 pub use envelope::{
     classify, classify_value, decode_params, encode_error, encode_notification, encode_request,
-    encode_result, is_response_shaped, ErrorObject, Message, PartialReply, RequestId,
+    encode_result, is_response_shaped, parse_frame, ErrorObject, Message, PartialReply, RequestId,
+    MAX_JSON_VALUES,
 };
 pub use environment::*;
 pub use fs::*;

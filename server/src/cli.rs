@@ -134,6 +134,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     pub fs_root: Option<PathBuf>,
 
+    /// Refuse plain absolute paths with -32602 and accept only `file:` URIs, as upstream
+    /// does at revision 2026-08 (for compatibility testing; by default both are accepted)
+    #[arg(long, hide = true)]
+    pub require_file_uris: bool,
+
     /// Require `Authorization: Bearer <token>` on every websocket upgrade; the token is
     /// this file's content, one trailing newline trimmed
     #[arg(long, value_name = "FILE", env = "EXEC_SERVER_AUTH_TOKEN_FILE")]
@@ -271,6 +276,7 @@ impl ServeArgs {
                 max_processes: self.max_processes,
                 max_retained_bytes: self.max_retained_bytes,
             },
+            accept_plain_paths: !self.require_file_uris,
         })
     }
 }

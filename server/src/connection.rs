@@ -8,8 +8,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use exec_protocol::{
-    classify, classify_value, decode_params, encode_error, is_response_shaped, ErrorObject, Family,
-    InitializeParams, Message, Method, NotificationMethod, PartialReply, RequestId, MAX_ID_BYTES,
+    classify_value, decode_params, encode_error, is_response_shaped, parse_frame, ErrorObject,
+    Family, InitializeParams, Message, Method, NotificationMethod, PartialReply, RequestId,
+    MAX_ID_BYTES,
 };
 use futures_util::FutureExt as _;
 use serde_json::Value;
@@ -159,12 +160,14 @@ impl Connection {
         };
         // The frame is not needed once classified; drop it before waiting for room.
         let cost = text.len();
-        let (message, shape) = match serde_json::from_str::<Value>(&text) {
+        // One parse, checked as `classify` checks it: duplicate keys and more than
+        // `MAX_JSON_VALUES` values are parse errors (revision 2026-08).
+        let (message, shape) = match parse_frame(&text) {
             Ok(value) => {
                 let shape = Shape::of(&value);
                 (classify_value(value), shape)
             }
-            Err(_) => (classify(&text), Shape::Other),
+            Err(error) => (Message::Invalid { id: None, error }, Shape::Other),
         };
         drop(text);
         match message {

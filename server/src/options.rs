@@ -33,6 +33,9 @@ pub struct ServerOptions {
     /// Token, `Origin` and `Host` rules for websocket upgrades.
     pub upgrade_policy: UpgradePolicy,
     pub limits: Limits,
+    /// Whether plain absolute paths are accepted besides `file:` URIs (the default).
+    /// `--require-file-uris` clears it, to behave like upstream at revision 2026-08.
+    pub accept_plain_paths: bool,
 }
 
 impl Default for ServerOptions {
@@ -47,6 +50,7 @@ impl Default for ServerOptions {
             watchdog: None,
             upgrade_policy: UpgradePolicy::default(),
             limits: Limits::default(),
+            accept_plain_paths: true,
         }
     }
 }

@@ -2,20 +2,19 @@
 //! then run the blocking file-system work off the async threads.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use exec_protocol::fast::ReadFileReply;
 use exec_protocol::{
     CanonicalizeParams, CopyParams, CreateDirectoryParams, DirectoryEntry, Empty, ErrorObject,
     GetMetadataParams, JoinParams, Metadata, ParentParams, ParentResult, PartialReply, PathResult,
-    ReadDirectoryParams, ReadDirectoryResult, ReadFileParams, RemoveParams, WirePath,
-    WriteFileParams,
+    ReadDirectoryParams, ReadDirectoryResult, ReadFileParams, RemoveParams, WriteFileParams,
 };
 use serde_json::Value;
 
 use super::errors::io_error;
-use crate::fs::{self, absolute, FileSystem, Kind, MAX_READ_FILE_BYTES};
+use super::paths::{render, resolve, PathRules};
+use crate::fs::{self, FileSystem, Follow, Kind, MAX_READ_FILE_BYTES};
 use crate::outbound::ReplyRoom;
 
 /// A file is read in blocks of this many bytes (a multiple of 3, so that no block but
@@ -24,7 +23,7 @@ const READ_BLOCK: usize = 3 * 4 * 256 * 1024;
 
 /// Upstream's per-request `sandbox`: we run no sandbox profiles, so anything but an
 /// explicit full-access request is refused rather than silently run unrestricted.
-fn refuse_sandbox_profiles(sandbox: &Option<Value>) -> Result<(), ErrorObject> {
+pub(crate) fn refuse_sandbox_profiles(sandbox: &Option<Value>) -> Result<(), ErrorObject> {
     const FULL_ACCESS: [&str; 2] = ["danger-full-access", "dangerFullAccess"];
     let full_access = |value: &Value| {
         value
@@ -63,11 +62,13 @@ async fn blocking<T: Send + 'static>(
 /// and only then reads it, encoding straight into the reply.
 pub async fn read_file(
     fs: &Arc<FileSystem>,
+    rules: PathRules,
     params: ReadFileParams,
     room: &mut ReplyRoom,
 ) -> Result<PartialReply, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
-    let path = absolute(params.path.as_str(), "path")?;
+    let (path, _) = resolve(&params.path, "path", rules)?;
+    let follow = Follow::from_param(params.follow_symlinks);
     let too_large = {
         let path = path.clone();
         move || {
@@ -80,7 +81,7 @@ pub async fn read_file(
     let (file, size) = blocking(fs, {
         let too_large = too_large.clone();
         move |fs| {
-            let file = fs.open_read(&path).map_err(io_error)?;
+            let file = fs.open_read_with(&path, follow).map_err(io_error)?;
             let size = file.metadata().map_err(io_error)?.len();
             if size > MAX_READ_FILE_BYTES {
                 return Err(too_large());
@@ -137,13 +138,15 @@ fn fill(file: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
 /// the file was touched.
 pub async fn write_file(
     fs: &Arc<FileSystem>,
+    rules: PathRules,
     params: WriteFileParams,
 ) -> Result<Empty, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
-    let path = absolute(params.path.as_str(), "path")?;
+    let (path, _) = resolve(&params.path, "path", rules)?;
+    let follow = Follow::from_param(params.follow_symlinks);
     let data = params.data_base64.into_inner();
     blocking(fs, move |fs| {
-        let mut file = fs.create(&path).map_err(io_error)?;
+        let mut file = fs.create_with(&path, follow).map_err(io_error)?;
         file.write_all(&data).map_err(io_error)?;
         file.flush().map_err(io_error)?;
         Ok(Empty {})
@@ -153,11 +156,14 @@ pub async fn write_file(
 
 pub async fn create_directory(
     fs: &Arc<FileSystem>,
+    rules: PathRules,
     params: CreateDirectoryParams,
 ) -> Result<Empty, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
-    let path = absolute(params.path.as_str(), "path")?;
+    let (path, _) = resolve(&params.path, "path", rules)?;
+    let follow = Follow::from_param(params.follow_symlinks);
     blocking(fs, move |fs| {
+        fs.refuse_symlinks_if(&path, follow).map_err(io_error)?;
         fs.create_dir(&path, params.recursive).map_err(io_error)?;
         Ok(Empty {})
     })
@@ -166,11 +172,14 @@ pub async fn create_directory(
 
 pub async fn get_metadata(
     fs: &Arc<FileSystem>,
+    rules: PathRules,
     params: GetMetadataParams,
 ) -> Result<Metadata, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
-    let path = absolute(params.path.as_str(), "path")?;
+    let (path, _) = resolve(&params.path, "path", rules)?;
+    let follow = Follow::from_param(params.follow_symlinks);
     blocking(fs, move |fs| {
+        fs.refuse_symlinks_if(&path, follow).map_err(io_error)?;
         let link = fs.symlink_metadata(&path).map_err(io_error)?;
         // The type follows links; a broken link has none, so it reports its own times.
         let target = match fs.metadata(&path) {
@@ -192,10 +201,11 @@ pub async fn get_metadata(
 
 pub async fn read_directory(
     fs: &Arc<FileSystem>,
+    rules: PathRules,
     params: ReadDirectoryParams,
 ) -> Result<ReadDirectoryResult, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
-    let path = absolute(params.path.as_str(), "path")?;
+    let (path, _) = resolve(&params.path, "path", rules)?;
     blocking(fs, move |fs| {
         let mut entries = Vec::new();
         for name in fs.read_dir(&path).map_err(io_error)? {
@@ -214,10 +224,24 @@ pub async fn read_directory(
     .await
 }
 
-pub async fn remove(fs: &Arc<FileSystem>, params: RemoveParams) -> Result<Empty, ErrorObject> {
+/// A symlink is removed itself, never its target, whatever `followSymlinks` says;
+/// `followSymlinks: false` refuses a path with a link anywhere, and is unsupported
+/// (-32603, as upstream answers) together with `recursive`.
+pub async fn remove(
+    fs: &Arc<FileSystem>,
+    rules: PathRules,
+    params: RemoveParams,
+) -> Result<Empty, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
-    let path = absolute(params.path.as_str(), "path")?;
+    let (path, _) = resolve(&params.path, "path", rules)?;
+    let follow = Follow::from_param(params.follow_symlinks);
+    if follow == Follow::NoLinks && params.recursive {
+        return Err(ErrorObject::internal(
+            "fs/remove with followSymlinks: false and recursive is not supported",
+        ));
+    }
     blocking(fs, move |fs| {
+        fs.refuse_symlinks_if(&path, follow).map_err(io_error)?;
         let kind = match fs.symlink_metadata(&path) {
             Ok(meta) => meta.kind,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound && params.force => {
@@ -239,10 +263,14 @@ pub async fn remove(fs: &Arc<FileSystem>, params: RemoveParams) -> Result<Empty,
     .await
 }
 
-pub async fn copy(fs: &Arc<FileSystem>, params: CopyParams) -> Result<Empty, ErrorObject> {
+pub async fn copy(
+    fs: &Arc<FileSystem>,
+    rules: PathRules,
+    params: CopyParams,
+) -> Result<Empty, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
-    let source = absolute(params.source_path.as_str(), "sourcePath")?;
-    let destination = absolute(params.destination_path.as_str(), "destinationPath")?;
+    let (source, _) = resolve(&params.source_path, "sourcePath", rules)?;
+    let (destination, _) = resolve(&params.destination_path, "destinationPath", rules)?;
     blocking(fs, move |fs| {
         fs::copy(fs, &source, &destination, params.recursive)?;
         Ok(Empty {})
@@ -252,34 +280,40 @@ pub async fn copy(fs: &Arc<FileSystem>, params: CopyParams) -> Result<Empty, Err
 
 pub async fn canonicalize(
     fs: &Arc<FileSystem>,
+    rules: PathRules,
     params: CanonicalizeParams,
 ) -> Result<PathResult, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
-    let path = absolute(params.path.as_str(), "path")?;
+    let (path, form) = resolve(&params.path, "path", rules)?;
     blocking(fs, move |fs| {
         let canonical = fs.canonicalize(&path).map_err(io_error)?;
         Ok(PathResult {
-            path: WirePath::from(canonical.as_path()),
+            path: render(form, &canonical),
         })
     })
     .await
 }
 
-/// `basePath` joined with `path` (which may be relative), normalised lexically.
-pub fn join(params: JoinParams) -> Result<PathResult, ErrorObject> {
+/// `basePath` joined with `path`, normalised lexically, in `basePath`'s form. `path`
+/// may be relative (a plain relative path, never refused); a `file:` URI or a plain
+/// absolute path there replaces the base, as `Path::join` does.
+pub fn join(rules: PathRules, params: JoinParams) -> Result<PathResult, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
-    let base = absolute(params.base_path.as_str(), "basePath")?;
-    let joined: PathBuf = base.join(params.path.as_str());
-    let joined = absolute(&joined.to_string_lossy(), "path")?;
+    let (base, form) = resolve(&params.base_path, "basePath", rules)?;
+    let joined = match params.path.resolve() {
+        Err(exec_protocol::PathError::Relative(relative)) => base.join(relative),
+        _ => resolve(&params.path, "path", rules)?.0,
+    };
     Ok(PathResult {
-        path: WirePath::from(joined.as_path()),
+        path: render(form, &fs::normalize(&joined)),
     })
 }
 
-pub fn parent(params: ParentParams) -> Result<ParentResult, ErrorObject> {
+/// The parent, in the request path's form; `null` for the root.
+pub fn parent(rules: PathRules, params: ParentParams) -> Result<ParentResult, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
-    let path = absolute(params.path.as_str(), "path")?;
+    let (path, form) = resolve(&params.path, "path", rules)?;
     Ok(ParentResult {
-        path: path.parent().map(WirePath::from),
+        path: path.parent().map(|parent| render(form, parent)),
     })
 }

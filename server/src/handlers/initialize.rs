@@ -20,7 +20,12 @@ pub fn result(state: &ServerState, session_id: &str, resumable: bool) -> Initial
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }),
         capabilities: Some(Capabilities {
-            revisions: None,
+            revisions: Some(
+                exec_protocol::Revision::ALL
+                    .iter()
+                    .map(|revision| revision.as_str().to_owned())
+                    .collect(),
+            ),
             transports: Some(vec!["ws".to_owned(), "stdio".to_owned()]),
             process: Some(ProcessCapabilities {
                 tty: Some(true),

@@ -8,6 +8,7 @@ mod environment;
 mod errors;
 mod fs;
 pub mod initialize;
+pub(crate) mod paths;
 mod process;
 
 use std::sync::Arc;
@@ -36,12 +37,13 @@ pub async fn dispatch(
         result.map(|result| PartialReply::new(&result))
     }
     let fs = &state.options.file_system;
+    let rules = paths::PathRules::of(&state.options);
     match method {
         Method::Initialize => Err(ErrorObject::internal(
             "initialize is handled by the connection",
         )),
         Method::ProcessStart => {
-            reply(process::start(fs, session, decode_params(params)?, turn).await)
+            reply(process::start(fs, rules, session, decode_params(params)?, turn).await)
         }
         Method::ProcessRead => {
             let params = decode_params(params)?;
@@ -57,16 +59,20 @@ pub async fn dispatch(
         Method::ProcessResize => {
             reply(process::resize(session, decode_params(params)?, turn).await)
         }
-        Method::FsReadFile => fs::read_file(fs, decode_params(params)?, room).await,
-        Method::FsWriteFile => reply(fs::write_file(fs, decode_params(params)?).await),
-        Method::FsCreateDirectory => reply(fs::create_directory(fs, decode_params(params)?).await),
-        Method::FsGetMetadata => reply(fs::get_metadata(fs, decode_params(params)?).await),
-        Method::FsReadDirectory => reply(fs::read_directory(fs, decode_params(params)?).await),
-        Method::FsRemove => reply(fs::remove(fs, decode_params(params)?).await),
-        Method::FsCopy => reply(fs::copy(fs, decode_params(params)?).await),
-        Method::FsCanonicalize => reply(fs::canonicalize(fs, decode_params(params)?).await),
-        Method::FsJoin => reply(fs::join(decode_params(params)?)),
-        Method::FsParent => reply(fs::parent(decode_params(params)?)),
+        Method::FsReadFile => fs::read_file(fs, rules, decode_params(params)?, room).await,
+        Method::FsWriteFile => reply(fs::write_file(fs, rules, decode_params(params)?).await),
+        Method::FsCreateDirectory => {
+            reply(fs::create_directory(fs, rules, decode_params(params)?).await)
+        }
+        Method::FsGetMetadata => reply(fs::get_metadata(fs, rules, decode_params(params)?).await),
+        Method::FsReadDirectory => {
+            reply(fs::read_directory(fs, rules, decode_params(params)?).await)
+        }
+        Method::FsRemove => reply(fs::remove(fs, rules, decode_params(params)?).await),
+        Method::FsCopy => reply(fs::copy(fs, rules, decode_params(params)?).await),
+        Method::FsCanonicalize => reply(fs::canonicalize(fs, rules, decode_params(params)?).await),
+        Method::FsJoin => reply(fs::join(rules, decode_params(params)?)),
+        Method::FsParent => reply(fs::parent(rules, decode_params(params)?)),
         Method::EnvironmentInfo => reply(environment::info(params)),
         Method::EnvironmentStatus => reply(environment::status(params)),
         Method::FsOpen | Method::FsReadBlock | Method::FsClose | Method::FsWalk => {

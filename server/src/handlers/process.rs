@@ -13,10 +13,12 @@ use exec_protocol::{
 use nix::sys::signal::Signal;
 
 use super::errors::io_error;
-use crate::fs::{absolute, FileSystem};
+use super::fs::refuse_sandbox_profiles;
+use super::paths::{resolve, PathRules};
+use crate::fs::FileSystem;
 use crate::ordering::Turn;
 use crate::outbound::ReplyRoom;
-use crate::process::{child_environment, Process, SpawnRequest};
+use crate::process::{child_environment, Process, SpawnRequest, StdinWrite};
 use crate::session::{Generation, Lookup, Session, STALE_ATTACHMENT};
 
 /// `sandboxType` of every start (docs/protocol.md §0): we run no sandbox profiles.
@@ -35,8 +37,12 @@ fn to_signal(name: SignalName) -> Signal {
 
 /// Under `--fs-root` the working directory is opened beneath the root and handed to the
 /// child as a directory handle, so it cannot be swapped for a symlink in between.
+///
+/// `cwd` is a plain absolute path or a `file:` URI. `sandbox` follows the fs rule
+/// (docs/protocol.md §7); upstream's codex-specific fields are refused unless null.
 pub async fn start(
     file_system: &Arc<FileSystem>,
+    rules: PathRules,
     session: &Arc<Session>,
     params: StartParams,
     mut turn: Turn,
@@ -46,16 +52,27 @@ pub async fn start(
             "invalid params: argv: must not be empty",
         ));
     }
-    let cwd = params.cwd.as_str();
+    refuse_sandbox_profiles(&params.sandbox)?;
+    for (field, value) in [
+        ("shellSnapshot", &params.shell_snapshot),
+        ("managedNetwork", &params.managed_network),
+        ("enforceManagedNetwork", &params.enforce_managed_network),
+        ("networkProxy", &params.network_proxy),
+    ] {
+        if value.as_ref().is_some_and(|value| !value.is_null()) {
+            return Err(ErrorObject::invalid_params(format!(
+                "invalid params: {field}: not supported by this server"
+            )));
+        }
+    }
+    let (cwd, _) = resolve(&params.cwd, "cwd", rules)?;
     let cwd_dir = match file_system.root() {
         None => None,
         Some(_) => {
-            let opened = file_system
-                .open_dir(&absolute(cwd, "cwd")?)
-                .map_err(|err| match err.kind() {
-                    std::io::ErrorKind::PermissionDenied => io_error(err),
-                    _ => ErrorObject::internal(format!("cannot use cwd {cwd}: {err}")),
-                })?;
+            let opened = file_system.open_dir(&cwd).map_err(|err| match err.kind() {
+                std::io::ErrorKind::PermissionDenied => io_error(err),
+                _ => ErrorObject::internal(format!("cannot use cwd {}: {err}", cwd.display())),
+            })?;
             Some(opened)
         }
     };
@@ -66,7 +83,7 @@ pub async fn start(
     let request = SpawnRequest {
         argv: &params.argv,
         arg0: params.arg0.as_deref(),
-        cwd,
+        cwd: &cwd,
         cwd_dir,
         env: &env,
         tty: params.tty,
@@ -134,22 +151,33 @@ pub async fn write(
         process_id,
         chunk,
         close_stdin,
-        write_id: _,
+        write_id,
     } = params;
     // Only the decoded bytes stay held while the write waits for the child: the
     // connection's in-flight budget counts frames, and this keeps ¾ of one per write.
     let data = chunk.into_inner();
     turn.wait().await;
     let status = match session.lookup(&process_id) {
+        // Nothing is queued, so nothing is recorded for a `writeId` here.
         Lookup::Unknown => WriteStatus::UnknownProcess,
         Lookup::Starting => WriteStatus::Starting,
         Lookup::Running(process) => {
-            let status = process.enqueue_stdin(data, close_stdin);
-            turn.finish();
-            if status == WriteStatus::Accepted {
-                process.stdin_backlog_drained().await;
+            match process.write_stdin(data, close_stdin, write_id.as_deref()) {
+                StdinWrite::New { status, first } => {
+                    turn.finish();
+                    if status == WriteStatus::Accepted {
+                        process.stdin_backlog_drained().await;
+                    }
+                    // Repeats of this write are answered from here on.
+                    drop(first);
+                    status
+                }
+                // A re-sent write: answered as the first was, once it was.
+                StdinWrite::Repeat(repeat) => {
+                    turn.finish();
+                    repeat.status().await
+                }
             }
-            status
         }
     };
     Ok(WriteResult { status })
@@ -232,6 +260,7 @@ mod tests {
         let (session, old_generation) = registry.create(old_outbound).expect("create");
         start(
             &Arc::new(FileSystem::Unconfined),
+            PathRules::default(),
             &session,
             sleeper(),
             Turn::unordered(),
@@ -289,6 +318,7 @@ mod tests {
         let (session, generation) = registry.create(outbound).expect("create");
         start(
             &Arc::new(FileSystem::Unconfined),
+            PathRules::default(),
             &session,
             sleeper(),
             Turn::unordered(),

@@ -15,6 +15,7 @@ mod retention;
 mod spawn;
 mod stdin;
 mod tree;
+mod write_ids;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,6 +39,8 @@ use spawn::OutputReader;
 pub use spawn::{raise_open_file_limit, SpawnRequest};
 use stdin::{write_stdin, StdinQueue};
 use tree::Tree;
+pub use write_ids::{FirstWrite, RepeatedWrite};
+use write_ids::{Seen, WriteIds};
 
 /// Largest payload of one `process/output` notification.
 pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
@@ -62,7 +65,22 @@ pub struct Process {
     changes: watch::Sender<u64>,
     /// Shared with the stdin writer task, which must not keep the whole process alive.
     stdin: Arc<StdinQueue>,
+    /// `writeId`s of recent writes, for de-duplication.
+    write_ids: WriteIds,
     notifier: Notifier,
+}
+
+/// What became of a `process/write` (see [`Process::write_stdin`]).
+pub enum StdinWrite {
+    /// Not seen before: queued, or refused, now. Answer `status` once the backlog has
+    /// drained (if accepted), then drop `first`.
+    New {
+        status: WriteStatus,
+        first: FirstWrite,
+    },
+    /// Its `writeId` repeats a remembered write: nothing was queued; the answer is the
+    /// first write's.
+    Repeat(RepeatedWrite),
 }
 
 impl Process {
@@ -114,6 +132,7 @@ impl Process {
             }),
             changes: watch::Sender::new(0),
             stdin: Arc::new(StdinQueue::new()),
+            write_ids: WriteIds::default(),
             notifier,
         });
         process.pool.join(process.pool_key, &process);
@@ -234,10 +253,28 @@ impl Process {
         Some(pty.as_ref().map_or(Ok(()), |pty| pty.resize(rows, cols)))
     }
 
-    /// Queues `data` for the child's stdin (and closes it after if asked). The effect
-    /// is ordered when this returns; await [`Process::stdin_backlog_drained`] before answering.
-    pub fn enqueue_stdin(&self, data: Vec<u8>, close_after: bool) -> WriteStatus {
-        self.stdin.enqueue(data, close_after)
+    /// A `process/write` (docs/protocol.md §6.4): queues `data` for the child's stdin
+    /// (and closes it after if asked); the effect is ordered when this returns, and an
+    /// accepted write awaits [`Process::stdin_backlog_drained`] before answering. A
+    /// `write_id` repeating one of the process's last `REMEMBERED_WRITE_IDS` (4096)
+    /// recorded ids queues nothing. An accepted write's id is recorded as its bytes are
+    /// queued, in the same step.
+    pub fn write_stdin(
+        &self,
+        data: Vec<u8>,
+        close_after: bool,
+        write_id: Option<&str>,
+    ) -> StdinWrite {
+        match self.write_ids.look_up(write_id) {
+            Seen::Repeat(repeat) => StdinWrite::Repeat(repeat),
+            Seen::New(recorder) => {
+                let status = self.stdin.enqueue(data, close_after);
+                StdinWrite::New {
+                    status,
+                    first: recorder.record(status),
+                }
+            }
+        }
     }
 
     pub async fn stdin_backlog_drained(&self) {

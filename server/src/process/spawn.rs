@@ -19,7 +19,7 @@ use exec_protocol::Stream;
 pub struct SpawnRequest<'a> {
     pub argv: &'a [String],
     pub arg0: Option<&'a str>,
-    pub cwd: &'a str,
+    pub cwd: &'a std::path::Path,
     /// An open directory to start in instead of `cwd` (used under `--fs-root`).
     pub cwd_dir: Option<std::os::fd::OwnedFd>,
     pub env: &'a BTreeMap<String, String>,

@@ -240,7 +240,7 @@ mod tests {
         let request = SpawnRequest {
             argv: &argv,
             arg0: None,
-            cwd: "/",
+            cwd: std::path::Path::new("/"),
             cwd_dir: None,
             env: &env,
             tty: false,
