@@ -270,6 +270,7 @@ impl ServeArgs {
                 max_sessions: self.max_sessions,
                 max_processes: self.max_processes,
                 max_retained_bytes: self.max_retained_bytes,
+                ..DEFAULT_LIMITS
             },
         })
     }

@@ -6,6 +6,7 @@
 //! refuses `..` and symlink escapes in any component without check-then-use races.
 //! Trees are walked by `walk`, from directory handle to directory handle.
 
+mod bfs;
 mod copy;
 mod walk;
 
@@ -17,6 +18,7 @@ use std::time::SystemTime;
 
 use cap_std::fs::Dir;
 
+pub use bfs::{walk as walk_tree, FoundKind, WalkLimits, ENTRY_OVERHEAD_BYTES};
 pub use copy::{copy, CopyError};
 
 /// Files larger than this are refused by `fs/readFile`.

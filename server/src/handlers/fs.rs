@@ -24,7 +24,7 @@ const READ_BLOCK: usize = 3 * 4 * 256 * 1024;
 
 /// Upstream's per-request `sandbox`: we run no sandbox profiles, so anything but an
 /// explicit full-access request is refused rather than silently run unrestricted.
-fn refuse_sandbox_profiles(sandbox: &Option<Value>) -> Result<(), ErrorObject> {
+pub(super) fn refuse_sandbox_profiles(sandbox: &Option<Value>) -> Result<(), ErrorObject> {
     const FULL_ACCESS: [&str; 2] = ["danger-full-access", "dangerFullAccess"];
     let full_access = |value: &Value| {
         value
@@ -48,7 +48,7 @@ fn refuse_sandbox_profiles(sandbox: &Option<Value>) -> Result<(), ErrorObject> {
 }
 
 /// Runs blocking file-system work on tokio's blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     fs: &Arc<FileSystem>,
     work: impl FnOnce(&FileSystem) -> Result<T, ErrorObject> + Send + 'static,
 ) -> Result<T, ErrorObject> {
