@@ -19,12 +19,14 @@
 //!   once `maxEntries` are listed, or a directory to read once `maxDirectories` were read.
 //! - `pruneHiddenDirectories`: a directory (or followed link to one) whose name starts
 //!   with `.` is listed but not entered (like `find -prune`); hidden files are listed.
-//! - A directory already entered (same device and inode) is listed again where it
-//!   appears but not entered twice: link cycles end.
+//! - A directory that is one of its own ancestors on the way down (same device and
+//!   inode: a followed link back up, or a bind-mount loop) is listed but not entered, so
+//!   link cycles end. Two links to one directory that is not an ancestor are both
+//!   entered (as `find -L` does); the limits bound that.
 //! - Links to anything but a directory are omitted, as are broken links; special files
 //!   (FIFOs, sockets, devices) are kind `other`.
 
-use std::collections::{BinaryHeap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -109,7 +111,6 @@ struct Walker<'a> {
     nodes: Vec<Node>,
     /// The open handles of one line of nodes from the top down: `chain[0]` is the top.
     chain: Vec<(usize, Dir)>,
-    entered: HashSet<Identity>,
     walked: Walked,
     result_bytes: usize,
 }
@@ -133,7 +134,6 @@ pub fn walk(fs: &FileSystem, top: &Path, limits: WalkLimits) -> io::Result<Walke
             entry: usize::MAX,
         }],
         chain: vec![(0, top_dir)],
-        entered: HashSet::from([top_identity]),
         walked: Walked::default(),
         result_bytes: 0,
     };
@@ -236,7 +236,7 @@ impl Walker<'_> {
             };
             if !enter_below
                 || (hidden && self.limits.prune_hidden_directories)
-                || !self.entered.insert(identity)
+                || self.is_ancestor(node, identity)
             {
                 continue;
             }
@@ -252,6 +252,19 @@ impl Walker<'_> {
         }
         // A directory whose later names did not fit had more to list.
         !children.cut
+    }
+
+    /// Whether `identity` is `node` or one of its ancestors.
+    fn is_ancestor(&self, mut node: usize, identity: Identity) -> bool {
+        loop {
+            if self.nodes[node].identity == identity {
+                return true;
+            }
+            if node == 0 {
+                return false;
+            }
+            node = self.nodes[node].parent;
+        }
     }
 
     /// The identity of a child directory of `node` (of its target, for a link).
