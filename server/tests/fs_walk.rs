@@ -311,7 +311,7 @@ async fn an_unreadable_subdirectory_is_an_error_and_the_walk_goes_on() -> TestRe
         std::fs::create_dir_all(top.join("locked/inner"))?;
         std::fs::create_dir_all(top.join("open"))?;
         std::fs::write(top.join("open/x"), "x")?;
-        std::fs::set_permissions(top.join("locked"), std::fs::Permissions::from_mode(0))?;
+        std::fs::set_permissions(top.join("locked"), std::fs::Permissions::from_mode(0o000))?;
         let plain = top.to_string_lossy().into_owned();
         let result = walk(&conn, &plain, options(64, false)).await;
         std::fs::set_permissions(top.join("locked"), std::fs::Permissions::from_mode(0o755))?;
