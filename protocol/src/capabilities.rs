@@ -82,4 +82,7 @@ pub struct LimitCapabilities {
     pub max_processes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retained_bytes: Option<u64>,
+    /// Open `fs/open` handles per session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_open_handles: Option<u64>,
 }

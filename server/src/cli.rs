@@ -275,6 +275,7 @@ impl ServeArgs {
                 max_sessions: self.max_sessions,
                 max_processes: self.max_processes,
                 max_retained_bytes: self.max_retained_bytes,
+                ..DEFAULT_LIMITS
             },
             accept_plain_paths: !self.require_file_uris,
         })

@@ -1,6 +1,7 @@
 //! The server's resource caps (docs/protocol.md §1, §3): their defaults, their wire
 //! names, and `LimitReached`, which `handlers` turns into a -32005 error. Every cap is
-//! per server except `maxProcesses` (per session); reaching one refuses that request only.
+//! per server except `maxProcesses` and `maxOpenHandles` (per session); reaching one
+//! refuses that request only.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -12,6 +13,9 @@ pub struct Limits {
     pub max_processes: usize,
     /// Output retained by all processes together (`--max-retained-bytes`).
     pub max_retained_bytes: usize,
+    /// `fs/open` handles open at once per session. No command-line flag: the default
+    /// (256) is set here, and an embedder may change it.
+    pub max_open_handles: usize,
 }
 
 pub const DEFAULT_LIMITS: Limits = Limits {
@@ -19,6 +23,7 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     max_sessions: 16 * 1024,
     max_processes: 4096,
     max_retained_bytes: 1024 * 1024 * 1024,
+    max_open_handles: 256,
 };
 
 impl Default for Limits {
@@ -34,6 +39,8 @@ pub enum LimitReached {
     Sessions { value: usize },
     #[error("this session has {value} processes, its limit (--max-processes); terminate some, or wait until closed ones are evicted")]
     Processes { value: usize },
+    #[error("this session has {value} open file handles, its limit; close some with fs/close")]
+    OpenHandles { value: usize },
 }
 
 impl LimitReached {
@@ -42,12 +49,15 @@ impl LimitReached {
         match self {
             LimitReached::Sessions { .. } => "maxSessions",
             LimitReached::Processes { .. } => "maxProcesses",
+            LimitReached::OpenHandles { .. } => "maxOpenHandles",
         }
     }
 
     pub fn value(self) -> usize {
         match self {
-            LimitReached::Sessions { value } | LimitReached::Processes { value } => value,
+            LimitReached::Sessions { value }
+            | LimitReached::Processes { value }
+            | LimitReached::OpenHandles { value } => value,
         }
     }
 }

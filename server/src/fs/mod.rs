@@ -6,6 +6,7 @@
 //! refuses `..` and symlink escapes in any component without check-then-use races.
 //! Trees are walked by `walk`, from directory handle to directory handle.
 
+mod bfs;
 mod copy;
 mod walk;
 
@@ -17,6 +18,7 @@ use std::time::SystemTime;
 
 use cap_std::fs::Dir;
 
+pub use bfs::{walk as walk_tree, FoundKind, WalkLimits, ENTRY_OVERHEAD_BYTES};
 pub use copy::{copy, CopyError};
 
 /// Files larger than this are refused by `fs/readFile`.
@@ -126,21 +128,6 @@ fn regular(file: std::fs::File, path: &Path) -> io::Result<std::fs::File> {
         nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
     )?;
     Ok(file)
-}
-
-/// Normalises an absolute path lexically (`.` dropped, `..` pops, never above `/`).
-/// A relative path is refused, naming `field` (the params field it came from).
-/// Handlers read wire paths with `handlers::paths::resolve`, which also takes `file:`
-/// URIs; this is for a plain path already in hand.
-#[allow(dead_code)]
-pub fn absolute(path: &str, field: &'static str) -> Result<PathBuf, RelativePath> {
-    if !Path::new(path).is_absolute() {
-        return Err(RelativePath {
-            field,
-            path: path.to_owned(),
-        });
-    }
-    Ok(normalize(Path::new(path)))
 }
 
 /// Normalises an absolute path lexically (`.` dropped, `..` pops, never above `/`).
@@ -490,12 +477,7 @@ mod tests {
 
     #[test]
     fn absolute_paths_are_normalised_lexically() {
-        assert_eq!(
-            absolute("/a/./b/../c", "path").unwrap(),
-            PathBuf::from("/a/c")
-        );
-        assert_eq!(absolute("/../..", "path").unwrap(), PathBuf::from("/"));
-        let err = absolute("a/b", "path").unwrap_err();
-        assert_eq!(err.field, "path");
+        assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+        assert_eq!(normalize(Path::new("/../..")), PathBuf::from("/"));
     }
 }

@@ -119,7 +119,10 @@ mod tests {
 
     #[test]
     fn a_relative_path_is_invalid_params_naming_the_field() {
-        let error = ErrorObject::from(crate::fs::absolute("a/b", "cwd").unwrap_err());
+        let error = super::super::paths::path_error(
+            exec_protocol::PathError::Relative("a/b".into()),
+            "cwd",
+        );
         assert_eq!(error.code, code::INVALID_PARAMS);
         assert_eq!(
             error.message,

@@ -47,7 +47,7 @@ pub(crate) fn refuse_sandbox_profiles(sandbox: &Option<Value>) -> Result<(), Err
 }
 
 /// Runs blocking file-system work on tokio's blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     fs: &Arc<FileSystem>,
     work: impl FnOnce(&FileSystem) -> Result<T, ErrorObject> + Send + 'static,
 ) -> Result<T, ErrorObject> {

@@ -56,6 +56,7 @@ pub fn result(state: &ServerState, session_id: &str, resumable: bool) -> Initial
                 max_sessions: Some(count(limits.max_sessions)),
                 max_processes: Some(count(limits.max_processes)),
                 max_retained_bytes: Some(count(limits.max_retained_bytes)),
+                max_open_handles: Some(count(limits.max_open_handles)),
             }),
         }),
     }

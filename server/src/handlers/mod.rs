@@ -7,9 +7,11 @@
 mod environment;
 mod errors;
 mod fs;
+mod fs_handles;
 pub mod initialize;
 pub(crate) mod paths;
 mod process;
+mod walk;
 
 use std::sync::Arc;
 
@@ -75,8 +77,9 @@ pub async fn dispatch(
         Method::FsParent => reply(fs::parent(rules, decode_params(params)?)),
         Method::EnvironmentInfo => reply(environment::info(params)),
         Method::EnvironmentStatus => reply(environment::status(params)),
-        Method::FsOpen | Method::FsReadBlock | Method::FsClose | Method::FsWalk => {
-            Err(ErrorObject::method_not_found(method.as_str()))
-        }
+        Method::FsOpen => reply(fs_handles::open(fs, rules, session, decode_params(params)?).await),
+        Method::FsReadBlock => fs_handles::read_block(session, decode_params(params)?, room).await,
+        Method::FsClose => reply(fs_handles::close(session, decode_params(params)?)),
+        Method::FsWalk => walk::walk(fs, rules, decode_params(params)?, room).await,
     }
 }

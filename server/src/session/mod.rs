@@ -15,9 +15,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 mod error;
+mod handles;
 mod registry;
 
 pub use error::SessionError;
+pub use handles::{HandleError, HandleTable};
 #[cfg(test)]
 pub(crate) use registry::registry_for_tests;
 pub use registry::{SessionRegistry, SessionSettings};
@@ -62,11 +64,18 @@ pub struct Session {
     generation: watch::Sender<Generation>,
     /// Cancelled when the session is destroyed; stops eviction timers.
     destroyed: CancellationToken,
+    /// Files opened by `fs/open`; closed when the session is destroyed.
+    handles: HandleTable,
 }
 
 impl Session {
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The session's `fs/open` handles.
+    pub fn handles(&self) -> &HandleTable {
+        &self.handles
     }
 
     /// Whether a connection that attached at `generation` is still the session's owner.
@@ -200,6 +209,7 @@ impl Session {
     pub fn destroy(&self) {
         self.destroyed.cancel();
         self.notifier.detach();
+        self.handles.close_all();
         let processes: Vec<Arc<Process>> = self
             .table()
             .drain()

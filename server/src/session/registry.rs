@@ -71,6 +71,7 @@ impl SessionRegistry {
             attachment: Mutex::new(Attachment::Attached),
             generation: watch::Sender::new(0),
             destroyed: CancellationToken::new(),
+            handles: super::HandleTable::new(self.settings.limits.max_open_handles),
         });
         let generation = session.attach(outbound);
         sessions.insert(session.id.clone(), Arc::clone(&session));
