@@ -209,7 +209,11 @@ impl ExecServerClient {
             process_id: process_id.to_owned(),
             chunk: Base64Bytes::from(data),
             close_stdin,
-            write_id: Some(self.inner.state().next_write_id(&self.inner.write_id_prefix)),
+            write_id: Some(
+                self.inner
+                    .state()
+                    .next_write_id(&self.inner.write_id_prefix),
+            ),
         };
         Ok(self.call(&params).await?.status)
     }

@@ -137,7 +137,12 @@ async fn resume(inner: &Arc<Inner>) -> Result<(), ResumeError> {
         if !matches!(sent, Ok(Ok(()))) {
             // Let go of this connection so the server detaches the session again.
             inner.writer.lock().await.take();
-            if let Some(reader) = inner.reader.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            if let Some(reader) = inner
+                .reader
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+            {
                 reader.abort();
             }
             return Err(ResumeError::Retry("re-sending pending calls failed".into()));
