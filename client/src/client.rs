@@ -61,10 +61,11 @@ impl ExecServerClient {
         let handshake = async {
             let result =
                 send_call(&inner, &params, Deadline::after(Some(initialize_timeout))).await?;
-            let mut state = inner.state();
-            state.set_revisions(&result);
-            state.session_id = Some(result.session_id);
-            drop(state);
+            {
+                let mut state = inner.state();
+                state.set_revisions(&result);
+                state.session_id = Some(result.session_id);
+            }
             let initialized = encode_notification(Initialized::METHOD, &Initialized {});
             connection::within(
                 Deadline::after(Some(initialize_timeout)),
