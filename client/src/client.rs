@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use exec_protocol::{
-    encode_notification, Base64Bytes, Call, CanonicalizeParams, CopyParams, CreateDirectoryParams,
-    DirectoryEntry, EnvironmentInfo, EnvironmentInfoParams, GetMetadataParams, InitializeParams,
-    Initialized, JoinParams, Metadata, Notify, ParentParams, ReadDirectoryParams, ReadFileParams,
-    ReadParams, ReadResult, RemoveParams, ResizeParams, SignalName, SignalParams, StartParams,
-    TerminateParams, WriteFileParams, WriteParams, WriteStatus,
+    encode_notification, Base64Bytes, Call, CanonicalizeParams, CloseParams, CopyParams,
+    CreateDirectoryParams, DirectoryEntry, EnvironmentInfo, EnvironmentInfoParams,
+    EnvironmentStatus, EnvironmentStatusParams, GetMetadataParams, InitializeParams, Initialized,
+    JoinParams, Metadata, Method, Notify, OpenParams, ParentParams, ReadBlockParams,
+    ReadBlockResult, ReadDirectoryParams, ReadFileParams, ReadParams, ReadResult, RemoveParams,
+    ResizeParams, SignalName, SignalParams, StartParams, TerminateParams, WalkEntry, WalkError,
+    WalkOptions, WalkParams, WalkResult, WirePath, WriteFileParams, WriteParams, WriteStatus,
 };
 use tokio::sync::mpsc;
 
@@ -59,7 +61,11 @@ impl ExecServerClient {
         let handshake = async {
             let result =
                 send_call(&inner, &params, Deadline::after(Some(initialize_timeout))).await?;
-            inner.state().session_id = Some(result.session_id);
+            {
+                let mut state = inner.state();
+                state.set_revisions(&result);
+                state.session_id = Some(result.session_id);
+            }
             let initialized = encode_notification(Initialized::METHOD, &Initialized {});
             connection::within(
                 Deadline::after(Some(initialize_timeout)),
@@ -85,6 +91,14 @@ impl ExecServerClient {
         self.inner.state().session_id.clone()
     }
 
+    /// The protocol revisions the server of the current connection advertised in
+    /// `capabilities.revisions` (e.g. `["2026-06", "2026-08"]`; empty if it advertised
+    /// none). Re-read at every resume. A `process/write` whose answer was lost is
+    /// re-sent only while this contains `"2026-08"`.
+    pub fn server_revisions(&self) -> Vec<String> {
+        self.inner.state().revisions.clone()
+    }
+
     /// The pid of a stdio child, if this client spawned one.
     pub fn child_pid(&self) -> Option<u32> {
         self.inner
@@ -97,8 +111,12 @@ impl ExecServerClient {
 
     /// Sends any request of the protocol and waits for its typed result, within
     /// [`ClientOptions::call_timeout`] (plus `waitMs` for a `process/read`). Calls whose
-    /// method only reads are re-sent after a reconnect; others whose answer was lost
-    /// fail with [`ClientError::ResponseLost`].
+    /// method only reads are re-sent after a reconnect, and so is a `process/write` that
+    /// carries a `writeId` when the server advertises revision 2026-08 (it
+    /// de-duplicates); others whose answer was lost fail with
+    /// [`ClientError::ResponseLost`]. The params go out exactly as given: paths are not
+    /// rewritten to [`ClientOptions::path_form`] and no `writeId` is added (the typed
+    /// methods do both).
     pub async fn call<P: Call + 'static>(&self, params: &P) -> Result<P::Result, ClientError> {
         connection::call(&self.inner, params).await
     }
@@ -122,7 +140,8 @@ impl ExecServerClient {
             }
             (id, ours)
         };
-        let outcome = self.call(&request.into_params(id.clone())).await;
+        let cwd = self.wire_path(&request.cwd);
+        let outcome = self.call(&request.into_params(id.clone(), cwd)).await;
         let mut state = self.inner.state();
         match outcome {
             Err(err) => {
@@ -164,7 +183,10 @@ impl ExecServerClient {
     }
 
     /// Writes to stdin. Waits while the child's stdin is full (the server holds the
-    /// answer back), within the call timeout.
+    /// answer back), within the call timeout. Every write carries a fresh `writeId`;
+    /// if the connection drops before the answer, the write is re-sent on the resumed
+    /// connection when the server advertises revision 2026-08 (which writes it once),
+    /// and fails with [`ClientError::ResponseLost`] otherwise.
     pub async fn write(&self, process_id: &str, data: &[u8]) -> Result<WriteStatus, ClientError> {
         self.write_params(process_id, data, false).await
     }
@@ -188,7 +210,11 @@ impl ExecServerClient {
             process_id: process_id.to_owned(),
             chunk: Base64Bytes::from(data),
             close_stdin,
-            write_id: None,
+            write_id: Some(
+                self.inner
+                    .state()
+                    .next_write_id(&self.inner.write_id_prefix),
+            ),
         };
         Ok(self.call(&params).await?.status)
     }
@@ -218,39 +244,90 @@ impl ExecServerClient {
         self.call(&params).await.map(drop)
     }
 
+    /// `path` as this client sends paths ([`ClientOptions::path_form`]): an absolute
+    /// path in that form; anything else as given.
+    fn wire_path(&self, path: &str) -> WirePath {
+        match path.starts_with('/') {
+            true => self.inner.options.path_form.render(path.as_bytes()),
+            false => WirePath::from(path),
+        }
+    }
+
     pub async fn read_file(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        self.read_file_with(path, &FsOptions::default()).await
+    }
+
+    /// [`read_file`](Self::read_file) with options (`followSymlinks`, revision 2026-08).
+    pub async fn read_file_with(
+        &self,
+        path: &str,
+        options: &FsOptions,
+    ) -> Result<Vec<u8>, ClientError> {
         let params = ReadFileParams {
-            path: path.into(),
-            follow_symlinks: None,
+            path: self.wire_path(path),
+            follow_symlinks: options.follow_symlinks,
             sandbox: None,
         };
         Ok(self.call(&params).await?.data_base64.into_inner())
     }
 
     pub async fn write_file(&self, path: &str, data: &[u8]) -> Result<(), ClientError> {
+        self.write_file_with(path, data, &FsOptions::default())
+            .await
+    }
+
+    /// [`write_file`](Self::write_file) with options (`followSymlinks`, revision 2026-08).
+    pub async fn write_file_with(
+        &self,
+        path: &str,
+        data: &[u8],
+        options: &FsOptions,
+    ) -> Result<(), ClientError> {
         let params = WriteFileParams {
-            path: path.into(),
+            path: self.wire_path(path),
             data_base64: Base64Bytes::from(data),
-            follow_symlinks: None,
+            follow_symlinks: options.follow_symlinks,
             sandbox: None,
         };
         self.call(&params).await.map(drop)
     }
 
     pub async fn create_directory(&self, path: &str, recursive: bool) -> Result<(), ClientError> {
+        self.create_directory_with(path, recursive, &FsOptions::default())
+            .await
+    }
+
+    /// [`create_directory`](Self::create_directory) with options (`followSymlinks`,
+    /// revision 2026-08).
+    pub async fn create_directory_with(
+        &self,
+        path: &str,
+        recursive: bool,
+        options: &FsOptions,
+    ) -> Result<(), ClientError> {
         let params = CreateDirectoryParams {
-            path: path.into(),
+            path: self.wire_path(path),
             recursive,
-            follow_symlinks: None,
+            follow_symlinks: options.follow_symlinks,
             sandbox: None,
         };
         self.call(&params).await.map(drop)
     }
 
     pub async fn get_metadata(&self, path: &str) -> Result<Metadata, ClientError> {
+        self.get_metadata_with(path, &FsOptions::default()).await
+    }
+
+    /// [`get_metadata`](Self::get_metadata) with options (`followSymlinks`, revision
+    /// 2026-08).
+    pub async fn get_metadata_with(
+        &self,
+        path: &str,
+        options: &FsOptions,
+    ) -> Result<Metadata, ClientError> {
         let params = GetMetadataParams {
-            path: path.into(),
-            follow_symlinks: None,
+            path: self.wire_path(path),
+            follow_symlinks: options.follow_symlinks,
             sandbox: None,
         };
         self.call(&params).await
@@ -258,7 +335,7 @@ impl ExecServerClient {
 
     pub async fn read_directory(&self, path: &str) -> Result<Vec<DirectoryEntry>, ClientError> {
         let params = ReadDirectoryParams {
-            path: path.into(),
+            path: self.wire_path(path),
             sandbox: None,
         };
         Ok(self.call(&params).await?.entries)
@@ -270,11 +347,24 @@ impl ExecServerClient {
         recursive: bool,
         force: bool,
     ) -> Result<(), ClientError> {
+        self.remove_with(path, recursive, force, &FsOptions::default())
+            .await
+    }
+
+    /// [`remove`](Self::remove) with options (`followSymlinks`, revision 2026-08:
+    /// `false` with `recursive` is refused by the server).
+    pub async fn remove_with(
+        &self,
+        path: &str,
+        recursive: bool,
+        force: bool,
+        options: &FsOptions,
+    ) -> Result<(), ClientError> {
         let params = RemoveParams {
-            path: path.into(),
+            path: self.wire_path(path),
             recursive,
             force,
-            follow_symlinks: None,
+            follow_symlinks: options.follow_symlinks,
             sandbox: None,
         };
         self.call(&params).await.map(drop)
@@ -287,46 +377,161 @@ impl ExecServerClient {
         recursive: bool,
     ) -> Result<(), ClientError> {
         let params = CopyParams {
-            source_path: source.into(),
-            destination_path: destination.into(),
+            source_path: self.wire_path(source),
+            destination_path: self.wire_path(destination),
             recursive,
             sandbox: None,
         };
         self.call(&params).await.map(drop)
     }
 
+    /// The canonical path, as a plain path whatever [`ClientOptions::path_form`] is.
     pub async fn canonicalize(&self, path: &str) -> Result<String, ClientError> {
         let params = CanonicalizeParams {
-            path: path.into(),
+            path: self.wire_path(path),
             sandbox: None,
         };
-        Ok(self.call(&params).await?.path.into_string())
+        plain_path(Method::FsCanonicalize, self.call(&params).await?.path)
     }
 
-    /// [ext] `base` joined with `path`, normalised lexically.
+    /// [ext] `base` joined with `path`, normalised lexically; a plain path. (`path` may
+    /// be relative and is then sent as given.)
     pub async fn join(&self, base: &str, path: &str) -> Result<String, ClientError> {
         let params = JoinParams {
-            base_path: base.into(),
-            path: path.into(),
+            base_path: self.wire_path(base),
+            path: self.wire_path(path),
             sandbox: None,
         };
-        Ok(self.call(&params).await?.path.into_string())
+        plain_path(Method::FsJoin, self.call(&params).await?.path)
     }
 
-    /// [ext] The parent of `path`; `None` for the root.
+    /// [ext] The parent of `path` as a plain path; `None` for the root.
     pub async fn parent(&self, path: &str) -> Result<Option<String>, ClientError> {
         let params = ParentParams {
-            path: path.into(),
+            path: self.wire_path(path),
             sandbox: None,
         };
-        Ok(self
-            .call(&params)
+        self.call(&params)
             .await?
             .path
-            .map(|path| path.into_string()))
+            .map(|path| plain_path(Method::FsParent, path))
+            .transpose()
+    }
+
+    /// Revision 2026-08: opens `path` for [`fs_read_block`](Self::fs_read_block) under
+    /// `handle_id` (chosen by the caller, at most 32 bytes, unique in the session);
+    /// returns the handle id the server confirmed. Not re-sent after a reconnect (a
+    /// second open of one id is refused): a lost answer is
+    /// [`ClientError::ResponseLost`]. Handles belong to the session and survive a resume.
+    pub async fn fs_open(&self, handle_id: &str, path: &str) -> Result<String, ClientError> {
+        let params = OpenParams {
+            handle_id: handle_id.to_owned(),
+            path: self.wire_path(path),
+            sandbox: None,
+        };
+        Ok(self.call(&params).await?.handle_id)
+    }
+
+    /// Revision 2026-08: up to `len` bytes (1..=1 MiB) from `offset` of an open file;
+    /// `chunk` is empty and `eof` true at or past the end. Only reads: re-sent after a
+    /// reconnect.
+    pub async fn fs_read_block(
+        &self,
+        handle_id: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<ReadBlockResult, ClientError> {
+        let params = ReadBlockParams {
+            handle_id: handle_id.to_owned(),
+            offset,
+            len,
+        };
+        self.call(&params).await
+    }
+
+    /// Revision 2026-08: closes a handle (an unknown one is not an error).
+    pub async fn fs_close(&self, handle_id: &str) -> Result<(), ClientError> {
+        let params = CloseParams {
+            handle_id: handle_id.to_owned(),
+        };
+        self.call(&params).await.map(drop)
+    }
+
+    /// Revision 2026-08: a bounded, breadth-first listing of the tree under `path`.
+    /// Entry and error paths are returned as plain paths whatever
+    /// [`ClientOptions::path_form`] is.
+    pub async fn fs_walk(
+        &self,
+        path: &str,
+        options: WalkOptions,
+    ) -> Result<WalkResult, ClientError> {
+        let params = WalkParams {
+            path: self.wire_path(path),
+            options,
+            sandbox: None,
+        };
+        let walk = self.call(&params).await?;
+        let plain = |path: WirePath| plain_path(Method::FsWalk, path).map(WirePath::from);
+        Ok(WalkResult {
+            entries: walk
+                .entries
+                .into_iter()
+                .map(|entry| {
+                    Ok(WalkEntry {
+                        path: plain(entry.path)?,
+                        kind: entry.kind,
+                    })
+                })
+                .collect::<Result<_, ClientError>>()?,
+            errors: walk
+                .errors
+                .into_iter()
+                .map(|error| {
+                    Ok(WalkError {
+                        path: plain(error.path)?,
+                        message: error.message,
+                    })
+                })
+                .collect::<Result<_, ClientError>>()?,
+            truncated: walk.truncated,
+        })
+    }
+
+    /// Revision 2026-08: `environment/status` (`"ready"` from a server that can serve).
+    pub async fn environment_status(&self) -> Result<EnvironmentStatus, ClientError> {
+        self.call(&EnvironmentStatusParams {}).await
     }
 
     pub async fn environment_info(&self) -> Result<EnvironmentInfo, ClientError> {
         self.call(&EnvironmentInfoParams {}).await
     }
+}
+
+/// Options of the `fs/*` calls beyond their required arguments: the `…_with` methods of
+/// [`ExecServerClient`]. `Default` sends none of them (today's behaviour).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FsOptions {
+    /// Revision 2026-08 `followSymlinks`: `Some(false)` makes the server refuse a path
+    /// that contains a symbolic link anywhere (`-32600`); `None` leaves it out.
+    pub follow_symlinks: Option<bool>,
+}
+
+impl FsOptions {
+    /// Options with `followSymlinks` set.
+    pub fn follow_symlinks(follow: bool) -> Self {
+        Self {
+            follow_symlinks: Some(follow),
+        }
+    }
+}
+
+/// A path the server sent back, as a plain path: a `file:` URI decoded (bytes that are
+/// not UTF-8 become U+FFFD), a plain absolute path unchanged. Anything else is a
+/// protocol error naming `method`.
+fn plain_path(method: Method, path: WirePath) -> Result<String, ClientError> {
+    let resolved = path.resolve().map_err(|err| {
+        ClientError::Protocol(format!("{method}: unusable path in the result: {err}"))
+    })?;
+    Ok(String::from_utf8_lossy(&resolved.bytes).into_owned())
 }

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use exec_protocol::{encode_request, Call, Method, ReadParams, RequestId};
+use exec_protocol::{
+    encode_request, Call, InitializeResult, Method, ReadParams, RequestId, Revision, WriteParams,
+};
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -27,11 +29,42 @@ pub(crate) enum Link {
     Closed(String),
 }
 
+/// Whether a pending call whose answer was lost in a disconnect is sent again on the
+/// resumed connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Replay {
+    /// Never: it may have taken effect; the caller gets `ResponseLost`.
+    Never,
+    /// Always: the method only reads.
+    Always,
+    /// A `process/write` that carries a `writeId`: re-sent only while the server
+    /// advertises revision 2026-08 (it de-duplicates by `writeId`), both on the
+    /// connection that was lost and on the resumed one; else `ResponseLost`.
+    IfDeduplicated,
+}
+
+impl Replay {
+    /// How a call with these params is treated.
+    fn of<P: Call + 'static>(params: &P) -> Replay {
+        if P::METHOD.is_read_only() {
+            return Replay::Always;
+        }
+        let names_its_write = (params as &dyn Any)
+            .downcast_ref::<WriteParams>()
+            .is_some_and(|write| write.write_id.is_some());
+        match names_its_write {
+            true => Replay::IfDeduplicated,
+            false => Replay::Never,
+        }
+    }
+}
+
 pub(crate) struct PendingCall {
     pub(crate) method: Method,
-    /// The encoded request, kept for calls that are re-sent after a reconnect (those
-    /// whose method only reads).
-    pub(crate) replay: Option<String>,
+    /// The encoded request, kept for calls that may be re-sent after a reconnect
+    /// (`None` when `replay` is `Never`).
+    pub(crate) frame: Option<String>,
+    pub(crate) replay: Replay,
     pub(crate) reply: oneshot::Sender<Result<Value, ClientError>>,
 }
 
@@ -42,6 +75,10 @@ pub(crate) struct State {
     pub(crate) pending: HashMap<u64, PendingCall>,
     pub(crate) processes: HashMap<String, Tracker>,
     next_process: u64,
+    /// `capabilities.revisions` of the current connection's `initialize` result (empty
+    /// when the server advertises none). Set at connect and at every resume.
+    pub(crate) revisions: Vec<String>,
+    next_write: u64,
 }
 
 impl State {
@@ -49,6 +86,39 @@ impl State {
     pub(crate) fn next_process_id(&mut self) -> String {
         self.next_process += 1;
         format!("client-{}", self.next_process)
+    }
+
+    /// Remembers what the server of the current connection advertised.
+    pub(crate) fn set_revisions(&mut self, result: &InitializeResult) {
+        self.revisions = result
+            .capabilities
+            .as_ref()
+            .and_then(|capabilities| capabilities.revisions.clone())
+            .unwrap_or_default();
+    }
+
+    /// Whether the current connection's server de-duplicates writes by `writeId`: it
+    /// advertises revision 2026-08 (docs/protocol.md §0, §8).
+    pub(crate) fn deduplicates_writes(&self) -> bool {
+        self.revisions
+            .iter()
+            .any(|revision| revision == Revision::R2026_08.as_str())
+    }
+
+    /// Whether a pending call is re-sent after a reconnect, as things stand.
+    fn keeps(&self, call: &PendingCall) -> bool {
+        match call.replay {
+            Replay::Never => false,
+            Replay::Always => true,
+            Replay::IfDeduplicated => self.deduplicates_writes(),
+        }
+    }
+
+    /// A fresh `writeId`: the client's random prefix and a counter (see
+    /// [`Inner::write_id_prefix`]).
+    pub(crate) fn next_write_id(&mut self, prefix: &str) -> String {
+        self.next_write += 1;
+        format!("{prefix}-{}", self.next_write)
     }
 }
 
@@ -60,6 +130,9 @@ pub(crate) struct Inner {
     pub(crate) link: watch::Sender<Link>,
     pub(crate) child: Mutex<Option<StdioChild>>,
     pub(crate) reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// A random UUID v4 (32 hex digits), unique to this client: its `writeId`s are
+    /// `<prefix>-<n>`, n counting from 1 (at most 53 bytes, within the 256-byte cap).
+    pub(crate) write_id_prefix: String,
 }
 
 impl Drop for Inner {
@@ -87,6 +160,7 @@ impl Inner {
             link: watch::Sender::new(Link::Connected),
             child: Mutex::new(child),
             reader: Mutex::new(None),
+            write_id_prefix: uuid::Uuid::new_v4().simple().to_string(),
         }
     }
 
@@ -167,9 +241,10 @@ pub(crate) async fn call<P: Call + 'static>(
 }
 
 /// Sends one request now, whatever the link says, and decodes its answer; gives up at
-/// `deadline`. Calls whose method only reads are kept for a replay after a reconnect;
+/// `deadline`. Calls whose method only reads are kept for a replay after a reconnect,
+/// and so are writes with a `writeId` while the server de-duplicates them ([`Replay`]);
 /// any other pending call fails with `ResponseLost` when the transport goes.
-pub(crate) async fn send_call<P: Call>(
+pub(crate) async fn send_call<P: Call + 'static>(
     inner: &Arc<Inner>,
     params: &P,
     deadline: Option<Deadline>,
@@ -181,11 +256,12 @@ pub(crate) async fn send_call<P: Call>(
         state.next_id += 1;
         let id = state.next_id;
         let frame = encode_request(&RequestId::from(id), method, params);
-        let replay = method.is_read_only().then(|| frame.clone());
+        let replay = Replay::of(params);
         state.pending.insert(
             id,
             PendingCall {
                 method,
+                frame: (replay != Replay::Never).then(|| frame.clone()),
                 replay,
                 reply,
             },
@@ -295,13 +371,15 @@ pub(crate) fn connection_lost(inner: &Arc<Inner>, reason: &str, may_reconnect: b
 }
 
 /// Fails every pending call that is not re-sent after a reconnect: its answer is lost.
+/// Writes with a `writeId` are kept while the current connection's server
+/// de-duplicates them; run again once a resume has told what the new one does.
 pub(crate) fn fail_unreplayable(inner: &Inner) {
     let lost: Vec<PendingCall> = {
         let mut state = inner.state();
         let ids: Vec<u64> = state
             .pending
             .iter()
-            .filter(|(_, call)| call.replay.is_none())
+            .filter(|(_, call)| !state.keeps(call))
             .map(|(id, _)| *id)
             .collect();
         ids.into_iter()
@@ -312,6 +390,20 @@ pub(crate) fn fail_unreplayable(inner: &Inner) {
         let method = call.method;
         let _ = call.reply.send(Err(ClientError::ResponseLost { method }));
     }
+}
+
+/// The frames of the pending calls to re-send on a resumed connection, in the order
+/// they were first sent (writes to one process must not reorder).
+pub(crate) fn replays(inner: &Inner) -> Vec<String> {
+    let state = inner.state();
+    let mut kept: Vec<(u64, String)> = state
+        .pending
+        .iter()
+        .filter(|(_, call)| state.keeps(call))
+        .filter_map(|(id, call)| Some((*id, call.frame.clone()?)))
+        .collect();
+    kept.sort_by_key(|(id, _)| *id);
+    kept.into_iter().map(|(_, frame)| frame).collect()
 }
 
 /// The end: every pending call fails, every unfinished event stream ends with `Failed`,

@@ -6,8 +6,14 @@
 //! in. A lost transport fails every pending and later call with "exec-server transport
 //! disconnected" and ends every event stream with [`ProcessEvent::Failed`] — unless
 //! reconnect is enabled (websocket only): then the client resumes its session, re-sends
-//! pending reads, reports mutating calls whose response was lost, and re-reads every
-//! process from its last seen seq so no retained output is lost.
+//! pending reads, re-sends pending writes (each carries a `writeId`) when the server
+//! advertises revision 2026-08 and so de-duplicates them, reports every other mutating
+//! call whose response was lost, and re-reads every process from its last seen seq so
+//! no retained output is lost.
+//!
+//! Paths: [`ClientOptions::path_form`] picks plain paths (the default) or `file:` URIs
+//! (what upstream requires at revision 2026-08) for every path the client sends; paths
+//! in results come back as plain paths in both modes.
 //!
 //! Everything on the wire goes through `exec-protocol`: requests are its typed params
 //! ([`ExecServerClient::call`] takes any of them), results and notifications decode
@@ -46,7 +52,7 @@ mod start;
 mod token;
 mod tracker;
 
-pub use client::ExecServerClient;
+pub use client::{ExecServerClient, FsOptions};
 pub use error::{ClientError, DISCONNECTED};
 pub use events::{ProcessEvent, ProcessHandle};
 pub use options::{ClientOptions, DEFAULT_CALL_TIMEOUT, TOKEN_VAR};
@@ -56,6 +62,7 @@ pub use transport::ExecServerTransport;
 
 /// The protocol types that appear in this crate's API.
 pub use exec_protocol::{
-    DirectoryEntry, EnvPolicy, EnvironmentInfo, Inherit, Metadata, Method, OutputChunk, ReadResult,
-    Shell, SignalName, Stream, WriteStatus,
+    DirectoryEntry, EntryKind, EnvPolicy, EnvironmentInfo, EnvironmentStatus, Inherit, Metadata,
+    Method, OutputChunk, PathForm, ReadBlockResult, ReadResult, Revision, Shell, SignalName,
+    Stream, WalkEntry, WalkError, WalkOptions, WalkResult, WirePath, WriteStatus,
 };

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use exec_protocol::PathForm;
+
 use crate::token::BearerToken;
 
 /// The environment variable `exec` reads a bearer token from (never a command-line value).
@@ -32,6 +34,20 @@ pub struct ClientOptions {
     /// Websocket only: after a transport loss, keep trying to resume the session for
     /// this long. `None` (the default) fails everything at the first loss.
     pub reconnect: Option<Duration>,
+    /// How every path the client sends is spelled: `process/start`'s `cwd` and every
+    /// `fs/*` path. [`PathForm::Plain`] (the default) sends `/tmp/x` as given, which
+    /// every server of revision 2026-06 needs; [`PathForm::FileUri`] sends
+    /// `file:///tmp/x` (percent-encoded), which upstream at revision 2026-08 requires
+    /// (docs/protocol.md §0). Only absolute paths (starting with `/`) are rewritten; any
+    /// other string (a relative path, a `file:` URI you built yourself) is sent as
+    /// given, so the server reports what is wrong with it.
+    ///
+    /// The API is the same in both modes: paths the server sends back
+    /// (`canonicalize`, `join`, `parent`, `fs_walk` entries and errors) are returned as
+    /// plain absolute paths whichever form they came in (a `file:` URI is decoded; bytes
+    /// that are not UTF-8 become U+FFFD). `environment_info` returns the protocol type
+    /// unchanged (its 2026-08 `cwd`/`tempDir` are URIs: `WirePath::resolve` reads them).
+    pub path_form: PathForm,
 }
 
 impl Default for ClientOptions {
@@ -43,6 +59,7 @@ impl Default for ClientOptions {
             call_timeout: Some(DEFAULT_CALL_TIMEOUT),
             bearer_token: None,
             reconnect: None,
+            path_form: PathForm::Plain,
         }
     }
 }

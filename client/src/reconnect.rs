@@ -8,7 +8,10 @@ use std::time::Duration;
 use exec_protocol::code::{INVALID_REQUEST, SESSION_ALREADY_ATTACHED};
 use exec_protocol::{encode_notification, InitializeParams, Initialized, Notify, ReadParams};
 
-use crate::connection::{close, connection_lost, send_call, send_frame, Deadline, Inner, Link};
+use crate::connection::{
+    close, connection_lost, fail_unreplayable, replays, send_call, send_frame, Deadline, Inner,
+    Link,
+};
 use crate::error::ClientError;
 use crate::reader::start_reader;
 use crate::transport;
@@ -99,7 +102,12 @@ async fn resume(inner: &Arc<Inner>) -> Result<(), ResumeError> {
     };
     let deadline = Deadline::after(Some(inner.options.initialize_timeout));
     match send_call(inner, &params, deadline).await {
-        Ok(_) => {}
+        // Re-checked on every resume: a write kept for a re-send is sent again only if
+        // this connection's server de-duplicates too; otherwise it is reported now.
+        Ok(result) => {
+            inner.state().set_revisions(&result);
+            fail_unreplayable(inner);
+        }
         Err(ClientError::Server { code, message, .. }) if already_attached(code, &message) => {
             return Err(ResumeError::Retry(message));
         }
@@ -117,6 +125,29 @@ async fn resume(inner: &Arc<Inner>) -> Result<(), ResumeError> {
         Ok(Err(err)) => return Err(ResumeError::Retry(err.to_string())),
         Err(_) => return Err(ResumeError::Retry("sending initialized timed out".into())),
     }
+    // Re-sent in the order they were first sent, and before the link lets new calls
+    // through, so a re-sent write is never overtaken by a later one. If a send fails
+    // the attempt is retried; the calls stay pending (a re-sent write that did arrive
+    // is de-duplicated by its `writeId`).
+    for frame in replays(inner) {
+        // A send that hangs is cut off after as long as a handshake may take (a
+        // websocket keeps a cut-off frame whole, so nothing is torn).
+        let sent =
+            tokio::time::timeout(inner.options.initialize_timeout, send_frame(inner, &frame)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            // Let go of this connection so the server detaches the session again.
+            inner.writer.lock().await.take();
+            if let Some(reader) = inner
+                .reader
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+            {
+                reader.abort();
+            }
+            return Err(ResumeError::Retry("re-sending pending calls failed".into()));
+        }
+    }
     inner.link.send_replace(Link::Connected);
     // The new connection may already have died while the link said Reconnecting, when
     // its loss was ignored: notice it now rather than sit connected to nothing.
@@ -128,22 +159,6 @@ async fn resume(inner: &Arc<Inner>) -> Result<(), ResumeError> {
         .is_some_and(tokio::task::JoinHandle::is_finished);
     if reader_gone {
         connection_lost(inner, "the connection ended while resuming", true);
-        return Ok(());
-    }
-    let replays: Vec<String> = inner
-        .state()
-        .pending
-        .values()
-        .filter_map(|call| call.replay.clone())
-        .collect();
-    for frame in replays {
-        // A send that hangs is cut off (and the connection counted as lost) after as
-        // long as a handshake may take.
-        let sent =
-            tokio::time::timeout(inner.options.initialize_timeout, send_frame(inner, &frame)).await;
-        if !matches!(sent, Ok(Ok(()))) {
-            break;
-        }
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use exec_protocol::{EnvPolicy, Inherit, StartParams};
+use exec_protocol::{EnvPolicy, Inherit, StartParams, WirePath};
 
 /// What to start. Defaults: cwd `/`, `envPolicy {inherit: "core"}`, no tty, no stdin,
 /// process id `client-N`.
@@ -12,6 +12,7 @@ pub struct StartRequest {
     /// `None`: the client picks `client-N`.
     pub process_id: Option<String>,
     pub argv: Vec<String>,
+    /// An absolute path; sent in the client's `ClientOptions::path_form`.
     pub cwd: String,
     /// With `env_policy`, laid over the policy's environment; without, exactly the
     /// child's environment.
@@ -43,12 +44,13 @@ impl StartRequest {
         }
     }
 
-    /// The wire params, for the process id the client settled on.
-    pub(crate) fn into_params(self, process_id: String) -> StartParams {
+    /// The wire params, for the process id the client settled on and with `cwd`
+    /// spelled as the client sends paths.
+    pub(crate) fn into_params(self, process_id: String, cwd: WirePath) -> StartParams {
         StartParams {
             process_id,
             argv: self.argv,
-            cwd: self.cwd.into(),
+            cwd,
             env: self.env,
             tty: self.tty,
             pipe_stdin: self.pipe_stdin,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use exec_client::{BearerToken, TokenError};
+use exec_protocol::Revision;
 
 use crate::error::{HarnessError, Result};
 use crate::launch::{self, Launched, Program, Transport};
@@ -39,6 +40,7 @@ pub struct ExecServerBuilder {
     time_scale: Option<f64>,
     /// Checked when set, reported by `start` (its `Debug` never shows the secret).
     auth_token: Option<std::result::Result<BearerToken, TokenError>>,
+    revision: Revision,
 }
 
 impl ExecServer {
@@ -52,6 +54,7 @@ impl ExecServer {
             env: Vec::new(),
             time_scale: None,
             auth_token: None,
+            revision: Revision::R2026_06,
         }
     }
 }
@@ -138,6 +141,19 @@ impl ExecServerBuilder {
         self
     }
 
+    /// The protocol revision the harness's typed helpers speak on every connection to
+    /// this server (default [`Revision::R2026_06`]; a connection can change it with
+    /// [`Connection::set_revision`](crate::Connection::set_revision)). At
+    /// [`Revision::R2026_08`], [`ProcessSpec`](crate::ProcessSpec)'s `cwd` and the
+    /// typed fs helpers send `file:` URIs, and `Session::write`/`close_stdin` send a
+    /// fresh `writeId`. Raw JSON (`request`, `send_raw`) and `call(&params)` go out
+    /// exactly as given. The server is not told: pass its own flags with
+    /// [`arg`](Self::arg).
+    pub fn revision(mut self, revision: Revision) -> Self {
+        self.revision = revision;
+        self
+    }
+
     /// Starts the server. A child server on websocket must print its `ws://` line and
     /// answer `GET /readyz` within twice the default deadline. Open a connection with
     /// [`ExecServer::connect`].
@@ -179,6 +195,7 @@ impl ExecServerBuilder {
                 waits,
                 token,
                 stdio: Mutex::new(stdio),
+                revision: self.revision,
             }),
         })
     }

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use exec_client::wire::{self, Frame, FrameReader, FrameWriter};
-use exec_protocol::{Call, ErrorObject, RequestId, encode_notification, encode_request};
+use exec_protocol::{
+    Call, ErrorObject, PathForm, RequestId, Revision, WirePath, encode_notification, encode_request,
+};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -63,6 +65,9 @@ impl ExecServer {
                 trace: Arc::new(Trace::new()),
                 next_id: AtomicU64::new(1),
                 next_process: AtomicU64::new(1),
+                revision: Mutex::new(self.revision()),
+                write_id_prefix: uuid::Uuid::new_v4().simple().to_string(),
+                next_write: AtomicU64::new(1),
             }),
         };
         connection.inner.trace.record(Direction::Note, "connected");
@@ -120,6 +125,11 @@ pub(crate) struct Inner {
     next_id: AtomicU64,
     /// For process ids the harness generates (`proc-1`, …).
     pub(crate) next_process: AtomicU64,
+    /// What the typed helpers speak (see [`Connection::set_revision`]).
+    revision: Mutex<Revision>,
+    /// `writeId`s are `<prefix>-<n>`: a random UUID v4 per connection and a counter.
+    write_id_prefix: String,
+    next_write: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -158,6 +168,53 @@ impl Connection {
     /// A logical duration multiplied by the time scale.
     pub fn scaled(&self, logical: Duration) -> Duration {
         self.inner.server.scaled(logical)
+    }
+
+    /// The revision this connection's typed helpers speak: the server's
+    /// [`revision`](ExecServer::revision) unless [`set_revision`](Self::set_revision)
+    /// changed it.
+    pub fn revision(&self) -> Revision {
+        *self
+            .inner
+            .revision
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes this connection's typed helpers (and its clones', and its sessions') speak
+    /// `revision` from now on. At [`Revision::R2026_08`]: `file:` URIs for
+    /// [`ProcessSpec`](crate::ProcessSpec)'s `cwd` and the typed fs helpers, and a
+    /// `writeId` on every `Session::write` / `close_stdin`. Raw JSON and
+    /// [`call`](Self::call) are never rewritten.
+    pub fn set_revision(&self, revision: Revision) {
+        *self
+            .inner
+            .revision
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = revision;
+    }
+
+    /// How this connection's typed helpers spell paths: `file:` URIs at 2026-08.
+    pub fn path_form(&self) -> PathForm {
+        match self.revision() {
+            Revision::R2026_06 => PathForm::Plain,
+            Revision::R2026_08 => PathForm::FileUri,
+        }
+    }
+
+    /// `path` as the typed helpers send it ([`path_form`](Self::path_form)): an
+    /// absolute path in that form, anything else (relative, already a URI) as given.
+    pub fn wire_path(&self, path: &str) -> WirePath {
+        match path.starts_with('/') {
+            true => self.path_form().render(path.as_bytes()),
+            false => WirePath::from(path),
+        }
+    }
+
+    /// A fresh `writeId`, unique to this connection: `<uuid>-<n>`.
+    pub fn next_write_id(&self) -> String {
+        let n = self.inner.next_write.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.inner.write_id_prefix)
     }
 
     /// The wire trace and the server's stderr tail, as a failing test prints them.

@@ -26,6 +26,8 @@ pub(crate) struct ServerProcess {
     pub token: Option<exec_client::BearerToken>,
     /// A stdio server's stdout and stdin: its one connection, until it is opened.
     pub stdio: Mutex<Option<StdioPipes>>,
+    /// The revision new connections' typed helpers speak (the builder's `revision`).
+    pub revision: exec_protocol::Revision,
 }
 
 impl ServerProcess {
@@ -71,6 +73,12 @@ impl ExecServer {
     /// `ws://IP:PORT` for a websocket server (`None` on stdio).
     pub fn url(&self) -> Option<&str> {
         self.process.url.as_deref()
+    }
+
+    /// The revision new connections' typed helpers speak
+    /// ([`ExecServerBuilder::revision`](crate::ExecServerBuilder::revision)).
+    pub fn revision(&self) -> exec_protocol::Revision {
+        self.process.revision
     }
 
     /// The transport the server was started on.

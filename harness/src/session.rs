@@ -5,8 +5,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use exec_protocol::{
-    Base64Bytes, InitializeParams, InitializeResult, Method, NotificationMethod, ReadParams,
-    ReadResult, SignalName, SignalParams, TerminateParams, WriteParams, WriteStatus, code,
+    Base64Bytes, CanonicalizeParams, InitializeParams, InitializeResult, Method,
+    NotificationMethod, PathForm, ReadFileParams, ReadParams, ReadResult, Revision, SignalName,
+    SignalParams, TerminateParams, WriteFileParams, WriteParams, WriteStatus, code,
 };
 use serde_json::{Value, json};
 
@@ -136,18 +137,25 @@ impl Session {
                 .fetch_add(1, Ordering::Relaxed);
             format!("proc-{n}")
         });
-        self.connection.call(&spec.into_params(id.clone())).await?;
+        let mut params = spec.into_params(id.clone());
+        // At 2026-08 a plain cwd goes out as a `file:` URI (one given as a URI stays).
+        if self.connection.path_form() == PathForm::FileUri {
+            params.cwd = self.connection.wire_path(params.cwd.as_str());
+        }
+        self.connection.call(&params).await?;
         Ok(ProcessId(id))
     }
 
-    /// Writes to stdin; fails unless the server answers `accepted`.
+    /// Writes to stdin; fails unless the server answers `accepted`. At revision
+    /// 2026-08 ([`Connection::set_revision`]) it carries a fresh `writeId`.
     pub async fn write(&self, process_id: impl AsRef<str>, data: &[u8]) -> Result<()> {
         let process_id = process_id.as_ref();
         let status = self.write_status(process_id, data).await?;
         self.accepted(process_id, status)
     }
 
-    /// Writes to stdin and returns the status as the server sent it.
+    /// Writes to stdin and returns the status as the server sent it (with a fresh
+    /// `writeId` at revision 2026-08).
     pub async fn write_status(
         &self,
         process_id: impl AsRef<str>,
@@ -157,6 +165,7 @@ impl Session {
     }
 
     /// Closes stdin (the child sees EOF); fails unless the server answers `accepted`.
+    /// Carries a fresh `writeId` at revision 2026-08.
     pub async fn close_stdin(&self, process_id: impl AsRef<str>) -> Result<()> {
         let process_id = process_id.as_ref();
         let status = self.write_params(process_id, b"", true).await?;
@@ -176,19 +185,75 @@ impl Session {
         }
     }
 
+    /// Writes to stdin with this `writeId` whatever the revision, and returns the
+    /// status as the server sent it: send one id twice to see a de-duplicating server
+    /// answer the repeat with the first write's status without writing it again.
+    pub async fn write_with_id(
+        &self,
+        process_id: impl AsRef<str>,
+        data: &[u8],
+        write_id: &str,
+    ) -> Result<WriteStatus> {
+        self.send_write(process_id.as_ref(), data, false, Some(write_id.to_owned()))
+            .await
+    }
+
     async fn write_params(
         &self,
         process_id: &str,
         data: &[u8],
         close: bool,
     ) -> Result<WriteStatus> {
+        let write_id = (self.connection.revision() >= Revision::R2026_08)
+            .then(|| self.connection.next_write_id());
+        self.send_write(process_id, data, close, write_id).await
+    }
+
+    async fn send_write(
+        &self,
+        process_id: &str,
+        data: &[u8],
+        close: bool,
+        write_id: Option<String>,
+    ) -> Result<WriteStatus> {
         let params = WriteParams {
             process_id: process_id.to_owned(),
             chunk: Base64Bytes(data.to_vec()),
             close_stdin: close,
-            write_id: None,
+            write_id,
         };
         Ok(self.connection.call(&params).await?.status)
+    }
+
+    /// `fs/writeFile` of `path` (a `file:` URI at revision 2026-08).
+    pub async fn write_file(&self, path: &str, data: &[u8]) -> Result<()> {
+        let params = WriteFileParams {
+            path: self.connection.wire_path(path),
+            data_base64: Base64Bytes(data.to_vec()),
+            follow_symlinks: None,
+            sandbox: None,
+        };
+        self.connection.call(&params).await.map(drop)
+    }
+
+    /// `fs/readFile` of `path` (a `file:` URI at revision 2026-08): the bytes.
+    pub async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+        let params = ReadFileParams {
+            path: self.connection.wire_path(path),
+            follow_symlinks: None,
+            sandbox: None,
+        };
+        Ok(self.connection.call(&params).await?.data_base64.0)
+    }
+
+    /// `fs/canonicalize` of `path` (a `file:` URI at revision 2026-08): the path exactly
+    /// as the server sent it (in the request's form, so a URI at 2026-08).
+    pub async fn canonicalize(&self, path: &str) -> Result<String> {
+        let params = CanonicalizeParams {
+            path: self.connection.wire_path(path),
+            sandbox: None,
+        };
+        Ok(self.connection.call(&params).await?.path.into_string())
     }
 
     /// `process/terminate`; returns whether it was still running.
