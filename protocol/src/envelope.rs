@@ -262,9 +262,12 @@ impl<'de> serde::de::Visitor<'de> for Checked<'_> {
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if object.contains_key(&key) {
+                // Named, but only its start: the key may be as big as the frame.
+                let shown: String = key.chars().take(64).collect();
+                let more = if shown.len() < key.len() { "…" } else { "" };
                 return Err(serde::de::Error::custom(format_args!(
-                    "duplicate object key {}",
-                    Value::String(key)
+                    "duplicate object key {}{more}",
+                    Value::String(shown)
                 )));
             }
             let value = map.next_value_seed(self.nested())?;

@@ -153,6 +153,10 @@ fn percent_decode(text: &str) -> Option<Vec<u8>> {
     while at < bytes.len() {
         if bytes[at] == b'%' {
             let hex = text.get(at + 1..at + 3)?;
+            // `from_str_radix` alone would take a sign: `%+F`.
+            if !hex.bytes().all(|digit| digit.is_ascii_hexdigit()) {
+                return None;
+            }
             decoded.push(u8::from_str_radix(hex, 16).ok()?);
             at += 3;
         } else {
@@ -228,6 +232,7 @@ mod tests {
         assert_eq!(code("http://host/x"), code::INVALID_PARAMS);
         assert_eq!(code("file:///a%00b"), code::INVALID_PARAMS);
         assert_eq!(code("file:///a%zz"), code::INVALID_PARAMS);
+        assert_eq!(code("file:///a%+F"), code::INVALID_PARAMS);
         assert_eq!(code("relative/x"), code::INVALID_PARAMS);
     }
 

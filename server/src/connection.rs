@@ -130,8 +130,11 @@ pub async fn serve(
             _ = connection.outbound.closed() => break,
         }
     }
-    // Cancel in-flight requests first, so a resume is never held up by them.
-    connection.tasks.abort_all();
+    // Cancel in-flight requests first, so a resume is never held up by them, and wait
+    // for them to end: a task being polled on another worker thread finishes that poll,
+    // and nothing of this connection (a write, say) may take effect after the session
+    // is free to be resumed elsewhere.
+    connection.tasks.shutdown().await;
     if let Phase::AwaitingInitialized(session, generation) | Phase::Ready(session, generation) =
         &connection.phase
     {

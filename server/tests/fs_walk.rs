@@ -9,7 +9,7 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use common::*;
-use exec_server_harness::{Connection, HarnessError, Transport};
+use exec_server_harness::{Connection, ExecServer, HarnessError, Transport};
 use serde_json::{json, Value};
 
 const NOT_FOUND: i64 = -32004;
@@ -298,15 +298,31 @@ async fn limits_above_upstreams_maximums_and_bad_requests_are_refused() -> TestR
 
 #[tokio::test]
 async fn an_unreadable_subdirectory_is_an_error_and_the_walk_goes_on() -> TestResult {
-    // Root reads a mode-000 directory anyway: there is nothing to observe then.
-    if unsafe { libc::geteuid() } == 0 {
-        eprintln!("skipped: running as root, which can read a mode-000 directory");
-        return Ok(());
-    }
     use std::os::unix::fs::PermissionsExt;
+    // Root reads a mode-000 directory anyway, so as root the server runs as `nobody`
+    // (setpriv, util-linux): the directory must be unreadable to the server.
+    let as_root = unsafe { libc::geteuid() } == 0;
     for transport in BOTH {
-        let conn = ready(transport, &[]).await?;
+        let server = if as_root {
+            ExecServer::builder()
+                .command([
+                    "setpriv",
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    env!("CARGO_BIN_EXE_exec-server"),
+                ])
+                .transport(transport)
+                .start()
+                .await?
+        } else {
+            start_server(transport, &[]).await?
+        };
+        let conn = server.connect().await?;
+        conn.initialize(CLIENT).await?;
         let dir = tempfile::tempdir()?;
+        // Traversable by `nobody`.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
         let top = dir.path().join("top");
         std::fs::create_dir_all(top.join("locked/inner"))?;
         std::fs::create_dir_all(top.join("open"))?;
@@ -402,5 +418,34 @@ async fn a_wide_directory_is_cut_to_the_first_names_in_byte_order() -> TestResul
         assert_eq!(names, expected, "{transport:?}");
         assert_eq!(result["truncated"], true, "{transport:?}");
     }
+    Ok(())
+}
+
+/// Room for a walk's result is reserved before it walks (4 KiB per requested entry plus
+/// 64 KiB); long paths that would not fit end the walk early, truncated.
+#[tokio::test]
+async fn a_result_that_would_outgrow_its_reserved_room_is_truncated() -> TestResult {
+    let conn = ready(Transport::WebSocket, &[]).await?;
+    let dir = tempfile::tempdir()?;
+    // About 3.8 KB of path before each name, so each entry counts ≥ 6 × 4 KB.
+    let mut top = dir.path().to_path_buf();
+    for level in 0..15 {
+        top.push(format!("{level:02}{}", "d".repeat(248)));
+    }
+    std::fs::create_dir_all(&top)?;
+    for n in 0..10 {
+        std::fs::write(top.join(format!("{n:02}{}", "f".repeat(200))), "x")?;
+    }
+    let plain = top.to_string_lossy().into_owned();
+    let options = json!({"maxDepth": 1, "maxDirectories": 10, "maxEntries": 10,
+                         "followDirectorySymlinks": false});
+    let result = walk(&conn, &plain, options).await?;
+    let listed = listed(&result, &plain);
+    assert!(
+        !listed.is_empty() && listed.len() < 10,
+        "cut short by room, not by maxEntries: {} entries",
+        listed.len()
+    );
+    assert_eq!(result["truncated"], true);
     Ok(())
 }

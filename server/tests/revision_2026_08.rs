@@ -139,6 +139,15 @@ async fn every_fs_method_takes_file_uris_and_plain_paths() -> TestResult {
             .result()
             .await?;
         assert_eq!(joined["path"], p(&file));
+        // A relative name that merely looks like `scheme:rest` is still relative.
+        let joined = conn
+            .request(
+                "fs/join",
+                json!({"basePath": "/notes", "path": "todo:2026.txt"}),
+            )
+            .result()
+            .await?;
+        assert_eq!(joined["path"], "/notes/todo:2026.txt");
         let root_parent = conn
             .request("fs/parent", json!({"path": "file:///"}))
             .result()

@@ -586,7 +586,7 @@ async fn the_defaults_let_a_thousand_processes_run_in_one_session() -> TestResul
     let limits = &session.initialize_json()["capabilities"]["limits"];
     assert_eq!(
         *limits,
-        json!({"maxConnections": 1024, "maxSessions": 16384, "maxProcesses": 4096, "maxRetainedBytes": 1073741824u64})
+        json!({"maxConnections": 1024, "maxSessions": 16384, "maxProcesses": 4096, "maxRetainedBytes": 1073741824u64, "maxOpenHandles": 256})
     );
     let mut requests = Vec::with_capacity(PROCESSES);
     for n in 0..PROCESSES {

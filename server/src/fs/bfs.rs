@@ -46,13 +46,18 @@ pub struct WalkLimits {
     pub max_entries: u64,
     pub follow_directory_links: bool,
     pub prune_hidden_directories: bool,
-    /// [ext] About how many bytes the listed paths may take; beyond, the walk stops as
-    /// truncated (so a result stays bounded whatever the names' lengths).
+    /// [ext] The most bytes the encoded result may take; a walk that would take more
+    /// stops as truncated, so the caller can reserve room for the result before walking.
     pub max_result_bytes: usize,
+    /// The most bytes one byte of a path can take once encoded (escaped in JSON, or
+    /// percent-encoded in a URI): each path is counted at its worst.
+    pub bytes_per_path_byte: usize,
 }
 
-/// Bytes an entry costs besides its path, for `max_result_bytes` (its JSON framing).
-pub const ENTRY_OVERHEAD_BYTES: usize = 40;
+/// Bytes an entry or an error costs besides its path and message (its JSON framing).
+const ENTRY_OVERHEAD_BYTES: usize = 64;
+/// The most bytes one byte of an error message can take once escaped in JSON.
+const MESSAGE_BYTES_PER_BYTE: usize = 6;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FoundKind {
@@ -181,10 +186,15 @@ impl Walker<'_> {
                 Ok(children) => children,
                 Err(err) => {
                     let path = self.node_path(node).to_owned();
-                    self.walked.errors.push(Unreadable {
-                        path,
-                        message: err.to_string(),
-                    });
+                    let message = err.to_string();
+                    self.result_bytes += path.as_os_str().len() * self.limits.bytes_per_path_byte
+                        + message.len() * MESSAGE_BYTES_PER_BYTE
+                        + ENTRY_OVERHEAD_BYTES;
+                    if self.result_bytes > self.limits.max_result_bytes {
+                        self.walked.truncated = true;
+                        return;
+                    }
+                    self.walked.errors.push(Unreadable { path, message });
                     continue;
                 }
             };
@@ -225,7 +235,8 @@ impl Walker<'_> {
             if self.walked.entries.len() as u64 >= self.limits.max_entries {
                 return false;
             }
-            self.result_bytes += path.as_os_str().len() + ENTRY_OVERHEAD_BYTES;
+            self.result_bytes +=
+                path.as_os_str().len() * self.limits.bytes_per_path_byte + ENTRY_OVERHEAD_BYTES;
             if self.result_bytes > self.limits.max_result_bytes {
                 return false;
             }

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 use cap_std::fs::Dir;
 
-pub use bfs::{walk as walk_tree, FoundKind, WalkLimits, ENTRY_OVERHEAD_BYTES};
+pub use bfs::{walk as walk_tree, FoundKind, WalkLimits};
 pub use copy::{copy, CopyError};
 
 /// Files larger than this are refused by `fs/readFile`.

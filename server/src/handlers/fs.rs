@@ -7,8 +7,9 @@ use std::sync::Arc;
 use exec_protocol::fast::ReadFileReply;
 use exec_protocol::{
     CanonicalizeParams, CopyParams, CreateDirectoryParams, DirectoryEntry, Empty, ErrorObject,
-    GetMetadataParams, JoinParams, Metadata, ParentParams, ParentResult, PartialReply, PathResult,
-    ReadDirectoryParams, ReadDirectoryResult, ReadFileParams, RemoveParams, WriteFileParams,
+    GetMetadataParams, JoinParams, Metadata, ParentParams, ParentResult, PartialReply, PathError,
+    PathResult, ReadDirectoryParams, ReadDirectoryResult, ReadFileParams, RemoveParams,
+    WriteFileParams,
 };
 use serde_json::Value;
 
@@ -295,13 +296,15 @@ pub async fn canonicalize(
 }
 
 /// `basePath` joined with `path`, normalised lexically, in `basePath`'s form. `path`
-/// may be relative (a plain relative path, never refused); a `file:` URI or a plain
-/// absolute path there replaces the base, as `Path::join` does.
+/// may be relative (a plain relative path, never refused, even one that looks like
+/// `scheme:rest`, such as `notes:2024.txt`); a `file:` URI or a plain absolute path
+/// there replaces the base, as `Path::join` does.
 pub fn join(rules: PathRules, params: JoinParams) -> Result<PathResult, ErrorObject> {
     refuse_sandbox_profiles(&params.sandbox)?;
     let (base, form) = resolve(&params.base_path, "basePath", rules)?;
     let joined = match params.path.resolve() {
-        Err(exec_protocol::PathError::Relative(relative)) => base.join(relative),
+        Err(PathError::Relative(relative)) => base.join(relative),
+        Err(PathError::OtherScheme(_)) => base.join(params.path.as_str()),
         _ => resolve(&params.path, "path", rules)?.0,
     };
     Ok(PathResult {

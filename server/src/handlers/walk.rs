@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use exec_protocol::{
-    EntryKind, ErrorObject, PartialReply, WalkEntry, WalkError, WalkParams, WalkResult,
+    EntryKind, ErrorObject, PartialReply, PathForm, WalkEntry, WalkError, WalkParams, WalkResult,
     MAX_WALK_DEPTH, MAX_WALK_DIRECTORIES, MAX_WALK_ENTRIES,
 };
 
@@ -16,10 +16,15 @@ use super::paths::{resolve, PathRules};
 use crate::fs::{self, FileSystem, FoundKind, WalkLimits};
 use crate::outbound::ReplyRoom;
 
-/// [ext] The listed paths of one walk may take about this many bytes; a walk that would
-/// list more stops as `truncated` (only paths averaging over 1.3 KB reach it before
-/// 50 000 entries).
-pub const MAX_WALK_RESULT_BYTES: usize = 64 * 1024 * 1024;
+/// [ext] The most bytes one walk's result may take: room for it is reserved in the
+/// connection's outbound budget before the walk starts, and a walk that would list more
+/// stops as `truncated`.
+const MAX_WALK_RESULT_BYTES: usize = 32 * 1024 * 1024;
+/// Room reserved per requested entry, so that a small walk does not hold a big share of
+/// the outbound budget (paths are counted at their worst encoding, 3× or 6× their bytes).
+const RESERVED_BYTES_PER_ENTRY: usize = 4096;
+/// Room for the result's framing and a few errors, whatever `maxEntries` says.
+const RESERVED_BASE_BYTES: usize = 64 * 1024;
 
 pub async fn walk(
     fs: &Arc<FileSystem>,
@@ -45,24 +50,35 @@ pub async fn walk(
             )));
         }
     }
+    let max_result_bytes = usize::try_from(options.max_entries)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(RESERVED_BYTES_PER_ENTRY)
+        .saturating_add(RESERVED_BASE_BYTES)
+        .min(MAX_WALK_RESULT_BYTES);
+    // Reserved before walking (docs/protocol.md §3): the walk never builds more.
+    room.reserve(max_result_bytes).await?;
     let limits = WalkLimits {
         max_depth: options.max_depth,
         max_directories: options.max_directories,
         max_entries: options.max_entries,
         follow_directory_links: options.follow_directory_symlinks,
         prune_hidden_directories: options.prune_hidden_directories.unwrap_or(false),
-        max_result_bytes: MAX_WALK_RESULT_BYTES,
+        max_result_bytes,
+        bytes_per_path_byte: match form {
+            // Percent-encoding triples a byte at worst.
+            PathForm::FileUri => 3,
+            // A control byte escapes as \u00XX in JSON.
+            PathForm::Plain => 6,
+        },
     };
-    let (result, size) = blocking(fs, move |fs| {
+    let result = blocking(fs, move |fs| {
         let walked = fs::walk_tree(fs, &top, limits).map_err(io_error)?;
-        let mut size = 64;
         let render = |path: &std::path::Path| form.render(path.as_os_str().as_bytes());
         let entries: Vec<WalkEntry> = walked
             .entries
             .into_iter()
             .map(|found| {
                 let path = render(&found.path);
-                size += path.as_str().len() + fs::ENTRY_OVERHEAD_BYTES;
                 WalkEntry {
                     path,
                     kind: match found.kind {
@@ -78,7 +94,6 @@ pub async fn walk(
             .into_iter()
             .map(|unreadable| {
                 let path = render(&unreadable.path);
-                size += path.as_str().len() + unreadable.message.len() + 64;
                 WalkError {
                     path,
                     message: unreadable.message,
@@ -90,9 +105,8 @@ pub async fn walk(
             errors,
             truncated: walked.truncated,
         };
-        Ok((result, size))
+        Ok(result)
     })
     .await?;
-    room.reserve(size).await?;
     Ok(PartialReply::new(&result))
 }
