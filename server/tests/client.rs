@@ -6,6 +6,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::events::{all_events, stdout_of};
+use common::proxy::{reconnecting_client, server_behind_proxy};
 use common::*;
 use exec_client::{
     ClientError, ClientOptions, ExecServerClient, ExecServerTransport, ProcessEvent, ProcessHandle,
@@ -31,42 +33,6 @@ fn fake_server(script: &str) -> ExecServerTransport {
         env: BTreeMap::new(),
         cwd: None,
     }
-}
-
-/// Every event of `process` until `Closed` or `Failed`, within `WAIT`.
-async fn all_events(process: &mut ProcessHandle) -> Vec<ProcessEvent> {
-    let mut events = Vec::new();
-    let collect = async {
-        while let Some(event) = process.next_event().await {
-            let last = matches!(
-                event,
-                ProcessEvent::Closed { .. } | ProcessEvent::Failed { .. }
-            );
-            events.push(event);
-            if last {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, collect)
-        .await
-        .expect("the process's events end within the deadline");
-    events
-}
-
-fn stdout_of(events: &[ProcessEvent]) -> Vec<u8> {
-    events
-        .iter()
-        .filter_map(|event| match event {
-            ProcessEvent::Output {
-                stream: Stream::Stdout,
-                data,
-                ..
-            } => Some(data.clone()),
-            _ => None,
-        })
-        .flatten()
-        .collect()
 }
 
 async fn first_stdout_line(process: &mut ProcessHandle) -> String {
@@ -371,61 +337,10 @@ async fn a_killed_server_fails_pending_and_later_calls_promptly() -> TestResult 
     Ok(())
 }
 
-/// A TCP proxy whose current connection the test can cut, to force a websocket drop.
-struct Proxy {
-    url: String,
-    cut: tokio::sync::watch::Sender<u64>,
-}
-
-/// Forwards every connection accepted on `listener` to `upstream`. The server must
-/// accept the proxy's address as a `Host` (`--allow-host`), as behind any real proxy.
-async fn proxy_to(listener: tokio::net::TcpListener, upstream: String) -> std::io::Result<Proxy> {
-    let url = format!("ws://{}", listener.local_addr()?);
-    let (cut, cuts) = tokio::sync::watch::channel(0u64);
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            let upstream = upstream.clone();
-            let mut cuts = cuts.clone();
-            cuts.borrow_and_update();
-            tokio::spawn(async move {
-                let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else {
-                    return;
-                };
-                tokio::select! {
-                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                    _ = cuts.changed() => {}
-                }
-            });
-        }
-    });
-    Ok(Proxy { url, cut })
-}
-
 #[tokio::test]
 async fn reconnect_after_a_dropped_websocket_loses_no_output() -> TestResult {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let proxy_host = listener.local_addr()?.to_string();
-    let server = start_server(
-        Transport::WebSocket,
-        &["--session-ttl", "30s", "--allow-host", &proxy_host],
-    )
-    .await?;
-    let upstream = server
-        .url()
-        .expect("url")
-        .trim_start_matches("ws://")
-        .to_owned();
-    let proxy = proxy_to(listener, upstream).await?;
-    let options = ClientOptions {
-        reconnect: Some(WAIT),
-        ..ClientOptions::default()
-    };
-    let client = ExecServerClient::connect(
-        ExecServerTransport::WebSocketUrl(proxy.url.clone()),
-        options,
-    )
-    .await
-    .expect("connect");
+    let (_server, proxy) = server_behind_proxy(&["--session-ttl", "30s"]).await?;
+    let client = reconnecting_client(&proxy, WAIT).await;
     let script = "for i in $(seq 1 400); do echo line-$i; sleep 0.002; done";
     let mut process = client
         .start(StartRequest::new(["sh", "-c", script]))
@@ -440,7 +355,7 @@ async fn reconnect_after_a_dropped_websocket_loses_no_output() -> TestResult {
             .expect("event");
         events.push(event);
     }
-    proxy.cut.send_modify(|cuts| *cuts += 1);
+    proxy.cut();
     events.extend(all_events(&mut process).await);
     let expected: String = (1..=400).map(|i| format!("line-{i}\n")).collect();
     assert!(

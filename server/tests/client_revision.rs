@@ -10,107 +10,21 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::events::{all_events, stdout_of};
+use common::proxy::{reconnecting_client, server_behind_proxy};
 use common::*;
 use exec_client::{
     ClientError, ClientOptions, EntryKind, ExecServerClient, ExecServerTransport, PathForm,
-    ProcessEvent, ProcessHandle, StartRequest, Stream, WalkOptions, WriteStatus,
+    ProcessEvent, StartRequest, WalkOptions, WriteStatus,
 };
-use exec_server_harness::Transport;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A TCP proxy that counts the bytes it forwards to the server and whose connections
-/// the test can cut.
-struct Proxy {
-    url: String,
-    to_server: Arc<AtomicU64>,
-    cut: tokio::sync::watch::Sender<u64>,
-}
-
-async fn counting_proxy(
-    listener: tokio::net::TcpListener,
-    upstream: String,
-) -> std::io::Result<Proxy> {
-    let url = format!("ws://{}", listener.local_addr()?);
-    let to_server = Arc::new(AtomicU64::new(0));
-    let (cut, cuts) = tokio::sync::watch::channel(0u64);
-    let counter = Arc::clone(&to_server);
-    tokio::spawn(async move {
-        while let Ok((inbound, _)) = listener.accept().await {
-            let upstream = upstream.clone();
-            let mut cuts = cuts.clone();
-            cuts.borrow_and_update();
-            let counter = Arc::clone(&counter);
-            tokio::spawn(async move {
-                let Ok(outbound) = tokio::net::TcpStream::connect(&upstream).await else {
-                    return;
-                };
-                let (mut from_client, mut to_client) = inbound.into_split();
-                let (mut from_server, mut to_upstream) = outbound.into_split();
-                let up = async {
-                    let mut buffer = vec![0u8; 16 * 1024];
-                    while let Ok(n @ 1..) = from_client.read(&mut buffer).await {
-                        if to_upstream.write_all(&buffer[..n]).await.is_err() {
-                            break;
-                        }
-                        counter.fetch_add(n as u64, Ordering::SeqCst);
-                    }
-                };
-                let down = tokio::io::copy(&mut from_server, &mut to_client);
-                tokio::select! {
-                    _ = async { tokio::join!(up, down) } => {}
-                    _ = cuts.changed() => {}
-                }
-            });
-        }
-    });
-    Ok(Proxy {
-        url,
-        to_server,
-        cut,
-    })
-}
-
-/// Every event of `process` until `Closed` or `Failed`, within `WAIT`.
-async fn all_events(process: &mut ProcessHandle) -> Vec<ProcessEvent> {
-    let mut events = Vec::new();
-    let collect = async {
-        while let Some(event) = process.next_event().await {
-            let last = matches!(
-                event,
-                ProcessEvent::Closed { .. } | ProcessEvent::Failed { .. }
-            );
-            events.push(event);
-            if last {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, collect)
-        .await
-        .expect("the process's events end within the deadline");
-    events
-}
-
-fn stdout_of(events: &[ProcessEvent]) -> String {
-    let bytes: Vec<u8> = events
-        .iter()
-        .filter_map(|event| match event {
-            ProcessEvent::Output {
-                stream: Stream::Stdout,
-                data,
-                ..
-            } => Some(data.clone()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+/// The stdout among `events` as text.
+fn stdout_text(events: &[ProcessEvent]) -> String {
+    String::from_utf8_lossy(&stdout_of(events)).into_owned()
 }
 
 /// Needs the server merge: `capabilities.revisions` with "2026-08" and `writeId`
@@ -120,29 +34,8 @@ fn stdout_of(events: &[ProcessEvent]) -> String {
 /// resumes and re-sends it, and the child reads it once.
 #[tokio::test]
 async fn a_write_whose_answer_was_lost_is_re_sent_and_written_once() -> TestResult {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let proxy_host = listener.local_addr()?.to_string();
-    let server = start_server(
-        Transport::WebSocket,
-        &["--session-ttl", "30s", "--allow-host", &proxy_host],
-    )
-    .await?;
-    let upstream = server
-        .url()
-        .expect("url")
-        .trim_start_matches("ws://")
-        .to_owned();
-    let proxy = counting_proxy(listener, upstream).await?;
-    let options = ClientOptions {
-        reconnect: Some(WAIT),
-        ..ClientOptions::default()
-    };
-    let client = ExecServerClient::connect(
-        ExecServerTransport::WebSocketUrl(proxy.url.clone()),
-        options,
-    )
-    .await
-    .expect("connect");
+    let (_server, proxy) = server_behind_proxy(&["--session-ttl", "30s"]).await?;
+    let client = reconnecting_client(&proxy, WAIT).await;
     assert!(
         client.server_revisions().iter().any(|r| r == "2026-08"),
         "the server must advertise 2026-08: {:?}",
@@ -164,7 +57,7 @@ async fn a_write_whose_answer_was_lost_is_re_sent_and_written_once() -> TestResu
     // The server answers a write once the child's stdin backlog is below 1 MiB: with
     // 4 MiB and a child that does not read, the answer waits.
     let payload = vec![b'x'; 4 * 1024 * 1024];
-    let before = proxy.to_server.load(Ordering::SeqCst);
+    let before = proxy.bytes_to_server();
     let write = tokio::spawn({
         let client = client.clone();
         let id = process.id().to_owned();
@@ -174,7 +67,7 @@ async fn a_write_whose_answer_was_lost_is_re_sent_and_written_once() -> TestResu
     // The write's frame (base64: 4/3 of the payload) has gone through the proxy.
     let frame_bytes = payload.len() as u64 * 4 / 3;
     tokio::time::timeout(WAIT, async {
-        while proxy.to_server.load(Ordering::SeqCst) < before + frame_bytes {
+        while proxy.bytes_to_server() < before + frame_bytes {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
@@ -183,7 +76,7 @@ async fn a_write_whose_answer_was_lost_is_re_sent_and_written_once() -> TestResu
     // Let the server decode and queue it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!write.is_finished(), "the answer waits for the child");
-    proxy.cut.send_modify(|cuts| *cuts += 1);
+    proxy.cut();
     std::fs::write(&go, b"")?;
     let status = tokio::time::timeout(WAIT, write)
         .await
@@ -196,7 +89,7 @@ async fn a_write_whose_answer_was_lost_is_re_sent_and_written_once() -> TestResu
     );
     let events = all_events(&mut process).await;
     assert_eq!(
-        stdout_of(&events).trim(),
+        stdout_text(&events).trim(),
         payload.len().to_string(),
         "the child read the payload exactly once: {:?}",
         events
@@ -249,7 +142,7 @@ async fn a_file_uri_client_works_against_a_server_that_requires_file_uris() -> T
     start.cwd = dir.clone();
     let mut process = client.start(start).await.expect("start in a cwd URI");
     assert_eq!(
-        stdout_of(&all_events(&mut process).await),
+        stdout_text(&all_events(&mut process).await),
         format!("{dir}\n")
     );
 

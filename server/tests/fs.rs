@@ -11,33 +11,8 @@ use cap_std::fs::Dir;
 
 use common::*;
 use exec_server_harness::protocol::{EnvironmentInfoParams, ReadFileParams, WriteFileParams};
-use exec_server_harness::{Connection, ExecServer, HarnessError, RpcFailure, Transport};
+use exec_server_harness::{Connection, ExecServer, HarnessError, Transport};
 use serde_json::{json, Value};
-
-const NOT_FOUND: i64 = -32004;
-const INVALID_REQUEST: i64 = -32600;
-const INVALID_PARAMS: i64 = -32602;
-const INTERNAL_ERROR: i64 = -32603;
-
-/// A connection to a fresh server, initialized; it keeps the server alive.
-async fn ready(transport: Transport, args: &[&str]) -> Result<Connection, HarnessError> {
-    let server = start_server(transport, args).await?;
-    let conn = server.connect().await?;
-    conn.initialize(CLIENT).await?;
-    Ok(conn)
-}
-
-fn p(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
-}
-
-async fn failure(
-    conn: &Connection,
-    method: &str,
-    params: Value,
-) -> Result<RpcFailure, HarnessError> {
-    conn.request(method, params).error().await
-}
 
 /// Typed `fs/writeFile` params.
 fn write_file(path: &Path, data: &[u8]) -> WriteFileParams {

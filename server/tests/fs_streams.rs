@@ -5,32 +5,14 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
+use common::procfs::{fds_on, resident_bytes};
 use common::*;
-use exec_server_harness::{Connection, ExecServer, HarnessError, Transport};
+use exec_server_harness::{Connection, HarnessError, Transport};
 use serde_json::{json, Value};
 
-const NOT_FOUND: i64 = -32004;
-const LIMIT_REACHED: i64 = -32005;
-const INVALID_REQUEST: i64 = -32600;
-const INVALID_PARAMS: i64 = -32602;
 const MIB: u64 = 1024 * 1024;
-
-async fn ready(
-    transport: Transport,
-    args: &[&str],
-) -> Result<(ExecServer, Connection), HarnessError> {
-    let server = start_server(transport, args).await?;
-    let conn = server.connect().await?;
-    conn.initialize(CLIENT).await?;
-    Ok((server, conn))
-}
-
-fn p(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
-}
 
 async fn open(conn: &Connection, handle_id: &str, path: &str) -> Result<Value, HarnessError> {
     conn.request("fs/open", json!({"handleId": handle_id, "path": path}))
@@ -63,42 +45,14 @@ async fn error(
     method: &str,
     params: Value,
 ) -> Result<(i64, String), HarnessError> {
-    let error = conn.request(method, params).error().await?;
+    let error = failure(conn, method, params).await?;
     Ok((error.code, error.message))
-}
-
-/// A field of /proc/PID/status in bytes; fails loudly if /proc cannot be read.
-fn proc_field(pid: i32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|err| panic!("cannot read /proc/{pid}/status: {err}"));
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|value| {
-            value
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map(|kib| kib * 1024)
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status:\n{status}"))
-}
-
-/// Descriptors of a process open on `file`; fails loudly if /proc cannot be read.
-fn fds_on(pid: i32, file: &Path) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap_or_else(|err| panic!("cannot read /proc/{pid}/fd: {err}"))
-        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
-        .filter(|target| target == file)
-        .count()
 }
 
 #[tokio::test]
 async fn blocks_read_back_exactly_with_eof_at_the_end() -> TestResult {
     for transport in BOTH {
-        let (_server, conn) = ready(transport, &[]).await?;
+        let conn = ready(transport, &[]).await?;
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("data bin");
         let data: Vec<u8> = (0..3000u32).map(|n| (n * 7 % 251) as u8).collect();
@@ -176,7 +130,7 @@ async fn blocks_read_back_exactly_with_eof_at_the_end() -> TestResult {
 #[tokio::test]
 async fn every_error_gets_upstreams_code() -> TestResult {
     for transport in BOTH {
-        let (_server, conn) = ready(transport, &[]).await?;
+        let conn = ready(transport, &[]).await?;
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("f");
         std::fs::write(&file, vec![1u8; 2 * MIB as usize])?;
@@ -268,7 +222,7 @@ async fn every_error_gets_upstreams_code() -> TestResult {
 #[tokio::test]
 async fn the_open_handles_of_a_session_are_capped() -> TestResult {
     for transport in BOTH {
-        let (_server, conn) = ready(transport, &[]).await?;
+        let conn = ready(transport, &[]).await?;
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("f");
         std::fs::write(&file, "x")?;
@@ -358,7 +312,7 @@ async fn handles_survive_a_resume_and_close_when_the_session_expires() -> TestRe
 #[tokio::test]
 async fn a_sparse_100_mib_file_reads_end_to_end_in_flat_memory() -> TestResult {
     for transport in BOTH {
-        let (server, conn) = ready(transport, &[]).await?;
+        let (server, conn) = ready_with_server(transport, &[]).await?;
         let pid = server.pid().expect("a child server");
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("sparse");
@@ -372,7 +326,7 @@ async fn a_sparse_100_mib_file_reads_end_to_end_in_flat_memory() -> TestResult {
         open(&conn, "big", &p(&path)).await?;
         // Warm up (first allocations of the reply path), then measure.
         read_block(&conn, "big", 0, MIB).await?;
-        let baseline = proc_field(pid, "VmRSS");
+        let baseline = resident_bytes(pid);
         let mut peak = baseline;
         let mut total = 0u64;
         let mut offset = 0;
@@ -386,7 +340,7 @@ async fn a_sparse_100_mib_file_reads_end_to_end_in_flat_memory() -> TestResult {
             }
             total += chunk.len() as u64;
             offset += chunk.len() as u64;
-            peak = peak.max(proc_field(pid, "VmRSS"));
+            peak = peak.max(resident_bytes(pid));
             if eof {
                 assert_eq!(&chunk[chunk.len() - 3..], b"end");
                 break;

@@ -12,17 +12,6 @@ use common::*;
 use exec_server_harness::{Connection, ExecServer, HarnessError, Transport};
 use serde_json::{json, Value};
 
-const NOT_FOUND: i64 = -32004;
-const INVALID_REQUEST: i64 = -32600;
-const INVALID_PARAMS: i64 = -32602;
-
-async fn ready(transport: Transport, args: &[&str]) -> Result<Connection, HarnessError> {
-    let server = start_server(transport, args).await?;
-    let conn = server.connect().await?;
-    conn.initialize(CLIENT).await?;
-    Ok(conn)
-}
-
 fn options(max_depth: u64, follow: bool) -> Value {
     json!({"maxDepth": max_depth, "maxDirectories": 10_000, "maxEntries": 50_000,
            "followDirectorySymlinks": follow})
@@ -48,6 +37,27 @@ fn tree(top: &Path) -> std::io::Result<()> {
     symlink(".", top.join("loop"))?;
     Ok(())
 }
+
+/// A connection to a fresh server and a [`tree`] named `name` in a new temporary
+/// directory (kept alive by the guard), with its path.
+async fn ready_with_tree(
+    transport: Transport,
+    name: &str,
+) -> Result<(Connection, tempfile::TempDir, String), HarnessError> {
+    let conn = ready(transport, &[]).await?;
+    let dir = tempfile::tempdir()?;
+    let top = dir.path().join(name);
+    tree(&top)?;
+    Ok((conn, dir, p(&top)))
+}
+
+/// The direct children of a [`tree`].
+const TOP_CHILDREN: [(&str, &str); 4] = [
+    (".hidden", "directory"),
+    ("a.txt", "file"),
+    ("b", "directory"),
+    ("fifo", "other"),
+];
 
 async fn walk(conn: &Connection, path: &str, options: Value) -> Result<Value, HarnessError> {
     conn.request("fs/walk", json!({"path": path, "options": options}))
@@ -85,11 +95,7 @@ fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
 #[tokio::test]
 async fn breadth_first_sorted_links_to_files_omitted_specials_are_other() -> TestResult {
     for transport in BOTH {
-        let conn = ready(transport, &[]).await?;
-        let dir = tempfile::tempdir()?;
-        let top = dir.path().join("top");
-        tree(&top)?;
-        let top = top.to_string_lossy().into_owned();
+        let (conn, _dir, top) = ready_with_tree(transport, "top").await?;
         let result = walk(&conn, &top, options(64, false)).await?;
         assert_eq!(
             listed(&result, &top),
@@ -114,11 +120,7 @@ async fn breadth_first_sorted_links_to_files_omitted_specials_are_other() -> Tes
 #[tokio::test]
 async fn followed_directory_links_are_listed_and_entered_and_cycles_end() -> TestResult {
     for transport in BOTH {
-        let conn = ready(transport, &[]).await?;
-        let dir = tempfile::tempdir()?;
-        let top = dir.path().join("top");
-        tree(&top)?;
-        let top = top.to_string_lossy().into_owned();
+        let (conn, _dir, top) = ready_with_tree(transport, "top").await?;
         let result = walk(&conn, &top, options(64, true)).await?;
         // `loop -> .` and `b/up -> ..` lead back to an ancestor: listed, never entered;
         // `link_file` and `broken` are omitted.
@@ -151,21 +153,12 @@ async fn followed_directory_links_are_listed_and_entered_and_cycles_end() -> Tes
 #[tokio::test]
 async fn depth_hidden_pruning_and_file_uri_results() -> TestResult {
     for transport in BOTH {
-        let conn = ready(transport, &[]).await?;
-        let dir = tempfile::tempdir()?;
-        let top = dir.path().join("top dir");
-        tree(&top)?;
-        let plain = top.to_string_lossy().into_owned();
+        let (conn, _dir, plain) = ready_with_tree(transport, "top dir").await?;
         // maxDepth 1: the direct children only; 0: nothing.
         let result = walk(&conn, &plain, options(1, false)).await?;
         assert_eq!(
             listed(&result, &plain),
-            pairs(&[
-                (".hidden", "directory"),
-                ("a.txt", "file"),
-                ("b", "directory"),
-                ("fifo", "other"),
-            ]),
+            pairs(&TOP_CHILDREN),
             "{transport:?}"
         );
         assert_eq!(
@@ -194,16 +187,7 @@ async fn depth_hidden_pruning_and_file_uri_results() -> TestResult {
         // A file: URI request gets file: URI results, percent-encoded.
         let uri = format!("file://{}", plain.replace(' ', "%20"));
         let result = walk(&conn, &uri, options(1, false)).await?;
-        assert_eq!(
-            listed(&result, &uri),
-            pairs(&[
-                (".hidden", "directory"),
-                ("a.txt", "file"),
-                ("b", "directory"),
-                ("fifo", "other"),
-            ]),
-            "{transport:?}"
-        );
+        assert_eq!(listed(&result, &uri), pairs(&TOP_CHILDREN), "{transport:?}");
     }
     Ok(())
 }
@@ -211,11 +195,7 @@ async fn depth_hidden_pruning_and_file_uri_results() -> TestResult {
 #[tokio::test]
 async fn max_entries_and_max_directories_truncate() -> TestResult {
     for transport in BOTH {
-        let conn = ready(transport, &[]).await?;
-        let dir = tempfile::tempdir()?;
-        let top = dir.path().join("top");
-        tree(&top)?;
-        let top = top.to_string_lossy().into_owned();
+        let (conn, _dir, top) = ready_with_tree(transport, "top").await?;
         let limited = |entries: u64, directories: u64| {
             json!({"maxDepth": 64, "maxDirectories": directories, "maxEntries": entries,
                    "followDirectorySymlinks": false})
@@ -263,34 +243,32 @@ async fn limits_above_upstreams_maximums_and_bad_requests_are_refused() -> TestR
         ] {
             let mut options = at_most.clone();
             options[field] = json!(value);
-            let error = conn
-                .request("fs/walk", json!({"path": top, "options": options}))
-                .error()
-                .await?;
+            let error = failure(&conn, "fs/walk", json!({"path": top, "options": options})).await?;
             assert_eq!(
                 error.code, INVALID_REQUEST,
                 "{transport:?} {field}: {error:?}"
             );
             assert!(error.message.contains(field), "{error:?}");
         }
-        let error = conn
-            .request("fs/walk", json!({"path": top}))
-            .error()
-            .await?;
+        let error = failure(&conn, "fs/walk", json!({"path": top})).await?;
         assert_eq!(
             error.code, INVALID_PARAMS,
             "{transport:?}: options are required"
         );
         let missing = format!("{top}/missing");
-        let error = conn
-            .request("fs/walk", json!({"path": missing, "options": at_most}))
-            .error()
-            .await?;
+        let error = failure(
+            &conn,
+            "fs/walk",
+            json!({"path": missing, "options": at_most}),
+        )
+        .await?;
         assert_eq!(error.code, NOT_FOUND, "{transport:?}: {error:?}");
-        let error = conn
-            .request("fs/walk", json!({"path": "relative", "options": at_most}))
-            .error()
-            .await?;
+        let error = failure(
+            &conn,
+            "fs/walk",
+            json!({"path": "relative", "options": at_most}),
+        )
+        .await?;
         assert_eq!(error.code, INVALID_PARAMS, "{transport:?}: {error:?}");
     }
     Ok(())
@@ -380,22 +358,20 @@ async fn under_fs_root_links_leading_out_are_neither_listed_nor_entered() -> Tes
             ]),
             "{transport:?}: links leaving the root are treated as broken"
         );
-        let error = conn
-            .request(
-                "fs/walk",
-                json!({"path": outside.path(), "options": options(64, true)}),
-            )
-            .error()
-            .await?;
+        let error = failure(
+            &conn,
+            "fs/walk",
+            json!({"path": outside.path(), "options": options(64, true)}),
+        )
+        .await?;
         assert_eq!(error.code, INVALID_REQUEST, "{transport:?}: {error:?}");
         let escape = format!("{root_text}/out_absolute");
-        let error = conn
-            .request(
-                "fs/walk",
-                json!({"path": escape, "options": options(64, true)}),
-            )
-            .error()
-            .await?;
+        let error = failure(
+            &conn,
+            "fs/walk",
+            json!({"path": escape, "options": options(64, true)}),
+        )
+        .await?;
         assert_eq!(error.code, INVALID_REQUEST, "{transport:?}: {error:?}");
     }
     Ok(())

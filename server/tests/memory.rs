@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::procfs::resident_bytes;
 use common::*;
 use exec_server_harness::{Connection, ExecServer, Transport};
 use serde_json::json;
@@ -18,23 +19,9 @@ const MIB: u64 = 1024 * 1024;
 /// Deadline of the waits this file does itself.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A field of /proc/PID/status (`VmRSS`, `VmHWM`) in bytes.
-fn memory(server: &ExecServer, field: &str) -> u64 {
-    let pid = server.pid().expect("a child server");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|value| {
-            value
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map(|kib| kib * 1024)
-        .unwrap_or_else(|| panic!("no {field} in {status}"))
+/// The server's resident memory in bytes.
+fn memory(server: &ExecServer) -> u64 {
+    resident_bytes(server.pid().expect("a child server"))
 }
 
 /// How much the server's resident memory grew over `baseline` once it settled (did
@@ -45,7 +32,7 @@ async fn settled_growth(server: &ExecServer, baseline: u64, ceiling: u64, what: 
     let mut peak = 0;
     let mut since = tokio::time::Instant::now();
     loop {
-        let growth = memory(server, "VmRSS").saturating_sub(baseline);
+        let growth = memory(server).saturating_sub(baseline);
         assert!(
             growth < ceiling,
             "{what} grew the server by {} MiB (ceiling {} MiB)",
@@ -119,7 +106,7 @@ async fn pipelined_reads_whose_replies_are_not_read_wait_for_room() -> TestResul
         .start_with(spec("big", ["head", "-c", "1048576", "/dev/urandom"]))
         .await?;
     conn.notified_output_within("big", WAIT).await?;
-    let baseline = memory(&server, "VmRSS");
+    let baseline = memory(&server);
     for n in 0..READS {
         let request = json!({"id": format!("r{n}"), "method": "process/read", "params": {"processId": "big"}});
         conn.send_raw(request.to_string()).await?;
@@ -142,7 +129,7 @@ async fn pipelined_file_reads_are_built_one_budget_at_a_time() -> TestResult {
     let server = start_server(Transport::WebSocket, &[]).await?;
     let conn = server.connect().await?;
     conn.initialize(CLIENT).await?;
-    let baseline = memory(&server, "VmRSS");
+    let baseline = memory(&server);
     for n in 0..READS {
         let request = json!({"id": n, "method": "fs/readFile", "params": {"path": path}});
         conn.send_raw(request.to_string()).await?;
@@ -190,7 +177,7 @@ async fn a_ping_flood_whose_pongs_are_not_read_stops_being_read() -> TestResult 
         .cycle()
         .take(ping.len() * 8000)
         .collect();
-    let baseline = memory(&server, "VmRSS");
+    let baseline = memory(&server);
     let sent = Arc::new(AtomicU64::new(0));
     let flood = tokio::spawn({
         let sent = Arc::clone(&sent);
@@ -227,7 +214,7 @@ async fn writes_queued_for_a_child_that_never_reads_hold_less_than_the_budget() 
         .await?;
     // 24 MiB of stdin per write: a 32 MiB frame; the in-flight budget takes 8 of them.
     let chunk = b64(&vec![b'x'; 24 * MIB as usize]);
-    let baseline = memory(&server, "VmRSS");
+    let baseline = memory(&server);
     let accepted = send_until_refused(&conn, WRITES, move |n| {
         format!(
             r#"{{"id":"w{n}","method":"process/write","params":{{"processId":"sink","chunk":"{chunk}"}}}}"#
@@ -251,7 +238,7 @@ async fn long_request_ids_count_in_the_room_a_reply_reserves() -> TestResult {
     conn.notified_output_within("small", WAIT).await?;
     // A 2 MiB id makes each small read result a 2 MiB reply.
     let id = "i".repeat(2 * MIB as usize);
-    let baseline = memory(&server, "VmRSS");
+    let baseline = memory(&server);
     let accepted = send_until_refused(&conn, READS, move |n| {
         format!(r#"{{"id":"{id}{n}","method":"process/read","params":{{"processId":"small"}}}}"#)
     })

@@ -4,6 +4,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::procfs::{open_fds, proc_field};
 use common::*;
 use exec_server_harness::protocol::{
     EnvironmentInfoParams, NotificationMethod, SignalName, Stream, TerminateParams,
@@ -669,20 +670,6 @@ async fn output_is_coalesced_into_chunks_of_at_most_64_kib() -> TestResult {
     Ok(())
 }
 
-/// The number after `key` in `/proc/PID/FILE`. Panics, naming the path, if the file
-/// cannot be read or has no such numeric field: a 0 would make the checks that use it
-/// pass vacuously.
-fn proc_field(pid: i32, file: &str, key: &str) -> u64 {
-    let path = format!("/proc/{pid}/{file}");
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("cannot read {path}: {err}"));
-    text.lines()
-        .find_map(|line| line.strip_prefix(key))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("no numeric field {key:?} in {path}:\n{text}"))
-}
-
 #[tokio::test]
 async fn a_client_that_stops_reading_backpressures_the_child_not_server_memory() -> TestResult {
     let server = start_server(Transport::WebSocket, &[]).await?;
@@ -750,15 +737,6 @@ async fn a_background_job_that_closed_its_output_dies_with_terminate_and_with_th
     conn.disconnect().await?;
     wait_for_process_gone(second, server.default_wait()).await?;
     Ok(())
-}
-
-/// The number of descriptors `pid` holds. Panics, naming the path, if `/proc/PID/fd`
-/// cannot be read: a 0 would make the release check pass vacuously.
-fn open_fds(pid: i32) -> usize {
-    let path = format!("/proc/{pid}/fd");
-    std::fs::read_dir(&path)
-        .unwrap_or_else(|err| panic!("cannot read {path}: {err}"))
-        .count()
 }
 
 #[tokio::test]

@@ -10,38 +10,14 @@ use std::time::Duration;
 
 use common::*;
 use exec_server_harness::protocol::PathForm;
-use exec_server_harness::{Connection, HarnessError, RpcFailure, Transport};
+use exec_server_harness::Transport;
 use serde_json::{json, Value};
-
-const PARSE_ERROR: i64 = -32700;
-const INVALID_REQUEST: i64 = -32600;
-const INVALID_PARAMS: i64 = -32602;
-const INTERNAL_ERROR: i64 = -32603;
-
-async fn ready(transport: Transport, args: &[&str]) -> Result<Connection, HarnessError> {
-    let server = start_server(transport, args).await?;
-    let conn = server.connect().await?;
-    conn.initialize(CLIENT).await?;
-    Ok(conn)
-}
-
-fn p(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
-}
 
 fn uri(path: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
     PathForm::FileUri
         .render(path.as_os_str().as_bytes())
         .into_string()
-}
-
-async fn failure(
-    conn: &Connection,
-    method: &str,
-    params: Value,
-) -> Result<RpcFailure, HarnessError> {
-    conn.request(method, params).error().await
 }
 
 /// A canonical temporary directory whose name has a space (percent-encoded in URIs).

@@ -1,22 +1,38 @@
 //! Shared pieces of the server's integration tests. The wire client is
 //! `exec-server-harness`; this module only points it at the real binary and adds what
 //! is specific to this repository's tests (the binary, the client name, the process
-//! environment the tests expect, base64 shorthands).
+//! environment the tests expect, base64 shorthands). The submodules hold what only some
+//! tests need: `/proc` readings, the client library's process events, a cuttable proxy.
 
 #![allow(dead_code)]
 
+pub mod events;
+pub mod procfs;
+pub mod proxy;
+
+use std::path::Path;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use exec_server_harness::{
-    Connection, ExecServer, ExecServerBuilder, HarnessError, ProcessSpec, Session, Transport,
+    Connection, ExecServer, ExecServerBuilder, HarnessError, ProcessSpec, RpcFailure, Session,
+    Transport,
 };
 use serde_json::Value;
 
 pub type TestResult = Result<(), HarnessError>;
 
 pub const BOTH: [Transport; 2] = [Transport::WebSocket, Transport::Stdio];
+
+// Error codes as docs/protocol.md gives them, written out rather than taken from the
+// protocol crate, so that a wrong constant there fails the tests.
+pub const PARSE_ERROR: i64 = -32700;
+pub const INVALID_REQUEST: i64 = -32600;
+pub const INVALID_PARAMS: i64 = -32602;
+pub const INTERNAL_ERROR: i64 = -32603;
+pub const NOT_FOUND: i64 = -32004;
+pub const LIMIT_REACHED: i64 = -32005;
 
 /// The client name the tests send in `initialize`.
 pub const CLIENT: &str = "server-tests";
@@ -34,6 +50,37 @@ pub async fn start_server(transport: Transport, args: &[&str]) -> Result<ExecSer
         .args(args.iter().copied())
         .start()
         .await
+}
+
+/// A connection to a fresh server on `transport` with `args`, initialized as
+/// [`CLIENT`]; it keeps the server alive.
+pub async fn ready(transport: Transport, args: &[&str]) -> Result<Connection, HarnessError> {
+    Ok(ready_with_server(transport, args).await?.1)
+}
+
+/// [`ready`], and the server too (for its pid).
+pub async fn ready_with_server(
+    transport: Transport,
+    args: &[&str],
+) -> Result<(ExecServer, Connection), HarnessError> {
+    let server = start_server(transport, args).await?;
+    let conn = server.connect().await?;
+    conn.initialize(CLIENT).await?;
+    Ok((server, conn))
+}
+
+/// `path` as the string a request carries.
+pub fn p(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// The error answer to `method` with `params`.
+pub async fn failure(
+    conn: &Connection,
+    method: &str,
+    params: Value,
+) -> Result<RpcFailure, HarnessError> {
+    conn.request(method, params).error().await
 }
 
 /// A process `id` running `argv` in `/` with exactly `PATH=/usr/local/bin:/usr/bin:/bin`
