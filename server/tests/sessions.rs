@@ -82,6 +82,17 @@ async fn output_produced_while_detached_is_read_back_byte_exact_after_resume() -
         .map_err(|_| std::io::Error::other("the FIFO was never opened for reading"))?
         .map_err(std::io::Error::other)??;
     wait_for_process_gone(pid, server.default_wait()).await?;
+    // Gone is not enough: a zombie counts as gone, but the server publishes the exit
+    // only when it sees it, and reaps after that. Once the pid has left /proc, the
+    // exit was published while nobody was attached.
+    let reaped = async {
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(server.default_wait(), reaped)
+        .await
+        .map_err(|_| std::io::Error::other(format!("the server never reaped {pid}")))?;
 
     conn.reconnect().await?;
     let resumed = conn.resume(CLIENT, &session_id).await?;
