@@ -375,7 +375,10 @@ mod tests {
         assert!(parse_env_arg("=x").is_err());
         assert_eq!(
             parse_env_file("# c\n\nA=1\r\n  B=two words\n"),
-            Ok(vec![("A".into(), "1".into()), ("B".into(), "two words".into())])
+            Ok(vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "two words".into())
+            ])
         );
         assert_eq!(parse_env_file("A=1\nnope\n").unwrap_err().0, 2);
         assert_eq!(parse_env_file("=1\n").unwrap_err().0, 1);

@@ -16,8 +16,8 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use exec_client::{
-    ClientError, ClientOptions, ExecServerClient, ExecServerTransport, ProcessEvent,
-    ProcessHandle, SignalName, StartRequest, Stream, WriteStatus,
+    ClientError, ClientOptions, ExecServerClient, ExecServerTransport, ProcessEvent, ProcessHandle,
+    SignalName, StartRequest, Stream, WriteStatus,
 };
 
 /// What `exec` runs, and where.
@@ -303,10 +303,11 @@ async fn wait_until_listening(transport: &ExecServerTransport, within: Duration)
             tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(&address)).await;
         match attempt {
             Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
-                if tokio::time::Instant::now() + Duration::from_millis(50) >= deadline {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
                     return;
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep((deadline - now).min(Duration::from_millis(50))).await;
             }
             _ => return,
         }
