@@ -431,12 +431,9 @@ async fn tty_passes_our_term() -> TestResult {
     let server = start_server(Transport::WebSocket, &[]).await?;
     let url = server.url().expect("url").to_owned();
     tokio::task::spawn_blocking(move || {
-        let output = on_a_pty(&url, &["-t", "--", "printenv", "TERM"]);
+        let output = on_a_pty(&url, &["--tty", "--", "printenv", "TERM"]);
         assert!(output.contains("xterm-exec-test"), "output: {output:?}");
-        let output = on_a_pty(
-            &url,
-            &["--tty", "-e", "TERM=dumb", "--", "printenv", "TERM"],
-        );
+        let output = on_a_pty(&url, &["-t", "-e", "TERM=dumb", "--", "printenv", "TERM"]);
         assert!(
             output.contains("dumb") && !output.contains("xterm-exec-test"),
             "output: {output:?}"
