@@ -110,7 +110,6 @@ pub async fn run(options: ExecOptions) -> Result<Outcome, ExecError> {
     let client_options = ClientOptions {
         client_name: "exec-server exec".into(),
         bearer_token: options.bearer_token.clone(),
-        connect_timeout: options.connect_timeout.max(Duration::from_secs(1)),
         // Interactive: a write waits for as long as the command leaves its stdin full,
         // which is backpressure, not a fault. A lost server still ends every call.
         call_timeout: None,
