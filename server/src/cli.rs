@@ -61,8 +61,22 @@ pub enum Command {
     Exec(ExecArgs),
 }
 
+/// Exit codes of `exec`, shown by `exec --help`.
+const EXEC_EXIT_CODES: &str = "\
+Exit codes:
+  N      the remote command's exit code (128+N when it was killed by signal N)
+  126    the program was found but could not be executed
+  127    the program was not found
+  255    no connection (or it was lost), a bad --cwd, or another client failure
+  130    a second Ctrl-C within 2 s terminated the remote command
+  143    exec got SIGTERM (129: SIGHUP) and terminated the remote command
+  141    (killed by SIGPIPE) our stdout or stderr was closed; the remote command is
+         terminated
+  2      bad arguments";
+
 /// Options of the client command `exec`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = EXEC_EXIT_CODES)]
 pub struct ExecArgs {
     /// ws://HOST:PORT, wss://…, or stdio:'COMMAND' (spawn a server over stdio, e.g. through ssh)
     #[arg(long, value_name = "ADDRESS", conflicts_with = "environment")]
@@ -76,17 +90,33 @@ pub struct ExecArgs {
     #[arg(long, value_name = "FILE", env = "EXEC_SERVER_ENVIRONMENTS")]
     pub environments_file: Option<PathBuf>,
 
-    /// Run the command on a PTY; our terminal goes raw and its size is followed
-    #[arg(long)]
+    /// Forward our stdin (and its EOF) to the command; without it the command's stdin
+    /// is not connected and ours is not read
+    #[arg(short = 'i', long = "stdin")]
+    pub stdin: bool,
+
+    /// Run the command on a PTY (TERM is passed on); with -i our terminal goes raw, and
+    /// its size is followed
+    #[arg(short = 't', long)]
     pub tty: bool,
 
     /// Working directory of the remote command
     #[arg(long, default_value = "/", value_name = "DIR")]
     pub cwd: String,
 
-    /// Set a variable for the remote command (repeatable)
-    #[arg(short = 'e', long = "env", value_name = "K=V", value_parser = parse_assignment)]
-    pub env: Vec<(String, String)>,
+    /// Set a variable for the remote command (repeatable); NAME alone passes our value
+    /// (nothing if it is unset)
+    #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]", value_parser = parse_env_arg)]
+    pub env: Vec<(String, Option<String>)>,
+
+    /// Read variables from FILE: NAME=VALUE lines, `#` comments and blank lines
+    /// (repeatable; -e wins)
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+
+    /// How long to keep retrying a websocket server that refuses the connection
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
 
     /// File holding the server's bearer token (one trailing newline is trimmed); the
     /// token itself may also come from the environment variable EXEC_SERVER_TOKEN
@@ -98,11 +128,36 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
-fn parse_assignment(text: &str) -> Result<(String, String), String> {
-    text.split_once('=')
-        .filter(|(name, _)| !name.is_empty())
-        .map(|(name, value)| (name.to_owned(), value.to_owned()))
-        .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))
+/// `NAME=VALUE`, or `NAME` alone (our value is passed).
+fn parse_env_arg(text: &str) -> Result<(String, Option<String>), String> {
+    let (name, value) = match text.split_once('=') {
+        Some((name, value)) => (name, Some(value.to_owned())),
+        None => (text, None),
+    };
+    if name.is_empty() {
+        return Err(format!("{text:?} is not NAME=VALUE or NAME"));
+    }
+    Ok((name.to_owned(), value))
+}
+
+/// The variables of an `--env-file`: `NAME=VALUE` lines; blank lines and lines starting
+/// with `#` are skipped. An error names the line (`LINE: …`).
+pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
+    let mut variables = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        match trimmed.split_once('=') {
+            Some((name, value)) if !name.is_empty() && !name.contains(char::is_whitespace) => {
+                variables.push((name.to_owned(), value.to_owned()));
+            }
+            _ => return Err((index + 1, format!("expected NAME=VALUE, found {trimmed:?}"))),
+        }
+    }
+    Ok(variables)
 }
 
 /// Options of the server.
@@ -310,6 +365,23 @@ mod tests {
             let err = bad.parse::<Listen>().unwrap_err();
             assert!(err.contains("ws://IP:PORT"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn env_arguments_and_files() {
+        assert_eq!(parse_env_arg("A=1=2"), Ok(("A".into(), Some("1=2".into()))));
+        assert_eq!(parse_env_arg("A="), Ok(("A".into(), Some(String::new()))));
+        assert_eq!(parse_env_arg("HOME"), Ok(("HOME".into(), None)));
+        assert!(parse_env_arg("=x").is_err());
+        assert_eq!(
+            parse_env_file("# c\n\nA=1\r\n  B=two words\n"),
+            Ok(vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "two words".into())
+            ])
+        );
+        assert_eq!(parse_env_file("A=1\nnope\n").unwrap_err().0, 2);
+        assert_eq!(parse_env_file("=1\n").unwrap_err().0, 1);
     }
 
     #[test]

@@ -88,16 +88,22 @@ fn run_exec(args: ExecArgs) -> ExitCode {
         }
     };
     let outcome = runtime.block_on(async {
-        let options = exec_options(args)?;
-        exec::run(options).await.map_err(anyhow::Error::from)
+        let options = exec_options(args).map_err(|err| exec::ExecError {
+            message: format!("{err:#}"),
+            exit_code: exec::CONNECTION_FAILED,
+        })?;
+        exec::run(options).await
     });
     // Our stdin is read on a blocking thread; do not wait for it to see EOF.
     runtime.shutdown_background();
+    // The terminal is restored by now: `exec::run` has returned. Errors are printed
+    // here, once.
     match outcome {
-        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+        Ok(exec::Outcome::Exit(code)) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+        Ok(exec::Outcome::BrokenPipe) => exec::die_of_sigpipe(),
         Err(err) => {
-            eprintln!("exec-server exec: {err:#}");
-            ExitCode::from(255)
+            eprintln!("exec-server exec: {}", err.message);
+            ExitCode::from(u8::try_from(err.exit_code).unwrap_or(255))
         }
     }
 }
@@ -161,12 +167,34 @@ fn exec_options(args: ExecArgs) -> anyhow::Result<exec::ExecOptions> {
             _ => None,
         },
     };
+    // --env-file in order, then -e; TERM follows ours on a PTY unless one of them set it.
+    let mut env = std::collections::BTreeMap::new();
+    for path in &args.env_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| anyhow::anyhow!("--env-file {}: {err}", path.display()))?;
+        let variables = exec_server::cli::parse_env_file(&text)
+            .map_err(|(line, err)| anyhow::anyhow!("{}:{line}: {err}", path.display()))?;
+        env.extend(variables);
+    }
+    for (name, value) in args.env {
+        // `-e NAME` passes our value, and nothing when we have none.
+        if let Some(value) = value.or_else(|| std::env::var(&name).ok()) {
+            env.insert(name, value);
+        }
+    }
+    if args.tty && !env.contains_key("TERM") {
+        if let Ok(term) = std::env::var("TERM") {
+            env.insert("TERM".to_owned(), term);
+        }
+    }
     Ok(exec::ExecOptions {
         transport,
         bearer_token: token,
         tty: args.tty,
+        stdin: args.stdin,
         cwd: args.cwd,
-        env: args.env.into_iter().collect(),
+        env,
         argv: args.command,
+        connect_timeout: args.connect_timeout,
     })
 }
