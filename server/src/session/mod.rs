@@ -18,7 +18,7 @@ mod error;
 mod handles;
 mod registry;
 
-pub use error::SessionError;
+pub use error::{SessionError, SpawnError};
 pub use handles::{HandleError, HandleTable};
 #[cfg(test)]
 pub(crate) use registry::registry_for_tests;
@@ -161,10 +161,11 @@ impl Session {
             Err(err) => {
                 table.remove(process_id);
                 let program = request.argv.first().cloned().unwrap_or_default();
-                return Err(SessionError::Spawn {
+                return Err(SpawnError::Program {
                     program,
                     source: err,
-                });
+                }
+                .into());
             }
         };
         if self.destroyed.is_cancelled() {
