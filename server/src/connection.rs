@@ -153,7 +153,9 @@ pub async fn serve(
         }
     };
     if ending == Ending::Disconnect && !resumable {
-        connection.answer_what_was_read().await;
+        let grace_ends = tokio::time::Instant::now() + EOF_GRACE;
+        connection.answer_what_was_read(grace_ends).await;
+        connection.settle(grace_ends).await;
     }
     // Cancel in-flight requests first, so a resume is never held up by them, and wait
     // for them to end: a task being polled on another worker thread finishes that poll,
@@ -179,9 +181,8 @@ impl Connection {
     /// (they get [`EOF_LAST_ANSWERS`] to do so); whatever is still unfinished after that
     /// is cancelled by the caller, unanswered. Shutdown, or a writer that is gone, ends
     /// the wait at once.
-    async fn answer_what_was_read(&mut self) {
-        let started = tokio::time::Instant::now();
-        if !self.finish_tasks_until(started + EOF_GRACE).await {
+    async fn answer_what_was_read(&mut self, grace_ends: tokio::time::Instant) {
+        if !self.finish_tasks_until(grace_ends).await {
             return;
         }
         self.draining.cancel();
@@ -191,6 +192,20 @@ impl Connection {
                 unanswered = self.tasks.len(),
                 "requests still unfinished after the EOF grace are cancelled"
             );
+        }
+    }
+
+    /// After EOF on stdin, once the requests are answered: processes that have exited
+    /// get what is left of the grace to announce their close, so that their last
+    /// notifications are not cut off by the session's end.
+    async fn settle(&self, grace_ends: tokio::time::Instant) {
+        let Phase::Ready(session, _) = &self.phase else {
+            return;
+        };
+        tokio::select! {
+            _ = session.settle_exited(grace_ends) => {}
+            _ = self.state.shutdown.triggered() => {}
+            _ = self.outbound.closed() => {}
         }
     }
 

@@ -206,6 +206,24 @@ impl Session {
         }
     }
 
+    /// Before a stdio session is destroyed at EOF (docs/protocol.md §2.2): waits until
+    /// every process that has already exited has announced its close, or until
+    /// `deadline` (its output may be held open by a descendant that lives on).
+    pub async fn settle_exited(&self, deadline: tokio::time::Instant) {
+        let processes: Vec<Arc<Process>> = self
+            .table()
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Running(process) => Some(Arc::clone(process)),
+                Slot::Starting => None,
+            })
+            .collect();
+        let all = futures_util::future::join_all(
+            processes.iter().map(|process| process.announced_if_exited()),
+        );
+        let _ = tokio::time::timeout_at(deadline, all).await;
+    }
+
     /// Kills every process tree this session owns and stops delivering notifications.
     pub fn destroy(&self) {
         self.destroyed.cancel();
