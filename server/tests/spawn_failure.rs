@@ -68,7 +68,11 @@ async fn spawn_failures_name_the_program_or_the_directory_in_message_and_data() 
                 error.message
             );
             let os_text = std::io::Error::from_raw_os_error(errno).to_string();
-            assert!(error.message.ends_with(&os_text), "{what}: {:?}", error.message);
+            assert!(
+                error.message.ends_with(&os_text),
+                "{what}: {:?}",
+                error.message
+            );
             if subject == "cwd" {
                 assert!(
                     !error.message.contains("/bin/true"),
@@ -105,7 +109,9 @@ async fn a_missing_cwd_under_fs_root_is_blamed_on_the_directory() -> TestResult 
     let error = failure(&conn, "process/start", params).await?;
     assert_eq!(error.code, INTERNAL_ERROR, "{error:?}");
     assert!(
-        error.message.starts_with(&format!("cannot use cwd {missing}: ")),
+        error
+            .message
+            .starts_with(&format!("cannot use cwd {missing}: ")),
         "{error:?}"
     );
     assert_eq!(

@@ -44,7 +44,9 @@ fn reply(messages: &[Value], id: i64) -> &Value {
 #[test]
 fn the_readme_stdio_example_answers_every_request_with_the_output() {
     let script = readme_stdio_example();
-    let bin_dir = std::path::Path::new(BIN).parent().expect("binary directory");
+    let bin_dir = std::path::Path::new(BIN)
+        .parent()
+        .expect("binary directory");
     let path = format!(
         "{}:{}",
         bin_dir.display(),
@@ -63,9 +65,16 @@ fn the_readme_stdio_example_answers_every_request_with_the_output() {
         );
         slowest = slowest.max(run_started.elapsed());
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "run {run}: {}: {stderr}", output.status);
+        assert!(
+            output.status.success(),
+            "run {run}: {}: {stderr}",
+            output.status
+        );
         let messages = lines(&output.stdout);
-        assert!(reply(&messages, 1)["result"]["sessionId"].is_string(), "run {run}");
+        assert!(
+            reply(&messages, 1)["result"]["sessionId"].is_string(),
+            "run {run}"
+        );
         assert_eq!(
             reply(&messages, 2)["result"]["processId"],
             "p1",
@@ -165,7 +174,10 @@ fn notifications_produced_before_eof_arrive() {
     let (messages, status, _) = run_stdio(&input);
     assert_eq!(status.code(), Some(0));
     let read = &reply(&messages, 3)["result"];
-    assert_eq!(read["closed"], true, "the process ended within the wait: {read}");
+    assert_eq!(
+        read["closed"], true,
+        "the process ended within the wait: {read}"
+    );
     let mut output = Vec::new();
     let mut closed = false;
     for message in &messages {
@@ -192,7 +204,9 @@ async fn sigterm_during_the_grace_ends_the_server_promptly() {
     let mut stdin = child.stdin.take().expect("stdin");
     let mut input = handshake().to_vec();
     input.push(json!({"id": 2, "method": "process/start", "params": {"processId": "p", "argv": ["sh", "-c", "echo $$; exec sleep 60"], "cwd": "/", "env": {"PATH": "/usr/bin:/bin"}}}));
-    input.push(json!({"id": 3, "method": "process/read", "params": {"processId": "p", "waitMs": 10000}}));
+    input.push(
+        json!({"id": 3, "method": "process/read", "params": {"processId": "p", "waitMs": 10000}}),
+    );
     input.push(json!({"id": 4, "method": "process/read", "params": {"processId": "p", "afterSeq": 1, "waitMs": 10000}}));
     for message in &input {
         writeln!(stdin, "{message}").expect("write");
@@ -201,11 +215,18 @@ async fn sigterm_during_the_grace_ends_the_server_promptly() {
     // Once the pid is read, request 4 is a long-poll in flight.
     let pid = loop {
         let mut line = String::new();
-        assert!(stdout.read_line(&mut line).expect("read") > 0, "stdout ended early");
+        assert!(
+            stdout.read_line(&mut line).expect("read") > 0,
+            "stdout ended early"
+        );
         let message: Value = serde_json::from_str(&line).expect("JSON");
         if message["id"] == 3 {
             let chunk = unb64(&message["result"]["chunks"][0]["chunk"]);
-            break String::from_utf8(chunk).expect("utf-8").trim().parse::<i32>().expect("pid");
+            break String::from_utf8(chunk)
+                .expect("utf-8")
+                .trim()
+                .parse::<i32>()
+                .expect("pid");
         }
     };
     drop(stdin); // EOF: the grace starts

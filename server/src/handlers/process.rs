@@ -289,6 +289,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_long_poll_returns_what_it_has_once_its_connection_drains() {
+        let registry = registry(Duration::from_secs(30));
+        let (outbound, _queue) = crate::outbound::channel(1 << 20);
+        let mut room = ReplyRoom::new(outbound.clone(), 1);
+        let (session, generation) = registry.create(outbound).expect("create");
+        start(
+            &Arc::new(FileSystem::Unconfined),
+            PathRules::default(),
+            &session,
+            sleeper(),
+            Turn::unordered(),
+        )
+        .await
+        .expect("start");
+        let draining = CancellationToken::new();
+        let long_poll = tokio::spawn({
+            let (session, draining) = (Arc::clone(&session), draining.clone());
+            async move {
+                let params = read_params(60_000);
+                read(
+                    &session,
+                    generation,
+                    params,
+                    Turn::unordered(),
+                    &draining,
+                    &mut room,
+                )
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!long_poll.is_finished(), "nothing to return yet");
+        draining.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(5), long_poll)
+            .await
+            .expect("the long-poll ends once draining")
+            .expect("task")
+            .expect("a result, not an error");
+        assert!(result.chunks.is_empty());
+        assert!(!result.exited);
+        registry.destroy_all();
+    }
+
+    #[tokio::test]
     async fn a_long_poll_from_a_superseded_attachment_fails_as_stale() {
         let registry = registry(Duration::from_secs(30));
         let (old_outbound, _old_queue) = crate::outbound::channel(1 << 20);
@@ -312,6 +356,7 @@ mod tests {
                     old_generation,
                     params,
                     Turn::unordered(),
+                    &CancellationToken::new(),
                     &mut old_room,
                 )
                 .await
@@ -340,6 +385,7 @@ mod tests {
             new_generation,
             params,
             Turn::unordered(),
+            &CancellationToken::new(),
             &mut new_room
         )
         .await

@@ -219,7 +219,9 @@ impl Session {
             })
             .collect();
         let all = futures_util::future::join_all(
-            processes.iter().map(|process| process.announced_if_exited()),
+            processes
+                .iter()
+                .map(|process| process.announced_if_exited()),
         );
         let _ = tokio::time::timeout_at(deadline, all).await;
     }
