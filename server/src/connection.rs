@@ -16,6 +16,7 @@ use futures_util::FutureExt as _;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::handlers;
 use crate::ordering::{Turn, Turns};
@@ -31,6 +32,11 @@ const MAX_IN_FLIGHT: usize = 4096;
 /// this also bounds what pipelined writes can queue in front of a child's stdin: a
 /// queued write holds its decoded bytes only (¾ of its frame), never the frame itself.
 const MAX_IN_FLIGHT_BYTES: usize = 256 * 1024 * 1024;
+/// stdio EOF (docs/protocol.md §2.2): how long the requests already read may take to be
+/// answered before the connection ends. A long-poll still waiting then returns what it has.
+pub const EOF_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+/// After the grace, how long the long-polls it cut short get to send what they have.
+const EOF_LAST_ANSWERS: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// One inbound unit from a transport.
 #[derive(Debug)]
@@ -90,13 +96,28 @@ struct Connection {
     in_flight: Arc<Semaphore>,
     in_flight_bytes: Arc<Semaphore>,
     turns: Turns,
+    /// Cancelled when the connection winds down after a stdio EOF and its grace ran out:
+    /// long-polls (`process/read`) then return what they have instead of waiting on.
+    draining: CancellationToken,
+}
+
+/// Why the read loop of a connection stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The transport reached EOF (stdin) or the peer disconnected (websocket).
+    Disconnect,
+    Shutdown,
+    /// The transport's writer is gone: nothing we send is heard.
+    WriterGone,
 }
 
 /// Serves one connection until the transport disconnects or the server shuts down.
 /// In-flight requests are cancelled when it returns.
 ///
 /// `resumable` says whether the session may outlive this connection (websocket): then
-/// it detaches when the connection ends; otherwise (stdio) it is destroyed.
+/// it detaches when the connection ends, and a disconnect cancels in-flight requests at
+/// once. Otherwise (stdio) the session is destroyed, and at a disconnect (EOF on stdin)
+/// the requests already read are first given [`EOF_GRACE`] to be answered (§2.2).
 pub async fn serve(
     state: Arc<ServerState>,
     mut source: impl FrameSource,
@@ -113,22 +134,28 @@ pub async fn serve(
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         in_flight_bytes: Arc::new(Semaphore::new(MAX_IN_FLIGHT_BYTES)),
         turns: Turns::default(),
+        draining: CancellationToken::new(),
     };
-    loop {
+    let ending = loop {
         // While a request waits for room for its reply, read nothing more: replies the
         // peer does not read must not pile up behind requests it keeps sending.
         let replies_wait = connection.outbound.has_waiting_replies();
         tokio::select! {
             frame = source.next_frame(), if !replies_wait => match frame {
                 Some(frame) => connection.on_frame(frame).await,
-                None => break,
+                None => break Ending::Disconnect,
             },
             _ = connection.outbound.no_waiting_replies(), if replies_wait => {}
             Some(_) = connection.tasks.join_next(), if !connection.tasks.is_empty() => {}
-            _ = shutdown.triggered() => break,
+            _ = shutdown.triggered() => break Ending::Shutdown,
             // The transport's writer is gone (socket or stdout failed): nobody hears us.
-            _ = connection.outbound.closed() => break,
+            _ = connection.outbound.closed() => break Ending::WriterGone,
         }
+    };
+    if ending == Ending::Disconnect && !resumable {
+        let grace_ends = tokio::time::Instant::now() + EOF_GRACE;
+        connection.answer_what_was_read(grace_ends).await;
+        connection.settle(grace_ends).await;
     }
     // Cancel in-flight requests first, so a resume is never held up by them, and wait
     // for them to end: a task being polled on another worker thread finishes that poll,
@@ -149,6 +176,55 @@ pub async fn serve(
 }
 
 impl Connection {
+    /// After EOF on stdin (§2.2): reads nothing more and lets the requests already read
+    /// finish within [`EOF_GRACE`]. When it runs out, long-polls return what they have
+    /// (they get [`EOF_LAST_ANSWERS`] to do so); whatever is still unfinished after that
+    /// is cancelled by the caller, unanswered. Shutdown, or a writer that is gone, ends
+    /// the wait at once.
+    async fn answer_what_was_read(&mut self, grace_ends: tokio::time::Instant) {
+        if !self.finish_tasks_until(grace_ends).await {
+            return;
+        }
+        self.draining.cancel();
+        let deadline = tokio::time::Instant::now() + EOF_LAST_ANSWERS;
+        if self.finish_tasks_until(deadline).await {
+            tracing::warn!(
+                unanswered = self.tasks.len(),
+                "requests still unfinished after the EOF grace are cancelled"
+            );
+        }
+    }
+
+    /// After EOF on stdin, once the requests are answered: processes that have exited
+    /// get what is left of the grace to announce their close, so that their last
+    /// notifications are not cut off by the session's end.
+    async fn settle(&self, grace_ends: tokio::time::Instant) {
+        let Phase::Ready(session, _) = &self.phase else {
+            return;
+        };
+        tokio::select! {
+            _ = session.settle_exited(grace_ends) => {}
+            _ = self.state.shutdown.triggered() => {}
+            _ = self.outbound.closed() => {}
+        }
+    }
+
+    /// Waits for every task to finish, or until `deadline`: then returns true. Returns
+    /// false if all tasks finished, or shutdown was triggered, or the writer is gone.
+    async fn finish_tasks_until(&mut self, deadline: tokio::time::Instant) -> bool {
+        let shutdown = self.state.shutdown.clone();
+        loop {
+            tokio::select! {
+                joined = self.tasks.join_next() => if joined.is_none() {
+                    return false;
+                },
+                _ = tokio::time::sleep_until(deadline) => return true,
+                _ = shutdown.triggered() => return false,
+                _ = self.outbound.closed() => return false,
+            }
+        }
+    }
+
     async fn on_frame(&mut self, frame: InboundFrame) {
         let text = match frame {
             InboundFrame::Message(text) => text,
@@ -261,10 +337,11 @@ impl Connection {
         let turn = self.take_turn(method, &params);
         let state = Arc::clone(&self.state);
         let outbound = self.outbound.clone();
+        let draining = self.draining.clone();
         self.spawn(cost, async move {
             let mut room = ReplyRoom::new(outbound, id.encoded_len());
             let handler = handlers::dispatch(
-                &state, &session, generation, method, params, turn, &mut room,
+                &state, &session, generation, method, params, turn, &draining, &mut room,
             );
             let result = AssertUnwindSafe(handler)
                 .catch_unwind()

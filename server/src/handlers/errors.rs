@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::fs::{CopyError, RelativePath};
 use crate::limits::LimitReached;
 use crate::outbound::Closed;
-use crate::session::SessionError;
+use crate::session::{SessionError, SpawnError};
 
 /// An I/O error of the file system (§7): NotFound → -32004; InvalidInput and
 /// PermissionDenied → -32600; others → -32603. The message is the OS text.
@@ -44,7 +44,19 @@ impl From<SessionError> for ErrorObject {
             SessionError::UnknownSession(_)
             | SessionError::ProcessExists(_)
             | SessionError::Destroyed => ErrorObject::invalid_request(err.to_string()),
-            SessionError::Spawn { .. } => ErrorObject::internal(err.to_string()),
+            SessionError::Spawn(err) => err.into(),
+        }
+    }
+}
+
+/// A failed start (§6.1): -32603 naming the program or the directory, with [ext]
+/// `data: {errno, subject}` when the OS gave an error number.
+impl From<SpawnError> for ErrorObject {
+    fn from(err: SpawnError) -> Self {
+        let error = ErrorObject::internal(err.to_string());
+        match err.errno() {
+            Some(errno) => error.with_data(json!({"errno": errno, "subject": err.subject()})),
+            None => error,
         }
     }
 }
@@ -115,6 +127,34 @@ mod tests {
             error.data,
             Some(json!({"limit": "maxProcesses", "value": 7}))
         );
+    }
+
+    #[test]
+    fn a_failed_start_names_what_failed_in_data() {
+        let error = ErrorObject::from(SessionError::from(SpawnError::Cwd {
+            cwd: "/nonexistent".into(),
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        }));
+        assert_eq!(error.code, code::INTERNAL_ERROR);
+        assert_eq!(
+            error.message,
+            "cannot use cwd /nonexistent: No such file or directory (os error 2)"
+        );
+        assert_eq!(error.data, Some(json!({"errno": 2, "subject": "cwd"})));
+        let error = ErrorObject::from(SpawnError::Program {
+            program: "/etc/passwd".into(),
+            source: io::Error::from_raw_os_error(libc::EACCES),
+        });
+        assert_eq!(
+            error.message,
+            "failed to start /etc/passwd: Permission denied (os error 13)"
+        );
+        assert_eq!(error.data, Some(json!({"errno": 13, "subject": "program"})));
+        let error = ErrorObject::from(SpawnError::Program {
+            program: "x".into(),
+            source: io::Error::other("cannot create its cgroup"),
+        });
+        assert_eq!(error.data, None);
     }
 
     #[test]

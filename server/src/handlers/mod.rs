@@ -18,6 +18,7 @@ use std::sync::Arc;
 use exec_protocol::{decode_params, ErrorObject, Method, PartialReply};
 use serde::Serialize;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 use crate::ordering::Turn;
 use crate::outbound::ReplyRoom;
@@ -25,7 +26,9 @@ use crate::session::{Generation, Session};
 use crate::state::ServerState;
 
 /// Runs one request. `room` is where a handler that builds a big reply reserves room
-/// for it first (see `outbound`).
+/// for it first (see `outbound`). `draining` is cancelled when the connection winds down
+/// (stdio EOF after its grace): a long-poll then returns what it has.
+#[allow(clippy::too_many_arguments)]
 pub async fn dispatch(
     state: &ServerState,
     session: &Arc<Session>,
@@ -33,6 +36,7 @@ pub async fn dispatch(
     method: Method,
     params: Value,
     turn: Turn,
+    draining: &CancellationToken,
     room: &mut ReplyRoom,
 ) -> Result<PartialReply, ErrorObject> {
     fn reply(result: Result<impl Serialize, ErrorObject>) -> Result<PartialReply, ErrorObject> {
@@ -49,7 +53,7 @@ pub async fn dispatch(
         }
         Method::ProcessRead => {
             let params = decode_params(params)?;
-            reply(process::read(session, generation, params, turn, room).await)
+            reply(process::read(session, generation, params, turn, draining, room).await)
         }
         Method::ProcessWrite => reply(process::write(session, decode_params(params)?, turn).await),
         Method::ProcessSignal => {

@@ -2,6 +2,7 @@
 //! the session, and call into `process::Process`. Each handler waits for its `Turn` so
 //! that requests naming one process take effect in arrival order.
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use exec_protocol::{
     WriteStatus,
 };
 use nix::sys::signal::Signal;
+use tokio_util::sync::CancellationToken;
 
 use super::errors::io_error;
 use super::fs::refuse_sandbox_profiles;
@@ -19,7 +21,7 @@ use crate::fs::FileSystem;
 use crate::ordering::Turn;
 use crate::outbound::ReplyRoom;
 use crate::process::{child_environment, Process, SpawnRequest, StdinWrite};
-use crate::session::{Generation, Lookup, Session, STALE_ATTACHMENT};
+use crate::session::{Generation, Lookup, Session, SpawnError, STALE_ATTACHMENT};
 
 /// `sandboxType` of every start (docs/protocol.md §0): we run no sandbox profiles.
 const NO_SANDBOX: &str = "none";
@@ -66,16 +68,19 @@ pub async fn start(
         }
     }
     let (cwd, _) = resolve(&params.cwd, "cwd", rules)?;
-    let cwd_dir = match file_system.root() {
-        None => None,
-        Some(_) => {
-            let opened = file_system.open_dir(&cwd).map_err(|err| match err.kind() {
-                std::io::ErrorKind::PermissionDenied => io_error(err),
-                _ => ErrorObject::internal(format!("cannot use cwd {}: {err}", cwd.display())),
-            })?;
-            Some(opened)
-        }
+    let cwd_failed = |source| SpawnError::Cwd {
+        cwd: cwd.clone(),
+        source,
     };
+    let cwd_dir = match file_system.root() {
+        None => open_cwd(&cwd).map_err(cwd_failed)?,
+        Some(_) => file_system.open_dir(&cwd).map_err(|err| match err.kind() {
+            // Outside the root, or led out of it (§7).
+            std::io::ErrorKind::PermissionDenied => io_error(err),
+            _ => cwd_failed(err).into(),
+        })?,
+    };
+    searchable(&cwd_dir).map_err(cwd_failed)?;
     // Variables whose name or value is not UTF-8 cannot travel in JSON; skip them.
     let server_env = std::env::vars_os()
         .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)));
@@ -84,7 +89,7 @@ pub async fn start(
         argv: &params.argv,
         arg0: params.arg0.as_deref(),
         cwd: &cwd,
-        cwd_dir,
+        cwd_dir: Some(cwd_dir),
         env: &env,
         tty: params.tty,
         pipe_stdin: params.pipe_stdin,
@@ -95,6 +100,31 @@ pub async fn start(
         process_id: params.process_id,
         sandbox_type: Some(NO_SANDBOX.to_owned()),
     })
+}
+
+/// Opens the working directory the child will `fchdir` into. Checked here, before the
+/// spawn, so that a bad `cwd` is blamed on the directory and never on the program (the
+/// child's errors come back as a bare errno). `O_PATH`: like `chdir`, it needs no read
+/// permission on the directory itself.
+fn open_cwd(cwd: &std::path::Path) -> std::io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(cwd)?;
+    Ok(dir.into())
+}
+
+/// Whether the child may `fchdir` into `dir`: search (execute) permission, checked with
+/// the server's effective ids, as the child has them.
+fn searchable(dir: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: `dir` is an open descriptor and the path is a NUL-terminated literal.
+    let status =
+        unsafe { libc::faccessat(dir.as_raw_fd(), c".".as_ptr(), libc::X_OK, libc::AT_EACCESS) };
+    if status == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn running(session: &Session, process_id: &str) -> Result<Arc<Process>, ErrorObject> {
@@ -111,6 +141,8 @@ fn running(session: &Session, process_id: &str) -> Result<Arc<Process>, ErrorObj
 
 /// A long-poll that outlives its connection's ownership of the session (the session
 /// was resumed elsewhere) fails rather than answer a connection that no longer owns it.
+/// One still waiting when its connection drains (stdio EOF, once the grace is over)
+/// returns what it has.
 ///
 /// The result is built only once there is room for it in the connection's outbound
 /// budget, and never bigger than the room reserved.
@@ -119,6 +151,7 @@ pub async fn read(
     generation: Generation,
     params: ReadParams,
     mut turn: Turn,
+    draining: &CancellationToken,
     room: &mut ReplyRoom,
 ) -> Result<ReadResult, ErrorObject> {
     turn.wait().await;
@@ -128,7 +161,10 @@ pub async fn read(
     let wait = Duration::from_millis(params.wait_ms);
     let (after_seq, max_bytes) = (params.after_seq, params.max_bytes);
     let size = async {
-        process.wait_for_news(after_seq, wait).await;
+        tokio::select! {
+            _ = process.wait_for_news(after_seq, wait) => {}
+            _ = draining.cancelled() => {}
+        }
         let size = process.read_size(after_seq, max_bytes);
         room.reserve(size).await?;
         Ok::<_, ErrorObject>(size)
@@ -253,6 +289,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_long_poll_returns_what_it_has_once_its_connection_drains() {
+        let registry = registry(Duration::from_secs(30));
+        let (outbound, _queue) = crate::outbound::channel(1 << 20);
+        let mut room = ReplyRoom::new(outbound.clone(), 1);
+        let (session, generation) = registry.create(outbound).expect("create");
+        start(
+            &Arc::new(FileSystem::Unconfined),
+            PathRules::default(),
+            &session,
+            sleeper(),
+            Turn::unordered(),
+        )
+        .await
+        .expect("start");
+        let draining = CancellationToken::new();
+        let long_poll = tokio::spawn({
+            let (session, draining) = (Arc::clone(&session), draining.clone());
+            async move {
+                let params = read_params(60_000);
+                read(
+                    &session,
+                    generation,
+                    params,
+                    Turn::unordered(),
+                    &draining,
+                    &mut room,
+                )
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!long_poll.is_finished(), "nothing to return yet");
+        draining.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(5), long_poll)
+            .await
+            .expect("the long-poll ends once draining")
+            .expect("task")
+            .expect("a result, not an error");
+        assert!(result.chunks.is_empty());
+        assert!(!result.exited);
+        registry.destroy_all();
+    }
+
+    #[tokio::test]
     async fn a_long_poll_from_a_superseded_attachment_fails_as_stale() {
         let registry = registry(Duration::from_secs(30));
         let (old_outbound, _old_queue) = crate::outbound::channel(1 << 20);
@@ -276,6 +356,7 @@ mod tests {
                     old_generation,
                     params,
                     Turn::unordered(),
+                    &CancellationToken::new(),
                     &mut old_room,
                 )
                 .await
@@ -304,6 +385,7 @@ mod tests {
             new_generation,
             params,
             Turn::unordered(),
+            &CancellationToken::new(),
             &mut new_room
         )
         .await

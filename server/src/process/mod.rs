@@ -128,6 +128,7 @@ impl Process {
                 exit_announced: false,
                 open_streams: spawned.outputs.len(),
                 closed_seq: None,
+                close_announced: false,
                 released: false,
             }),
             changes: watch::Sender::new(0),
@@ -313,6 +314,7 @@ impl Process {
         if let Some(notification) = notification {
             self.on_closed();
             self.notifier.send(notification).await;
+            self.close_announced();
         }
     }
 
@@ -378,6 +380,31 @@ impl Process {
             self.changes.send_modify(|version| *version += 1);
             self.on_closed();
             self.notifier.send(closed).await;
+            self.close_announced();
+        }
+    }
+
+    fn close_announced(&self) {
+        self.lock_output().close_announced = true;
+        self.changes.send_modify(|version| *version += 1);
+    }
+
+    /// Resolves once a process that has already exited has handed its last notification
+    /// (`process/closed`) to the connection; at once for one still running. A stdio
+    /// connection ending at EOF waits for this, so that the notifications of a process
+    /// that just exited are not cut off (docs/protocol.md §2.2).
+    pub async fn announced_if_exited(&self) {
+        let mut changes = self.changes.subscribe();
+        loop {
+            {
+                let state = self.lock_output();
+                if state.exit.is_none() || state.close_announced {
+                    return;
+                }
+            }
+            if changes.changed().await.is_err() {
+                return;
+            }
         }
     }
 

@@ -34,6 +34,8 @@ pub(super) struct OutputState {
     pub(super) exit_announced: bool,
     pub(super) open_streams: usize,
     pub(super) closed_seq: Option<u64>,
+    /// The `process/closed` notification has been handed to the connection.
+    pub(super) close_announced: bool,
     /// The entry is gone (`release`): nobody can read, so nothing is retained any more.
     pub(super) released: bool,
 }

@@ -20,7 +20,8 @@ pub struct SpawnRequest<'a> {
     pub argv: &'a [String],
     pub arg0: Option<&'a str>,
     pub cwd: &'a std::path::Path,
-    /// An open directory to start in instead of `cwd` (used under `--fs-root`).
+    /// An open directory to start in instead of `cwd`: `process/start` always opens it
+    /// (under `--fs-root` beneath the root), so a bad `cwd` is found before the spawn.
     pub cwd_dir: Option<std::os::fd::OwnedFd>,
     pub env: &'a BTreeMap<String, String>,
     pub tty: bool,

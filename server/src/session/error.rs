@@ -17,9 +17,43 @@ pub enum SessionError {
     #[error("session has been destroyed")]
     Destroyed,
     /// The OS refused the spawn; the error's text names what failed.
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+}
+
+/// Why a `process/start` could not start its child (docs/protocol.md §6.1), and what
+/// to blame: the working directory (checked by the server before it spawns) or the
+/// program (anything the spawn itself reports).
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot use cwd {}: {source}", cwd.display())]
+    Cwd {
+        cwd: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("failed to start {program}: {source}")]
-    Spawn {
+    Program {
         program: String,
         source: std::io::Error,
     },
+}
+
+impl SpawnError {
+    /// What failed, as the error's `data.subject` names it.
+    pub fn subject(&self) -> &'static str {
+        match self {
+            SpawnError::Cwd { .. } => "cwd",
+            SpawnError::Program { .. } => "program",
+        }
+    }
+
+    /// The OS error number, when the failure came from the OS (not, say, a cgroup
+    /// the server could not set up, whose error is a message of its own).
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            SpawnError::Cwd { source, .. } | SpawnError::Program { source, .. } => {
+                source.raw_os_error()
+            }
+        }
+    }
 }

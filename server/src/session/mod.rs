@@ -18,7 +18,7 @@ mod error;
 mod handles;
 mod registry;
 
-pub use error::SessionError;
+pub use error::{SessionError, SpawnError};
 pub use handles::{HandleError, HandleTable};
 #[cfg(test)]
 pub(crate) use registry::registry_for_tests;
@@ -161,10 +161,11 @@ impl Session {
             Err(err) => {
                 table.remove(process_id);
                 let program = request.argv.first().cloned().unwrap_or_default();
-                return Err(SessionError::Spawn {
+                return Err(SpawnError::Program {
                     program,
                     source: err,
-                });
+                }
+                .into());
             }
         };
         if self.destroyed.is_cancelled() {
@@ -203,6 +204,26 @@ impl Session {
             }
             _ = self.destroyed.cancelled() => {}
         }
+    }
+
+    /// Before a stdio session is destroyed at EOF (docs/protocol.md §2.2): waits until
+    /// every process that has already exited has announced its close, or until
+    /// `deadline` (its output may be held open by a descendant that lives on).
+    pub async fn settle_exited(&self, deadline: tokio::time::Instant) {
+        let processes: Vec<Arc<Process>> = self
+            .table()
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Running(process) => Some(Arc::clone(process)),
+                Slot::Starting => None,
+            })
+            .collect();
+        let all = futures_util::future::join_all(
+            processes
+                .iter()
+                .map(|process| process.announced_if_exited()),
+        );
+        let _ = tokio::time::timeout_at(deadline, all).await;
     }
 
     /// Kills every process tree this session owns and stops delivering notifications.
