@@ -273,7 +273,7 @@ pub(crate) async fn send_call<P: Call + 'static>(
     };
     let exchange = async {
         if send_frame(inner, &frame).await.is_err() {
-            connection_lost(inner, "sending failed", true);
+            connection_lost(inner, SENDING_FAILED, true);
         }
         answer.await.unwrap_or(Err(ClientError::Disconnected))
     };
@@ -413,6 +413,9 @@ pub(crate) fn replays(inner: &Inner) -> Vec<String> {
     kept.sort_by_key(|(id, _)| *id);
     kept.into_iter().map(|(_, frame)| frame).collect()
 }
+
+/// The reason a connection ends when a frame cannot be sent.
+pub(crate) const SENDING_FAILED: &str = "sending failed";
 
 /// Why the connection ended, once it has.
 pub(crate) fn closed_reason(inner: &Inner) -> Option<String> {

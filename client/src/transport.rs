@@ -237,8 +237,8 @@ pub(crate) fn describe_stdio_failure(
         (_, _, Some(stray)) => {
             format!("it wrote {stray:?} on its stdout instead of the protocol")
         }
-        (_, Some(crate::reader::SERVER_CLOSED), None) => {
-            "it exited (or closed its stdout) before the handshake".to_owned()
+        (_, Some(crate::reader::SERVER_CLOSED | crate::connection::SENDING_FAILED), None) => {
+            "it exited (or closed its stdin or stdout) before the handshake".to_owned()
         }
         (_, Some(reason), None) => format!("the handshake failed: {reason}"),
         (error, None, None) => format!("the handshake failed: {error}"),
