@@ -438,7 +438,10 @@ cwd = "/tmp"
         let err = Environments::parse(both, "env.toml")
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("env.toml:4: environments.program:"), "{err}");
+        assert!(
+            err.starts_with("env.toml:4: environments.program:"),
+            "{err}"
+        );
         let neither = "\n\n[[environments]]\nid = \"a\"\n";
         let err = Environments::parse(neither, "env.toml")
             .unwrap_err()

@@ -189,7 +189,10 @@ impl StderrCapture {
         let mut ended = self.ended.subscribe();
         let _ = tokio::time::timeout(wait, ended.wait_for(|ended| *ended)).await;
         let mut held = self.held();
-        (std::mem::take(&mut held.lines), std::mem::take(&mut held.more))
+        (
+            std::mem::take(&mut held.lines),
+            std::mem::take(&mut held.more),
+        )
     }
 }
 

@@ -128,7 +128,8 @@ async fn stdio_cat_is_no_exec_server() {
     let run = exec_true("stdio:cat".into()).await;
     assert_one_error(&run);
     assert!(
-        run.stderr.contains("`cat`: it sent a request instead of answering"),
+        run.stderr
+            .contains("`cat`: it sent a request instead of answering"),
         "{}",
         run.stderr
     );
@@ -157,7 +158,8 @@ async fn an_unresolvable_ssh_host_shows_the_childs_stderr_once() {
     let shown = run.stderr.lines().filter(|shown| shown.trim() == line);
     assert_eq!(shown.count(), 1, "{}", run.stderr);
     assert!(
-        run.stderr.contains("exited (or closed its stdin or stdout) before the handshake"),
+        run.stderr
+            .contains("exited (or closed its stdin or stdout) before the handshake"),
         "{}",
         run.stderr
     );
@@ -178,10 +180,9 @@ async fn a_command_that_exits_at_once_is_reported() {
 
 #[tokio::test]
 async fn only_the_first_stderr_lines_are_shown() {
-    let run = exec_true(
-        "stdio:sh -c 'for i in $(seq 1 50); do echo line$i >&2; done; exit 1'".into(),
-    )
-    .await;
+    let run =
+        exec_true("stdio:sh -c 'for i in $(seq 1 50); do echo line$i >&2; done; exit 1'".into())
+            .await;
     assert_one_error(&run);
     assert!(
         run.stderr.contains("line1\n") && run.stderr.contains("line10\n"),
@@ -225,9 +226,12 @@ fn xdg_config_with_default() -> tempfile::TempDir {
 #[test]
 fn an_empty_url_variable_is_unset_and_the_file_is_found_under_xdg_config_home() {
     let config = xdg_config_with_default();
-    let run = run(bin(config.path())
-        .env("EXEC_SERVER_URL", "")
-        .args(["exec", "--", "echo", "via-default"]));
+    let run = run(bin(config.path()).env("EXEC_SERVER_URL", "").args([
+        "exec",
+        "--",
+        "echo",
+        "via-default",
+    ]));
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(run.stdout, "via-default\n");
 }
@@ -295,9 +299,14 @@ fn exec_logs_are_plain_when_stderr_is_not_a_terminal() {
     let config = tempfile::tempdir().expect("tempdir");
     // The stdio server's stderr line is logged by exec (target exec_client::stderr).
     let connect = format!("stdio:sh -c 'echo server-note >&2; exec {BIN} --listen stdio'");
-    let run = run(bin(config.path())
-        .env_remove("NO_COLOR")
-        .args(["exec", "--connect", &connect, "--", "sleep", "0.5"]));
+    let run = run(bin(config.path()).env_remove("NO_COLOR").args([
+        "exec",
+        "--connect",
+        &connect,
+        "--",
+        "sleep",
+        "0.5",
+    ]));
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let line = run
         .stderr
@@ -350,7 +359,8 @@ fn completions_for_bash_zsh_and_fish_go_to_stdout() {
 #[test]
 fn byte_sizes_take_units() {
     let config = tempfile::tempdir().expect("tempdir");
-    let connect = format!("stdio:{BIN} --listen stdio --output-retention 1MiB --max-message-bytes 16MiB");
+    let connect =
+        format!("stdio:{BIN} --listen stdio --output-retention 1MiB --max-message-bytes 16MiB");
     let run1 = run(bin(config.path()).args(["exec", "--connect", &connect, "--", "echo", "ok"]));
     assert_eq!(run1.code, Some(0), "{}", run1.stderr);
     assert_eq!(run1.stdout, "ok\n");
