@@ -25,6 +25,10 @@ use crate::start::StartRequest;
 use crate::tracker::Tracker;
 use crate::transport::{self, ExecServerTransport, StdioChild};
 
+/// How long a failed connect waits for a stdio child's stderr to end, so its last
+/// lines make it into the error.
+const STDERR_WAIT: Duration = Duration::from_millis(500);
+
 /// A connected client. Cheap to clone; the connection (and a stdio child) ends when the
 /// last clone is dropped.
 #[derive(Clone)]
@@ -45,11 +49,13 @@ impl ExecServerClient {
         .await
         .map_err(|_| {
             ClientError::Connect(format!(
-                "no connection within {:?}",
+                "{}: no connection within {:?}",
+                transport::describe(&transport),
                 options.connect_timeout
             ))
         })?
         .map_err(|err| ClientError::Connect(err.to_string()))?;
+        let stderr = opened.stderr;
         let reconnect_window = options.reconnect;
         let inner = Arc::new(Inner::new(transport, options, opened.writer, opened.child));
         start_reader(&inner, opened.reader);
@@ -78,7 +84,26 @@ impl ExecServerClient {
             if matches!(err, ClientError::Timeout { .. }) {
                 connection_lost(&inner, "the handshake timed out", false);
             }
-            return Err(err);
+            return Err(match (&inner.transport, stderr) {
+                (ExecServerTransport::StdioCommand { program, args, .. }, Some(stderr)) => {
+                    // Connected but not speaking the protocol: say what the command did
+                    // and what it said on stderr (it has been terminated by now).
+                    let reason = connection::closed_reason(&inner);
+                    let stray = inner.state().stray.clone();
+                    let held = stderr.take_held(STDERR_WAIT).await;
+                    ClientError::Connect(transport::describe_stdio_failure(
+                        &transport::command_line(program, args),
+                        reason.as_deref(),
+                        stray.as_deref(),
+                        &err,
+                        held,
+                    ))
+                }
+                _ => err,
+            });
+        }
+        if let Some(stderr) = stderr {
+            stderr.release();
         }
         if let Some(window) = reconnect_window.filter(|_| inner.may_resume()) {
             reconnect::supervise(&inner, window);

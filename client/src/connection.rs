@@ -79,6 +79,9 @@ pub(crate) struct State {
     /// when the server advertises none). Set at connect and at every resume.
     pub(crate) revisions: Vec<String>,
     next_write: u64,
+    /// The start of what the server sent instead of the protocol before the handshake
+    /// succeeded, for the connect error.
+    pub(crate) stray: Option<String>,
 }
 
 impl State {
@@ -270,7 +273,7 @@ pub(crate) async fn send_call<P: Call + 'static>(
     };
     let exchange = async {
         if send_frame(inner, &frame).await.is_err() {
-            connection_lost(inner, "sending failed", true);
+            connection_lost(inner, SENDING_FAILED, true);
         }
         answer.await.unwrap_or(Err(ClientError::Disconnected))
     };
@@ -363,7 +366,12 @@ pub(crate) fn connection_lost(inner: &Arc<Inner>, reason: &str, may_reconnect: b
         }
         return;
     }
-    tracing::warn!(reason, "exec-server connection lost");
+    // Lost during the handshake, the connect error tells why; say it once.
+    if inner.state().session_id.is_some() {
+        tracing::warn!(reason, "exec-server connection lost");
+    } else {
+        tracing::debug!(reason, "exec-server connection lost during the handshake");
+    }
     match reconnect {
         true => fail_unreplayable(inner),
         false => close(inner, reason),
@@ -404,6 +412,17 @@ pub(crate) fn replays(inner: &Inner) -> Vec<String> {
         .collect();
     kept.sort_by_key(|(id, _)| *id);
     kept.into_iter().map(|(_, frame)| frame).collect()
+}
+
+/// The reason a connection ends when a frame cannot be sent.
+pub(crate) const SENDING_FAILED: &str = "sending failed";
+
+/// Why the connection ended, once it has.
+pub(crate) fn closed_reason(inner: &Inner) -> Option<String> {
+    match &*inner.link.borrow() {
+        Link::Closed(reason) => Some(reason.clone()),
+        _ => None,
+    }
 }
 
 /// The end: every pending call fails, every unfinished event stream ends with `Failed`,

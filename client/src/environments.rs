@@ -57,13 +57,13 @@ struct RawFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEnvironment {
-    id: String,
-    url: Option<String>,
-    program: Option<String>,
-    args: Option<Vec<String>>,
-    env: Option<BTreeMap<String, String>>,
-    cwd: Option<PathBuf>,
-    token_file: Option<PathBuf>,
+    id: Spanned<String>,
+    url: Option<Spanned<String>>,
+    program: Option<Spanned<String>>,
+    args: Option<Spanned<Vec<String>>>,
+    env: Option<Spanned<BTreeMap<String, String>>>,
+    cwd: Option<Spanned<PathBuf>>,
+    token_file: Option<Spanned<PathBuf>>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -92,70 +92,86 @@ impl Environments {
         })?;
         let mut environments: Vec<Environment> = Vec::new();
         for entry in raw.environments {
-            let line = line_of(text, entry.span().start);
-            let fail = |field: &str, message: &str| {
+            let entry_line = line_of(text, entry.span().start);
+            let entry = entry.into_inner();
+            let id = entry.id.get_ref().clone();
+            // Errors point at the line of the field that is wrong.
+            let fail = |field: &str, span: std::ops::Range<usize>, message: &str| {
+                let line = line_of(text, span.start);
                 EnvironmentsError(format!("{origin}:{line}: environments.{field}: {message}"))
             };
-            let entry = entry.into_inner();
-            if environments.iter().any(|known| known.id == entry.id) {
-                return Err(fail("id", &format!("{:?} is defined twice", entry.id)));
+            if environments.iter().any(|known| known.id == id) {
+                return Err(fail(
+                    "id",
+                    entry.id.span(),
+                    &format!("{id:?} is defined twice"),
+                ));
             }
-            if entry.token_file.is_some() && entry.program.is_some() {
+            if let (Some(token_file), Some(_)) = (&entry.token_file, &entry.program) {
                 return Err(fail(
                     "token_file",
+                    token_file.span(),
                     &format!(
-                        "environment {:?}: token_file goes with url (a stdio program needs no token)",
-                        entry.id
+                        "environment {id:?}: token_file goes with url (a stdio program needs no token)"
                     ),
                 ));
             }
             let transport = match (entry.url, entry.program) {
-                (Some(_), Some(_)) => {
+                (Some(_), Some(program)) => {
                     return Err(fail(
-                        "url",
-                        &format!(
-                            "environment {:?} has both url and program; give exactly one",
-                            entry.id
-                        ),
+                        "program",
+                        program.span(),
+                        &format!("environment {id:?} has both url and program; give exactly one"),
                     ))
                 }
                 (None, None) => {
-                    return Err(fail(
-                        "url",
-                        &format!("environment {:?} needs a url or a program", entry.id),
-                    ))
+                    return Err(EnvironmentsError(format!(
+                        "{origin}:{entry_line}: environments: environment {id:?} needs a url or a program"
+                    )))
                 }
                 (Some(url), None) => {
-                    if entry.args.is_some() || entry.env.is_some() || entry.cwd.is_some() {
+                    let stdio_field = [
+                        ("args", entry.args.as_ref().map(Spanned::span)),
+                        ("env", entry.env.as_ref().map(Spanned::span)),
+                        ("cwd", entry.cwd.as_ref().map(Spanned::span)),
+                    ]
+                    .into_iter()
+                    .find_map(|(field, span)| Some((field, span?)));
+                    if let Some((field, span)) = stdio_field {
                         return Err(fail(
-                            "args",
+                            field,
+                            span,
                             &format!(
-                                "environment {:?}: args, env and cwd go with program, not url",
-                                entry.id
+                                "environment {id:?}: args, env and cwd go with program, not url"
                             ),
                         ));
                     }
+                    let span = url.span();
+                    let url = url.into_inner();
                     match ExecServerTransport::parse(&url) {
                         Ok(transport @ ExecServerTransport::WebSocketUrl(_)) => transport,
                         _ => {
                             return Err(fail(
                                 "url",
-                                &format!("{url:?} is not a ws:// or wss:// URL"),
+                                span,
+                                &format!(
+                                    "{url:?} is not a ws:// or wss:// URL (a stdio server is given with program and args)"
+                                ),
                             ))
                         }
                     }
                 }
                 (None, Some(program)) => ExecServerTransport::StdioCommand {
-                    program,
-                    args: entry.args.unwrap_or_default(),
-                    env: entry.env.unwrap_or_default(),
-                    cwd: entry.cwd,
+                    program: program.into_inner(),
+                    args: entry.args.map(Spanned::into_inner).unwrap_or_default(),
+                    env: entry.env.map(Spanned::into_inner).unwrap_or_default(),
+                    cwd: entry.cwd.map(Spanned::into_inner),
                 },
             };
             environments.push(Environment {
-                id: entry.id,
+                id,
                 transport,
-                token_file: entry.token_file,
+                token_file: entry.token_file.map(Spanned::into_inner),
             });
         }
         let default = match raw.default {
@@ -183,28 +199,73 @@ impl Environments {
             .find(|environment| environment.id == id)
     }
 
+    /// The environment `id`, or an error that lists the ids there are (`origin` names
+    /// the file).
+    pub fn lookup(&self, id: &str, origin: &str) -> Result<&Environment, EnvironmentsError> {
+        self.get(id).ok_or_else(|| {
+            let known: Vec<String> = self
+                .environments
+                .iter()
+                .map(|environment| format!("{:?}", environment.id))
+                .collect();
+            EnvironmentsError(match known.is_empty() {
+                true => format!("no environment {id:?}: {origin} defines none"),
+                false => format!(
+                    "no environment {id:?} in {origin}; it defines {}",
+                    known.join(", ")
+                ),
+            })
+        })
+    }
+
     /// The server to use when none was named: `EXEC_SERVER_URL` (`url_override`) wins
     /// over the file's default (and then carries no token file; its id is the
-    /// variable's name); `none` means no exec-server at all.
+    /// variable's name); it takes what `--connect` takes (`ws://`, `wss://`,
+    /// `stdio:COMMAND`); `none` means no exec-server at all; empty means unset.
     pub fn default_environment(
         &self,
         url_override: Option<&str>,
     ) -> Result<Option<Environment>, EnvironmentsError> {
         match url_override {
             Some("none") => Ok(None),
-            Some(url) => match ExecServerTransport::parse(url) {
-                Ok(transport @ ExecServerTransport::WebSocketUrl(_)) => Ok(Some(Environment {
+            Some(url) if !url.is_empty() => match ExecServerTransport::parse(url) {
+                Ok(transport) => Ok(Some(Environment {
                     id: URL_OVERRIDE_VAR.to_owned(),
                     transport,
                     token_file: None,
                 })),
-                _ => Err(EnvironmentsError(format!(
-                    "{URL_OVERRIDE_VAR}={url:?} is not a ws:// or wss:// URL (or none)"
+                Err(err) => Err(EnvironmentsError(format!(
+                    "{URL_OVERRIDE_VAR}: {err} (or none)"
                 ))),
             },
-            None => Ok(self.default.as_deref().and_then(|id| self.get(id)).cloned()),
+            _ => Ok(self.default.as_deref().and_then(|id| self.get(id)).cloned()),
         }
     }
+}
+
+/// The environments file used when none is given: `$XDG_CONFIG_HOME/exec-server/
+/// environments.toml`, or `~/.config/exec-server/environments.toml` when
+/// `XDG_CONFIG_HOME` is unset, empty or relative (as the XDG spec says); `None` when
+/// neither it nor `HOME` is set.
+pub fn default_path() -> Option<PathBuf> {
+    default_path_from(
+        std::env::var_os("XDG_CONFIG_HOME"),
+        std::env::var_os("HOME"),
+    )
+}
+
+fn default_path_from(
+    xdg_config_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    let config = xdg_config_home
+        .map(PathBuf::from)
+        .filter(|path| path.is_absolute())
+        .or_else(|| {
+            home.filter(|home| !home.is_empty())
+                .map(|home| PathBuf::from(home).join(".config"))
+        })?;
+    Some(config.join("exec-server").join("environments.toml"))
 }
 
 #[cfg(test)]
@@ -285,7 +346,90 @@ cwd = "/tmp"
             )))
         );
         assert_eq!(transport(Some("none")), Ok(None));
-        assert!(transport(Some("stdio:x")).is_err());
+        // Empty means unset: the file's default.
+        assert!(matches!(
+            transport(Some("")),
+            Ok(Some(ExecServerTransport::StdioCommand { .. }))
+        ));
+        // stdio: as --connect takes it.
+        let Ok(Some(ExecServerTransport::StdioCommand { program, args, .. })) =
+            transport(Some("stdio:ssh box 'exec-server --listen stdio'"))
+        else {
+            panic!("stdio override");
+        };
+        assert_eq!((program.as_str(), args.len()), ("ssh", 2));
+        let err = transport(Some("http://x")).unwrap_err().to_string();
+        assert!(err.starts_with("EXEC_SERVER_URL: "), "{err}");
+        assert!(err.contains("stdio:COMMAND"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_id_lists_the_known_ones() {
+        let parsed = Environments::parse(GOOD, "env.toml").expect("valid");
+        assert!(parsed.lookup("box", "env.toml").is_ok());
+        let err = parsed.lookup("nope", "env.toml").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "no environment \"nope\" in env.toml; it defines \"local\", \"box\""
+        );
+        let err = Environments::default()
+            .lookup("nope", "env.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "no environment \"nope\": env.toml defines none");
+    }
+
+    #[test]
+    fn the_default_file_honours_xdg_config_home() {
+        let path = |xdg: Option<&str>, home: Option<&str>| {
+            default_path_from(xdg.map(Into::into), home.map(Into::into))
+        };
+        assert_eq!(
+            path(Some("/xdg"), Some("/home/u")),
+            Some(PathBuf::from("/xdg/exec-server/environments.toml"))
+        );
+        for xdg in [None, Some(""), Some("relative/dir")] {
+            assert_eq!(
+                path(xdg, Some("/home/u")),
+                Some(PathBuf::from(
+                    "/home/u/.config/exec-server/environments.toml"
+                )),
+                "{xdg:?}"
+            );
+        }
+        assert_eq!(path(None, None), None);
+    }
+
+    #[test]
+    fn errors_point_at_the_line_of_the_bad_field() {
+        let cases = [
+            (
+                "[[environments]]\nid = \"a\"\nurl = \"http://x\"\n",
+                "env.toml:3: environments.url:",
+            ),
+            (
+                "[[environments]]\nid = \"a\"\nurl = \"ws://127.0.0.1:1\"\n\ncwd = \"/tmp\"\n",
+                "env.toml:5: environments.cwd:",
+            ),
+            (
+                "[[environments]]\nid = \"a\"\nurl = \"ws://127.0.0.1:1\"\nargs = [\"x\"]\n",
+                "env.toml:4: environments.args:",
+            ),
+            (
+                "[[environments]]\nid = \"a\"\nprogram = \"ssh\"\nargs = \"box\"\n",
+                "env.toml:4:",
+            ),
+            (
+                "[[environments]]\nid = \"a\"\nprogram = \"ssh\"\n\nbogus = 1\n",
+                "env.toml:5:",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Environments::parse(text, "env.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(expected), "{expected}: {err}");
+        }
     }
 
     #[test]
@@ -294,7 +438,10 @@ cwd = "/tmp"
         let err = Environments::parse(both, "env.toml")
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("env.toml:1: environments.url:"), "{err}");
+        assert!(
+            err.starts_with("env.toml:4: environments.program:"),
+            "{err}"
+        );
         let neither = "\n\n[[environments]]\nid = \"a\"\n";
         let err = Environments::parse(neither, "env.toml")
             .unwrap_err()
@@ -320,13 +467,13 @@ cwd = "/tmp"
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("env.toml:1: environments.token_file:"),
+            err.starts_with("env.toml:4: environments.token_file:"),
             "{err}"
         );
         let dup = "[[environments]]\nid = \"a\"\nurl = \"ws://127.0.0.1:1\"\n[[environments]]\nid = \"a\"\nurl = \"ws://127.0.0.1:2\"\n";
         assert!(Environments::parse(dup, "env.toml")
             .unwrap_err()
             .to_string()
-            .starts_with("env.toml:4: environments.id"));
+            .starts_with("env.toml:5: environments.id"));
     }
 }

@@ -17,6 +17,27 @@ use crate::events::ProcessEvent;
 use crate::wire::{Frame, FrameReader};
 
 const MALFORMED: &str = "malformed message from the server";
+pub(crate) const UNEXPECTED_REQUEST: &str = "unexpected request from the server";
+pub(crate) const SERVER_CLOSED: &str = "the server closed the connection";
+/// How much of a stray message is kept for the connect error.
+const MAX_STRAY_CHARS: usize = 200;
+
+/// Before the handshake has succeeded, a stray message is kept for the connect error
+/// (which says it once) instead of logged; afterwards it is logged.
+fn during_handshake(inner: &Inner, text: &str) -> bool {
+    let mut state = inner.state();
+    if state.session_id.is_some() {
+        return false;
+    }
+    if state.stray.is_none() {
+        let mut kept: String = text.chars().take(MAX_STRAY_CHARS).collect();
+        if kept.len() < text.len() {
+            kept.push('…');
+        }
+        state.stray = Some(kept);
+    }
+    true
+}
 
 /// Starts reading `reader` for `inner`, replacing (and stopping) any earlier reader.
 pub(crate) fn start_reader(inner: &Arc<Inner>, mut reader: FrameReader) {
@@ -24,7 +45,7 @@ pub(crate) fn start_reader(inner: &Arc<Inner>, mut reader: FrameReader) {
     let task = tokio::spawn(async move {
         let reason = loop {
             let Some(frame) = reader.next_frame().await else {
-                break "the server closed the connection";
+                break SERVER_CLOSED;
             };
             let Some(inner) = weak.upgrade() else { return };
             if let Err(reason) = on_frame(&inner, frame) {
@@ -48,16 +69,22 @@ pub(crate) fn start_reader(inner: &Arc<Inner>, mut reader: FrameReader) {
 
 /// Files one frame. An error ends the connection (and terminates a stdio child).
 fn on_frame(inner: &Inner, frame: Frame) -> Result<(), &'static str> {
-    let Frame::Text(text) = frame else {
-        return Err(MALFORMED);
+    let text = match frame {
+        Frame::Text(text) => text,
+        Frame::Other(description) => {
+            during_handshake(inner, &description);
+            return Err(MALFORMED);
+        }
     };
     match classify(&text) {
         Message::Request { method, .. } => {
-            tracing::warn!(
-                method,
-                "exec-server sent a request; clients do not serve requests"
-            );
-            Err("unexpected request from the server")
+            if !during_handshake(inner, &text) {
+                tracing::warn!(
+                    method,
+                    "exec-server sent a request; clients do not serve requests"
+                );
+            }
+            Err(UNEXPECTED_REQUEST)
         }
         Message::Notification { method, params } => on_notification(inner, &method, params),
         Message::Response { id, result } => answer(inner, id, |_| Ok(result)),
@@ -80,7 +107,9 @@ fn on_frame(inner: &Inner, frame: Frame) -> Result<(), &'static str> {
             )))
         }),
         Message::Invalid { error, .. } => {
-            tracing::warn!(message = %text, %error, "malformed message from exec-server");
+            if !during_handshake(inner, &text) {
+                tracing::warn!(message = %text, %error, "malformed message from exec-server");
+            }
             Err(MALFORMED)
         }
     }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
@@ -107,11 +108,161 @@ fn terminate_child(mut child: std::process::Child) {
     });
 }
 
-/// An open transport: the frame halves and, for a command, the child guard.
+/// An open transport: the frame halves and, for a command, the child guard and what
+/// it says on stderr.
 pub(crate) struct Opened {
     pub(crate) writer: FrameWriter,
     pub(crate) reader: FrameReader,
     pub(crate) child: Option<StdioChild>,
+    pub(crate) stderr: Option<Arc<StderrCapture>>,
+}
+
+/// Stderr lines of a stdio child kept until the handshake is over (at most this many;
+/// the rest are counted).
+const MAX_HELD_LINES: usize = 10;
+/// Longest stderr line kept, in characters; the rest is cut off.
+const MAX_LINE_CHARS: usize = 300;
+
+/// A stdio child's stderr. Until the handshake succeeds its first lines are held, so
+/// that a failed connect can show them in its error (and they are printed once);
+/// after it, they are logged as they come (target `exec_client::stderr`, level info).
+pub(crate) struct StderrCapture {
+    program: String,
+    state: Mutex<HeldLines>,
+    ended: tokio::sync::watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct HeldLines {
+    released: bool,
+    lines: Vec<String>,
+    more: usize,
+}
+
+impl StderrCapture {
+    fn new(program: &str) -> Arc<StderrCapture> {
+        Arc::new(StderrCapture {
+            program: program.to_owned(),
+            state: Mutex::new(HeldLines::default()),
+            ended: tokio::sync::watch::Sender::new(false),
+        })
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HeldLines> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn on_line(&self, line: &str) {
+        let mut held = self.held();
+        if held.released {
+            drop(held);
+            tracing::info!(target: "exec_client::stderr", server = %self.program, "{line}");
+        } else if held.lines.len() < MAX_HELD_LINES {
+            let mut kept: String = line.chars().take(MAX_LINE_CHARS).collect();
+            if kept.len() < line.len() {
+                kept.push('…');
+            }
+            held.lines.push(kept);
+        } else {
+            held.more += 1;
+        }
+    }
+
+    /// The handshake succeeded: log what was held, and every later line as it comes.
+    pub(crate) fn release(&self) {
+        let mut held = self.held();
+        held.released = true;
+        let lines = std::mem::take(&mut held.lines);
+        let more = std::mem::take(&mut held.more);
+        drop(held);
+        for line in lines {
+            tracing::info!(target: "exec_client::stderr", server = %self.program, "{line}");
+        }
+        if more > 0 {
+            tracing::info!(target: "exec_client::stderr", server = %self.program, "({more} more lines not shown)");
+        }
+    }
+
+    /// The held lines and how many more there were, once stderr has ended or `wait` has
+    /// passed (a child that failed is terminated, and its stderr ends soon after).
+    pub(crate) async fn take_held(&self, wait: Duration) -> (Vec<String>, usize) {
+        let mut ended = self.ended.subscribe();
+        let _ = tokio::time::timeout(wait, ended.wait_for(|ended| *ended)).await;
+        let mut held = self.held();
+        (
+            std::mem::take(&mut held.lines),
+            std::mem::take(&mut held.more),
+        )
+    }
+}
+
+/// The transport as `--connect` spells it, for errors.
+pub(crate) fn describe(transport: &ExecServerTransport) -> String {
+    match transport {
+        ExecServerTransport::WebSocketUrl(url) => url.clone(),
+        ExecServerTransport::StdioCommand { program, args, .. } => {
+            format!("stdio:{}", command_line(program, args))
+        }
+    }
+}
+
+/// A command line as the user would type it.
+pub(crate) fn command_line(program: &str, args: &[String]) -> String {
+    let words = std::iter::once(program).chain(args.iter().map(String::as_str));
+    shlex::try_join(words).unwrap_or_else(|_| {
+        std::iter::once(program.to_owned())
+            .chain(args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
+}
+
+/// The hint shown when a stdio command is no exec-server.
+pub(crate) const STDIO_HINT: &str = "the command must run an exec-server speaking the protocol on its stdin and stdout, i.e. `exec-server --listen stdio` (e.g. stdio:'ssh HOST exec-server --listen stdio')";
+
+/// Why a stdio command's handshake failed, with its first stderr lines: `reason` is
+/// why the connection ended (if it did), `stray` the start of what it wrote instead of
+/// the protocol, `error` the handshake's own error.
+pub(crate) fn describe_stdio_failure(
+    command: &str,
+    reason: Option<&str>,
+    stray: Option<&str>,
+    error: &crate::ClientError,
+    stderr: (Vec<String>, usize),
+) -> String {
+    let what = match (error, reason, stray) {
+        (crate::ClientError::Timeout { after, .. }, _, _) => {
+            format!("it did not answer the handshake (`initialize`) within {after:?}")
+        }
+        (_, _, Some(stray)) if reason == Some(crate::reader::UNEXPECTED_REQUEST) => format!(
+            "it sent a request instead of answering the handshake (does it echo its input, like cat?): {stray:?}"
+        ),
+        (_, _, Some(stray)) => {
+            format!("it wrote {stray:?} on its stdout instead of the protocol")
+        }
+        (_, Some(crate::reader::SERVER_CLOSED | crate::connection::SENDING_FAILED), None) => {
+            "it exited (or closed its stdin or stdout) before the handshake".to_owned()
+        }
+        (_, Some(reason), None) => format!("the handshake failed: {reason}"),
+        (error, None, None) => format!("the handshake failed: {error}"),
+    };
+    let mut message = format!("`{command}`: {what}");
+    let (lines, more) = stderr;
+    if lines.is_empty() {
+        message.push_str("; it wrote nothing on stderr");
+    } else {
+        message.push_str("; its stderr:");
+        for line in &lines {
+            message.push_str("\n    ");
+            message.push_str(line);
+        }
+        if more > 0 {
+            message.push_str(&format!("\n    ({more} more lines not shown)"));
+        }
+    }
+    message.push_str("\n  hint: ");
+    message.push_str(STDIO_HINT);
+    message
 }
 
 pub(crate) async fn open(
@@ -125,6 +276,7 @@ pub(crate) async fn open(
                 writer,
                 reader,
                 child: None,
+                stderr: None,
             })
         }
         ExecServerTransport::StdioCommand {
@@ -165,18 +317,24 @@ fn spawn_stdio(
     let stdin = tokio::process::ChildStdin::from_std(stdin)?;
     let stdout = tokio::process::ChildStdout::from_std(stdout)?;
     let stderr = tokio::process::ChildStderr::from_std(stderr)?;
-    let program = program.to_owned();
+    let capture = StderrCapture::new(program);
+    let held = capture.clone();
     tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            tracing::info!(target: "exec_client::stderr", server = %program, "{line}");
+        let mut stderr = tokio::io::BufReader::new(stderr);
+        let mut line = Vec::new();
+        while let Ok(1..) = stderr.read_until(b'\n', &mut line).await {
+            let text = String::from_utf8_lossy(&line);
+            held.on_line(text.trim_end_matches(['\n', '\r']));
+            line.clear();
         }
+        held.ended.send_replace(true);
     });
     let (writer, reader) = wire::lines(Box::new(stdout), Box::new(stdin));
     Ok(Opened {
         writer,
         reader,
         child: Some(guard),
+        stderr: Some(capture),
     })
 }
 

@@ -69,16 +69,63 @@ pub async fn connect_websocket(
     let config = WebSocketConfig::default()
         .max_message_size(None)
         .max_frame_size(None);
+    let uri = request.uri().clone();
     let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
         .await
-        .map_err(describe_connect_error)?;
+        .map_err(|err| describe_connect_error(url, &uri, err))?;
     let (sink, stream) = socket.split();
     Ok((FrameWriter::WebSocket(sink), FrameReader::WebSocket(stream)))
 }
 
-fn describe_connect_error(err: tungstenite::Error) -> std::io::Error {
-    let tungstenite::Error::Http(response) = err else {
-        return std::io::Error::other(err);
+/// Whether `err` is a failed TLS handshake (rustls reports it through an I/O error).
+fn is_tls_failure(err: &tungstenite::Error) -> bool {
+    match err {
+        tungstenite::Error::Tls(_) => true,
+        tungstenite::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::InvalidData
+                || io
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<rustls::Error>())
+        }
+        _ => false,
+    }
+}
+
+/// Says what failed and what to do: start a server, drop a path, try plain `ws://`.
+fn describe_connect_error(
+    url: &str,
+    uri: &tungstenite::http::Uri,
+    err: tungstenite::Error,
+) -> std::io::Error {
+    let authority = uri.authority().map_or("", |authority| authority.as_str());
+    let secure = uri.scheme_str() == Some("wss");
+    let response = match err {
+        tungstenite::Error::Http(response) => response,
+        tungstenite::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            let start = match secure {
+                false => format!("start one with `exec-server --listen ws://{authority}`"),
+                true => format!(
+                    "start one (exec-server itself serves plain ws://, e.g. `exec-server --listen ws://{authority}`, so wss:// needs a TLS proxy in front)"
+                ),
+            };
+            return std::io::Error::new(
+                io.kind(),
+                format!("no exec-server is listening at {url} (connection refused); {start}"),
+            );
+        }
+        err if secure && is_tls_failure(&err) => {
+            let plain = format!("ws://{}", &url["wss://".len()..]);
+            return std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "TLS handshake with {authority} failed ({err}): the server may speak plain ws:// (exec-server does not do TLS itself); try --connect {plain}"
+                ),
+            );
+        }
+        tungstenite::Error::Io(io) => {
+            return std::io::Error::new(io.kind(), format!("{url}: {io}"));
+        }
+        err => return std::io::Error::other(format!("{url}: {err}")),
     };
     const MAX_EXPLANATION_CHARS: usize = 500;
     let explanation: String = response
@@ -95,10 +142,19 @@ fn describe_connect_error(err: tungstenite::Error) -> std::io::Error {
         401 | 403 => std::io::ErrorKind::PermissionDenied,
         _ => std::io::ErrorKind::ConnectionRefused,
     };
-    let message = match explanation.is_empty() {
-        true => format!("the server refused the websocket upgrade: HTTP {status}"),
-        false => format!("the server refused the websocket upgrade: HTTP {status}: {explanation}"),
+    let mut message = match explanation.is_empty() {
+        true => format!("{url}: the server refused the websocket upgrade: HTTP {status}"),
+        false => {
+            format!("{url}: the server refused the websocket upgrade: HTTP {status}: {explanation}")
+        }
     };
+    let path = uri.path();
+    if status == tungstenite::http::StatusCode::NOT_FOUND && !matches!(path, "" | "/") {
+        let scheme = if secure { "wss" } else { "ws" };
+        message.push_str(&format!(
+            "; exec-server serves its websocket at / only: drop the path {path} (--connect {scheme}://{authority})"
+        ));
+    }
     std::io::Error::new(kind, message)
 }
 

@@ -44,6 +44,7 @@ impl std::str::FromStr for Listen {
 #[command(
     name = "exec-server",
     version,
+    propagate_version = true,
     about = "Run processes for remote clients over JSON-RPC (websocket or stdio)",
     args_conflicts_with_subcommands = true
 )]
@@ -59,6 +60,13 @@ pub struct Args {
 pub enum Command {
     /// Run a command on an exec-server, streaming its output and stdin (like kubectl exec)
     Exec(ExecArgs),
+    /// Print a shell completion script to stdout (e.g. `exec-server completions bash >
+    /// ~/.local/share/bash-completion/completions/exec-server`)
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Exit codes of `exec`, shown by `exec --help`.
@@ -86,7 +94,8 @@ pub struct ExecArgs {
     #[arg(long, value_name = "ID")]
     pub environment: Option<String>,
 
-    /// Environments file (TOML) [default: ~/.config/exec-server/environments.toml]
+    /// Environments file (TOML) [default: $XDG_CONFIG_HOME/exec-server/environments.toml,
+    /// else ~/.config/exec-server/environments.toml]
     #[arg(long, value_name = "FILE", env = "EXEC_SERVER_ENVIRONMENTS")]
     pub environments_file: Option<PathBuf>,
 

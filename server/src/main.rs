@@ -14,21 +14,21 @@ use exec_server::{Server, ServerOptions, Shutdown};
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // `exec` shows what a spawned stdio server (e.g. ssh) says on stderr by default.
-    let default_filter = match args.command {
-        Some(Command::Exec(_)) => "warn,exec_client::stderr=info",
-        None => "warn",
-    };
+    match args.command {
+        Some(Command::Exec(exec)) => {
+            init_exec_logging();
+            return run_exec(exec);
+        }
+        Some(Command::Completions { shell }) => return print_completions(shell),
+        None => {}
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    if let Some(Command::Exec(exec)) = args.command {
-        return run_exec(exec);
-    }
     // SAFETY: still single-threaded: argument parsing and the stderr logger start no
     // thread, and the tokio runtime is built only below.
     let options = match unsafe { exec_server::start_up(&args.serve) } {
@@ -53,6 +53,41 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("exec-server: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `exec`'s logs go to stderr among the command's own output: colour only on a
+/// terminal (and not with `NO_COLOR`), timestamps only on a terminal. By default it
+/// shows what a spawned stdio server (e.g. ssh) says on stderr.
+fn init_exec_logging() {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,exec_client::stderr=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(terminal && !no_color)
+        .with_env_filter(filter);
+    match terminal {
+        true => builder.init(),
+        false => builder.without_time().init(),
+    }
+}
+
+/// `completions SHELL`: the completion script on stdout.
+fn print_completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    let mut command = Args::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "exec-server", &mut script);
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(&script).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("exec-server completions: {err}");
             ExitCode::from(1)
         }
     }
@@ -113,11 +148,10 @@ fn exec_options(args: ExecArgs) -> anyhow::Result<exec::ExecOptions> {
     use exec_client::BearerToken;
     use exec_client::{ExecServerTransport, TOKEN_VAR};
     let environments = || -> anyhow::Result<Environments> {
-        let path = args.environments_file.clone().or_else(|| {
-            std::env::var_os("HOME").map(|home| {
-                std::path::Path::new(&home).join(".config/exec-server/environments.toml")
-            })
-        });
+        let path = args
+            .environments_file
+            .clone()
+            .or_else(exec_client::environments::default_path);
         match path {
             Some(path) if args.environments_file.is_some() || path.exists() => {
                 Ok(Environments::load(&path)?)
@@ -132,15 +166,31 @@ fn exec_options(args: ExecArgs) -> anyhow::Result<exec::ExecOptions> {
             None,
         ),
         (None, Some(id)) => {
-            let environment = environments()?
-                .get(id)
-                .cloned()
-                .ok_or_else(|| anyhow::anyhow!("no environment {id:?} in the environments file"))?;
+            let path = args
+                .environments_file
+                .clone()
+                .or_else(exec_client::environments::default_path);
+            let origin = match &path {
+                Some(path) if args.environments_file.is_some() || path.exists() => {
+                    path.display().to_string()
+                }
+                Some(path) => anyhow::bail!(
+                    "no environment {id:?}: there is no environments file at {} (or give one with --environments-file)",
+                    path.display()
+                ),
+                None => anyhow::bail!(
+                    "no environment {id:?}: no environments file (HOME is not set; give one with --environments-file)"
+                ),
+            };
+            let environment = environments()?.lookup(id, &origin)?.clone();
             (environment.transport, environment.token_file)
         }
         (None, None) => {
             // The variable wins over the file, so a broken file does not get in its way.
-            let url_override = std::env::var(URL_OVERRIDE_VAR).ok();
+            // Empty means unset.
+            let url_override = std::env::var(URL_OVERRIDE_VAR)
+                .ok()
+                .filter(|value| !value.is_empty());
             let environments = match url_override {
                 Some(_) => Environments::default(),
                 None => environments()?,

@@ -195,8 +195,9 @@ async fn a_fake_that_says(line: &str) -> TestResult {
         pid_file.display()
     );
     let outcome = ExecServerClient::connect(fake_server(&script), ClientOptions::default()).await;
+    // The error says what the command did instead of speaking the protocol.
     assert!(
-        matches!(outcome, Err(ClientError::Disconnected)),
+        matches!(&outcome, Err(ClientError::Connect(message)) if message.contains("instead of") && message.contains("--listen stdio")),
         "connect must fail: {:?}",
         outcome.err()
     );
