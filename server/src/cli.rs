@@ -59,7 +59,7 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Run a command on an exec-server, streaming its output and stdin (like kubectl exec)
-    Exec(ExecArgs),
+    Exec(Box<ExecArgs>),
     /// Print a shell completion script to stdout (e.g. `exec-server completions bash >
     /// ~/.local/share/bash-completion/completions/exec-server`)
     Completions {

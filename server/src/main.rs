@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     match args.command {
         Some(Command::Exec(exec)) => {
             init_exec_logging();
-            return run_exec(exec);
+            return run_exec(*exec);
         }
         Some(Command::Completions { shell }) => return print_completions(shell),
         None => {}

@@ -262,7 +262,6 @@ async fn the_token_comes_from_a_file_the_environment_or_an_environments_entry() 
 /// errno. NEEDS the server branch that adds `data: {errno, subject}` to process/start
 /// failures; until then the server sends no `data` and exec exits 255.
 #[tokio::test]
-#[ignore = "needs the server's spawn-failure data {errno, subject} (other branch)"]
 async fn a_missing_program_exits_127() -> TestResult {
     let server = start_server(Transport::WebSocket, &[]).await?;
     let url = server.url().expect("url").to_owned();
@@ -283,7 +282,6 @@ async fn a_missing_program_exits_127() -> TestResult {
 
 /// See [`a_missing_program_exits_127`]: needs the server's `data`.
 #[tokio::test]
-#[ignore = "needs the server's spawn-failure data {errno, subject} (other branch)"]
 async fn a_program_that_cannot_be_executed_exits_126() -> TestResult {
     let server = start_server(Transport::WebSocket, &[]).await?;
     let url = server.url().expect("url").to_owned();
@@ -328,7 +326,6 @@ async fn a_bad_cwd_exits_255_without_a_json_rpc_code() -> TestResult {
 /// The directory-name half of the bad `--cwd` test. NEEDS the server branch whose
 /// spawn-failure message names the directory (today it names the program).
 #[tokio::test]
-#[ignore = "needs the server's spawn-failure message naming the cwd (other branch)"]
 async fn a_bad_cwd_is_named_in_the_message() -> TestResult {
     let server = start_server(Transport::WebSocket, &[]).await?;
     let url = server.url().expect("url").to_owned();
