@@ -124,6 +124,12 @@ impl ExecServerClient {
         self.inner.state().revisions.clone()
     }
 
+    /// Why the connection ended, once it has (the transport's error, an EOF, a
+    /// malformed message); `None` while it is up or reconnecting.
+    pub fn disconnect_reason(&self) -> Option<String> {
+        crate::connection::closed_reason(&self.inner)
+    }
+
     /// The pid of a stdio child, if this client spawned one.
     pub fn child_pid(&self) -> Option<u32> {
         self.inner

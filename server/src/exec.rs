@@ -167,8 +167,12 @@ pub async fn run(options: ExecOptions) -> Result<Outcome, ExecError> {
                     terminate(&client, &id).await;
                     Ok(Outcome::BrokenPipe)
                 }
+                // The reason the library only logged is said here, once.
                 Ok(Pumped::Failed(reason)) => Err(ExecError {
-                    message: reason,
+                    message: match client.disconnect_reason() {
+                        Some(why) if why != reason => format!("{reason}: {why}"),
+                        _ => reason,
+                    },
                     exit_code: CONNECTION_FAILED,
                 }),
                 Err(err) => Err(ExecError {

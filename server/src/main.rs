@@ -65,8 +65,13 @@ fn init_exec_logging() {
     use std::io::IsTerminal;
     let terminal = std::io::stderr().is_terminal();
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,exec_client::stderr=info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // A lost connection is printed once, by `exec`, with its reason: the
+        // library's own warning about it would say it a second time.
+        tracing_subscriber::EnvFilter::new(
+            "warn,exec_client::stderr=info,exec_client::connection=error",
+        )
+    });
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(terminal && !no_color)

@@ -368,3 +368,61 @@ fn byte_sizes_take_units() {
     assert_eq!(bad.code, Some(2));
     assert!(bad.stderr.contains("1MiB"), "{}", bad.stderr);
 }
+
+/// A server that dies mid-run: one line says so, with the transport's reason, and no
+/// library warning repeats it.
+#[tokio::test]
+async fn a_connection_lost_mid_run_is_reported_once_with_its_reason() {
+    let server = start_server(Transport::WebSocket, &[])
+        .await
+        .expect("server");
+    let url = server.url().expect("url").to_owned();
+    let mut exec = std::process::Command::new(env!("CARGO_BIN_EXE_exec-server"))
+        .args([
+            "exec",
+            "--connect",
+            &url,
+            "--",
+            "sh",
+            "-c",
+            "echo started; sleep 100",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("exec");
+    let mut stdout = std::io::BufReader::new(exec.stdout.take().expect("piped"));
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut stdout, &mut line);
+        let _ = line_tx.send(line);
+    });
+    let line = line_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the remote command started");
+    assert_eq!(line, "started\n");
+    server.signal(libc::SIGKILL).expect("kill the server");
+    let output = wait_with_deadline(exec, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(255), "stderr: {stderr}");
+    assert_eq!(stderr.matches("exec-server exec:").count(), 1, "{stderr}");
+    assert!(stderr.contains("transport disconnected"), "{stderr}");
+    assert!(!stderr.contains("WARN"), "{stderr}");
+}
+
+/// Waits for `child` to exit, killing it (and failing) after `within`.
+fn wait_with_deadline(mut child: std::process::Child, within: Duration) -> std::process::Output {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("exec did not end within {within:?} after its server died");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
