@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use crate::error::{ClientError, DISCONNECTED};
+use crate::error::{ClientError, DISCONNECTED, SENDING_FAILED};
 use crate::options::ClientOptions;
 use crate::tracker::Tracker;
 use crate::transport::{ExecServerTransport, StdioChild};
@@ -413,9 +413,6 @@ pub(crate) fn replays(inner: &Inner) -> Vec<String> {
     kept.sort_by_key(|(id, _)| *id);
     kept.into_iter().map(|(_, frame)| frame).collect()
 }
-
-/// The reason a connection ends when a frame cannot be sent.
-pub(crate) const SENDING_FAILED: &str = "sending failed";
 
 /// Why the connection ended, once it has.
 pub(crate) fn closed_reason(inner: &Inner) -> Option<String> {

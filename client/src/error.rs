@@ -47,3 +47,9 @@ impl ClientError {
         }
     }
 }
+
+/// Why a connection ended, as the reader and the sender say it; the connect error
+/// (`transport`) explains each to the user.
+pub(crate) const SERVER_CLOSED: &str = "the server closed the connection";
+pub(crate) const UNEXPECTED_REQUEST: &str = "unexpected request from the server";
+pub(crate) const SENDING_FAILED: &str = "sending failed";

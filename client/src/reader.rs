@@ -12,13 +12,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::connection::{connection_lost, Inner};
-use crate::error::ClientError;
+use crate::error::{ClientError, SERVER_CLOSED, UNEXPECTED_REQUEST};
 use crate::events::ProcessEvent;
 use crate::wire::{Frame, FrameReader};
 
 const MALFORMED: &str = "malformed message from the server";
-pub(crate) const UNEXPECTED_REQUEST: &str = "unexpected request from the server";
-pub(crate) const SERVER_CLOSED: &str = "the server closed the connection";
 /// How much of a stray message is kept for the connect error.
 const MAX_STRAY_CHARS: usize = 200;
 

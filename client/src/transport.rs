@@ -8,8 +8,6 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncBufReadExt;
-
 use crate::token::BearerToken;
 use crate::wire::{self, FrameReader, FrameWriter};
 
@@ -234,13 +232,13 @@ pub(crate) fn describe_stdio_failure(
         (crate::ClientError::Timeout { after, .. }, _, _) => {
             format!("it did not answer the handshake (`initialize`) within {after:?}")
         }
-        (_, _, Some(stray)) if reason == Some(crate::reader::UNEXPECTED_REQUEST) => format!(
+        (_, _, Some(stray)) if reason == Some(crate::error::UNEXPECTED_REQUEST) => format!(
             "it sent a request instead of answering the handshake (does it echo its input, like cat?): {stray:?}"
         ),
         (_, _, Some(stray)) => {
             format!("it wrote {stray:?} on its stdout instead of the protocol")
         }
-        (_, Some(crate::reader::SERVER_CLOSED | crate::connection::SENDING_FAILED), None) => {
+        (_, Some(crate::error::SERVER_CLOSED | crate::error::SENDING_FAILED), None) => {
             "it exited (or closed its stdin or stdout) before the handshake".to_owned()
         }
         (_, Some(reason), None) => format!("the handshake failed: {reason}"),
@@ -322,7 +320,7 @@ fn spawn_stdio(
     tokio::spawn(async move {
         let mut stderr = tokio::io::BufReader::new(stderr);
         let mut line = Vec::new();
-        while let Ok(1..) = stderr.read_until(b'\n', &mut line).await {
+        while let Ok(1..) = read_bounded_line(&mut stderr, &mut line).await {
             let text = String::from_utf8_lossy(&line);
             held.on_line(text.trim_end_matches(['\n', '\r']));
             line.clear();
@@ -338,9 +336,58 @@ fn spawn_stdio(
     })
 }
 
+/// Bytes of one stderr line kept; the rest of a longer line (binary output, `\r`
+/// progress bars) is read and dropped, so a child cannot grow our memory.
+const MAX_STDERR_LINE_BYTES: usize = 4096;
+
+/// Reads up to the next `\n` (or EOF), keeping at most [`MAX_STDERR_LINE_BYTES`] of it
+/// in `line`. Returns the bytes consumed: 0 at EOF.
+async fn read_bounded_line(
+    reader: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    line: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut consumed = 0;
+    loop {
+        let buffer = reader.fill_buf().await?;
+        if buffer.is_empty() {
+            return Ok(consumed);
+        }
+        let (taken, complete) = match buffer.iter().position(|&byte| byte == b'\n') {
+            Some(newline) => (newline + 1, true),
+            None => (buffer.len(), false),
+        };
+        let room = MAX_STDERR_LINE_BYTES.saturating_sub(line.len());
+        line.extend_from_slice(&buffer[..taken.min(room)]);
+        reader.consume(taken);
+        consumed += taken;
+        if complete {
+            return Ok(consumed);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn stderr_lines_are_bounded_however_long() {
+        let mut input = vec![b'x'; 100_000];
+        input.extend_from_slice(b"\nshort\n");
+        let mut reader = tokio::io::BufReader::with_capacity(64, input.as_slice());
+        let mut line = Vec::new();
+        assert_eq!(
+            read_bounded_line(&mut reader, &mut line).await.unwrap(),
+            100_001
+        );
+        assert_eq!(line.len(), MAX_STDERR_LINE_BYTES);
+        line.clear();
+        assert_eq!(read_bounded_line(&mut reader, &mut line).await.unwrap(), 6);
+        assert_eq!(line, b"short\n");
+        line.clear();
+        assert_eq!(read_bounded_line(&mut reader, &mut line).await.unwrap(), 0);
+    }
 
     #[test]
     fn connect_specs() {

@@ -119,6 +119,10 @@ pub async fn run(options: ExecOptions) -> Result<Outcome, ExecError> {
     let client = ExecServerClient::connect(options.transport.clone(), client_options)
         .await
         .map_err(|err| ExecError::client(&err))?;
+    // Install the handlers before the terminal goes raw and before anything runs
+    // remotely: a signal in between would otherwise kill us with the default action,
+    // leaving the terminal raw or the command running.
+    let mut signals = Signals::install();
     // Raw mode only when our input goes to the remote PTY: otherwise Ctrl-C stays a
     // signal here.
     let raw_terminal = if options.tty && options.stdin {
@@ -131,9 +135,6 @@ pub async fn run(options: ExecOptions) -> Result<Outcome, ExecError> {
     request.env = options.env.clone();
     request.tty = options.tty;
     request.pipe_stdin = options.stdin;
-    // Install the handlers before anything runs remotely: a signal in between would
-    // otherwise kill us with the default action and leave the command running.
-    let mut signals = Signals::install();
     let process = match client.start(request).await {
         Ok(process) => process,
         Err(err) => {

@@ -232,8 +232,19 @@ fn exec_options(args: ExecArgs) -> anyhow::Result<exec::ExecOptions> {
         env.extend(variables);
     }
     for (name, value) in args.env {
-        // `-e NAME` passes our value, and nothing when we have none.
-        if let Some(value) = value.or_else(|| std::env::var(&name).ok()) {
+        // `-e NAME` passes our value, and nothing when we have none; a value that is
+        // not UTF-8 cannot travel in JSON, and dropping it silently would surprise.
+        let value = match value {
+            Some(value) => Some(value),
+            None => match std::env::var(&name) {
+                Ok(value) => Some(value),
+                Err(std::env::VarError::NotPresent) => None,
+                Err(std::env::VarError::NotUnicode(_)) => anyhow::bail!(
+                    "-e {name}: its value here is not UTF-8, which cannot be sent; give one with -e {name}=VALUE"
+                ),
+            },
+        };
+        if let Some(value) = value {
             env.insert(name, value);
         }
     }

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::os::unix::ffi::OsStrExt as _;
+
 use assert_cmd::Command;
 use common::*;
 use exec_server_harness::Transport;
@@ -415,6 +417,15 @@ async fn env_from_our_environment_and_from_files() -> TestResult {
             .assert()
             .code(255)
             .stderr(predicates::str::contains(format!("{}:3:", bad.display())));
+        // A local value that is not UTF-8 is refused, never silently dropped.
+        exec(&url)
+            .env("EXEC_TEST_BINARY", std::ffi::OsStr::from_bytes(b"a\xffb"))
+            .args(["-e", "EXEC_TEST_BINARY", "--", "true"])
+            .assert()
+            .code(255)
+            .stderr(predicates::str::contains(
+                "-e EXEC_TEST_BINARY: its value here is not UTF-8",
+            ));
     })
     .await
     .expect("task");

@@ -150,10 +150,17 @@ mod tests {
             "failed to start /etc/passwd: Permission denied (os error 13)"
         );
         assert_eq!(error.data, Some(json!({"errno": 13, "subject": "program"})));
-        let error = ErrorObject::from(SpawnError::Program {
-            program: "x".into(),
-            source: io::Error::other("cannot create its cgroup"),
+        // The server's own set-up failing says nothing about the program: no errno
+        // that a client would read as "not found" (127).
+        let error = ErrorObject::from(SpawnError::Setup {
+            program: "ls".into(),
+            source: io::Error::from_raw_os_error(libc::ENOENT),
         });
+        assert_eq!(error.code, code::INTERNAL_ERROR);
+        assert_eq!(
+            error.message,
+            "cannot start ls: the server could not set up the process: No such file or directory (os error 2)"
+        );
         assert_eq!(error.data, None);
     }
 

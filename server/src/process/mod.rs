@@ -36,7 +36,7 @@ use output::{ExitInfo, OutputState, RetainedChunk};
 use retention::MemberKey;
 pub use retention::RetentionPool;
 use spawn::OutputReader;
-pub use spawn::{raise_open_file_limit, SpawnRequest};
+pub use spawn::{raise_open_file_limit, SpawnFailure, SpawnRequest};
 use stdin::{write_stdin, StdinQueue};
 use tree::Tree;
 pub use write_ids::{FirstWrite, RepeatedWrite};
@@ -95,9 +95,12 @@ impl Process {
         notifier: Notifier,
         containment: &Containment,
         watchdog: Option<Watchdog>,
-    ) -> std::io::Result<Arc<Process>> {
+    ) -> Result<Arc<Process>, SpawnFailure> {
         let cgroup = containment.process_cgroup().map_err(|err| {
-            std::io::Error::new(err.kind(), format!("cannot create its cgroup: {err}"))
+            SpawnFailure::Setup(std::io::Error::new(
+                err.kind(),
+                format!("cannot create its cgroup: {err}"),
+            ))
         })?;
         let spawned = match spawn::spawn(request, cgroup.as_ref()) {
             Ok(spawned) => spawned,

@@ -60,11 +60,23 @@ pub struct Spawned {
 /// Spawns the child, inside `cgroup` if given. Must run on a long-lived runtime thread:
 /// Linux delivers the parent-death signal when the *thread* that forked the child exits.
 /// std's `Command` is used rather than tokio's, which would reap the child.
-pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<Spawned> {
+/// Why a spawn failed.
+#[derive(Debug)]
+pub enum SpawnFailure {
+    /// What starting the program reported: not found, not executable, or a step of
+    /// the child's own set-up between fork and exec.
+    Program(io::Error),
+    /// The server's set-up around it: the cgroup, a PTY, the pidfd.
+    Setup(io::Error),
+}
+
+pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<Spawned, SpawnFailure> {
+    use SpawnFailure::Setup;
     let (program, args) = request
         .argv
         .split_first()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "argv must not be empty"))?;
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "argv must not be empty"))
+        .map_err(Setup)?;
     crate::sigchld::keep_children_for_us_to_reap();
     let mut command = Command::new(program);
     command.args(args).env_clear().envs(request.env);
@@ -81,15 +93,19 @@ pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<
         .get()
         .map(|&(rlim_cur, rlim_max)| libc::rlimit { rlim_cur, rlim_max });
     // Opened before the fork: the child must only make async-signal-safe calls.
-    let cgroup_procs = cgroup.map(Cgroup::open_procs).transpose()?;
+    let cgroup_procs = cgroup.map(Cgroup::open_procs).transpose().map_err(Setup)?;
     let cgroup_procs_fd = cgroup_procs.as_ref().map(|procs| procs.as_raw_fd());
-    let pty_pair = if tty { Some(pty::open()?) } else { None };
+    let pty_pair = if tty {
+        Some(pty::open().map_err(Setup)?)
+    } else {
+        None
+    };
     match &pty_pair {
         Some(pair) => {
             command
-                .stdin(Stdio::from(pair.slave.try_clone()?))
-                .stdout(Stdio::from(pair.slave.try_clone()?))
-                .stderr(Stdio::from(pair.slave.try_clone()?));
+                .stdin(Stdio::from(pair.slave.try_clone().map_err(Setup)?))
+                .stdout(Stdio::from(pair.slave.try_clone().map_err(Setup)?))
+                .stderr(Stdio::from(pair.slave.try_clone().map_err(Setup)?));
         }
         None => {
             command
@@ -143,11 +159,12 @@ pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<
             Ok(())
         });
     }
-    let mut child = command.spawn()?;
+    let mut child = command.spawn().map_err(SpawnFailure::Program)?;
     // The command holds copies of the PTY slave; EOF reaches the master once all are closed.
     drop(command);
     drop(cgroup_procs);
-    let pid = i32::try_from(child.id()).map_err(|_| io::Error::other("child pid out of range"))?;
+    let pid =
+        i32::try_from(child.id()).map_err(|_| Setup(io::Error::other("child pid out of range")))?;
     match watch(&mut child, pid, pty_pair) {
         Ok(spawned) => Ok(spawned),
         Err(err) => {
@@ -157,7 +174,7 @@ pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> io::Result<
                 nix::sys::signal::Signal::SIGKILL,
             );
             let _ = child.wait();
-            Err(err)
+            Err(Setup(err))
         }
     }
 }

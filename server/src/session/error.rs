@@ -36,6 +36,13 @@ pub enum SpawnError {
         program: String,
         source: std::io::Error,
     },
+    /// The server's own set-up around the spawn failed (its cgroup, a PTY, a pidfd):
+    /// nothing says the program is missing or not executable.
+    #[error("cannot start {program}: the server could not set up the process: {source}")]
+    Setup {
+        program: String,
+        source: std::io::Error,
+    },
 }
 
 impl SpawnError {
@@ -44,16 +51,18 @@ impl SpawnError {
         match self {
             SpawnError::Cwd { .. } => "cwd",
             SpawnError::Program { .. } => "program",
+            SpawnError::Setup { .. } => "server",
         }
     }
 
-    /// The OS error number, when the failure came from the OS (not, say, a cgroup
-    /// the server could not set up, whose error is a message of its own).
+    /// The OS error number of a failure of the program or its cwd; `None` for the
+    /// server's own set-up, which must not be read as "not found" or "not executable".
     pub fn errno(&self) -> Option<i32> {
         match self {
             SpawnError::Cwd { source, .. } | SpawnError::Program { source, .. } => {
                 source.raw_os_error()
             }
+            SpawnError::Setup { .. } => None,
         }
     }
 }

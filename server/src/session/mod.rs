@@ -26,7 +26,7 @@ pub use registry::{SessionRegistry, SessionSettings};
 
 use crate::limits::LimitReached;
 use crate::outbound::{Notifier, Outbound};
-use crate::process::{Process, SpawnRequest};
+use crate::process::{Process, SpawnFailure, SpawnRequest};
 
 /// How long a closed process stays readable before its entry (and id) is released.
 pub const CLOSED_PROCESS_RETENTION: Duration = Duration::from_secs(30);
@@ -158,12 +158,12 @@ impl Session {
         let mut table = self.table();
         let process = match spawned {
             Ok(process) => process,
-            Err(err) => {
+            Err(failure) => {
                 table.remove(process_id);
                 let program = request.argv.first().cloned().unwrap_or_default();
-                return Err(SpawnError::Program {
-                    program,
-                    source: err,
+                return Err(match failure {
+                    SpawnFailure::Program(source) => SpawnError::Program { program, source },
+                    SpawnFailure::Setup(source) => SpawnError::Setup { program, source },
                 }
                 .into());
             }

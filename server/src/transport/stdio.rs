@@ -87,7 +87,18 @@ impl<R: AsyncBufRead + Send + Unpin> FrameSource for LineSource<R> {
                 }
             };
             if buffer.is_empty() {
-                return None;
+                // EOF: a last line without its newline is still a message.
+                if std::mem::take(&mut self.discarding) {
+                    return Some(InboundFrame::Oversized { limit: self.limit });
+                }
+                let line = std::mem::take(&mut self.line);
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    return None;
+                }
+                return Some(match String::from_utf8(line) {
+                    Ok(text) => InboundFrame::Message(text),
+                    Err(_) => InboundFrame::NotUtf8,
+                });
             }
             let (taken, complete) = match buffer.iter().position(|&byte| byte == b'\n') {
                 Some(newline) => (newline + 1, true),
@@ -147,6 +158,16 @@ mod tests {
             frames(b"{\"a\":1}\n\n  \n{\"b\":2}\n", 100).await,
             ["{\"a\":1}", "{\"b\":2}"]
         );
+    }
+
+    #[tokio::test]
+    async fn a_last_line_without_its_newline_is_still_a_message() {
+        assert_eq!(
+            frames(b"{\"a\":1}\n{\"b\":2}", 100).await,
+            ["{\"a\":1}", "{\"b\":2}"]
+        );
+        assert_eq!(frames(b"{}\n  ", 100).await, ["{}"]);
+        assert_eq!(frames(&[b'x'; 50], 20).await, ["<oversized>"]);
     }
 
     #[tokio::test]
