@@ -1,0 +1,804 @@
+//! The transcript language (`fixtures/transcripts/**/*.xt`, documented in
+//! `fixtures/README.md`): headers, then one step per line. Parsing checks everything
+//! that can be checked before a server runs (JSON, patterns, durations, that every
+//! variable a `>>` line uses is bound by then, that every `<<` answers something sent);
+//! an error names `file:line:column`.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::pattern::{self, Pattern, PatternError};
+
+/// Variables every case has before its first line.
+pub const PREDEFINED: [&str; 3] = ["tmp", "tmpPath", "marker"];
+
+/// A protocol revision a case applies to (PROTOCOL.md §0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Revision {
+    /// `2026-06`.
+    R2026_06,
+    /// `2026-08`.
+    R2026_08,
+}
+
+impl Revision {
+    /// Both, oldest first.
+    pub const ALL: [Revision; 2] = [Revision::R2026_06, Revision::R2026_08];
+
+    /// `2026-06` or `2026-08`.
+    pub fn parse(text: &str) -> Option<Revision> {
+        match text {
+            "2026-06" => Some(Revision::R2026_06),
+            "2026-08" => Some(Revision::R2026_08),
+            _ => None,
+        }
+    }
+
+    /// As written in headers and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Revision::R2026_06 => "2026-06",
+            Revision::R2026_08 => "2026-08",
+        }
+    }
+}
+
+/// A transport a case runs on; the first segment of a trial's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TransportName {
+    /// `ws`.
+    Ws,
+    /// `stdio`.
+    Stdio,
+}
+
+impl TransportName {
+    /// Both.
+    pub const ALL: [TransportName; 2] = [TransportName::Ws, TransportName::Stdio];
+
+    /// As written in headers and trial names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportName::Ws => "ws",
+            TransportName::Stdio => "stdio",
+        }
+    }
+}
+
+/// MUST (a failure fails the run) or SHOULD (a failure is NON-STRICT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// `MUST`.
+    Must,
+    /// `SHOULD`.
+    Should,
+}
+
+/// `normal` (runs always) or `long` (only with `--include-long`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// `normal`.
+    Normal,
+    /// `long`.
+    Long,
+}
+
+/// A parsed transcript.
+#[derive(Debug, Clone)]
+pub struct Transcript {
+    /// Where it came from (as shown in errors).
+    pub file: String,
+    /// `title:` (default: none).
+    pub title: Option<String>,
+    /// `spec:`, a section of docs/protocol.md (required).
+    pub spec: String,
+    /// `level:` (default MUST).
+    pub level: Level,
+    /// `requires:` features (default none).
+    pub requires: Vec<String>,
+    /// `transports:` (default both).
+    pub transports: Vec<TransportName>,
+    /// `revisions:` (default both).
+    pub revisions: Vec<Revision>,
+    /// `class:` (default normal).
+    pub class: Class,
+    /// `ttl:`: the session TTL the runner starts the server with (logical duration).
+    pub ttl: Option<Duration>,
+    /// The body.
+    pub steps: Vec<Step>,
+}
+
+/// One body line.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// 1-based line number.
+    pub line: usize,
+    /// What it does.
+    pub kind: StepKind,
+}
+
+/// What a body line does.
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    /// `>> {json}`: `jsonrpc` added if absent; variables substituted when sent.
+    Send(Value),
+    /// `<< {pattern}`: the response with this id must match.
+    ExpectResponse {
+        /// The id (`null` for an answer to an unreadable frame).
+        id: Value,
+        /// The whole-message pattern.
+        pattern: Pattern,
+    },
+    /// `<~ {pattern}`: the first unconsumed notification matching it.
+    ExpectEvent(Pattern),
+    /// `!! raw TEXT`.
+    Raw(String),
+    /// `!! disconnect`.
+    Disconnect,
+    /// `!! reset`.
+    Reset,
+    /// `!! reconnect`.
+    Reconnect,
+    /// `!! close-stdin`.
+    CloseStdin,
+    /// `!! expect-exit [code]`.
+    ExpectExit(Option<i32>),
+    /// `!! wait DURATION`.
+    Wait(Duration),
+    /// `!! wait-ttl [+|-]N%`: the TTL times this factor.
+    WaitTtl(f64),
+    /// `!! expect-quiet DURATION`.
+    ExpectQuiet(Duration),
+    /// `!! no-orphans`.
+    NoOrphans,
+    /// `!! read-until PROCESS "text"`: `process/output` of PROCESS (a `$variable` or a
+    /// literal id) until the text has appeared.
+    ReadUntil {
+        /// `$name` or a literal process id.
+        process: String,
+        /// What the concatenated output must contain.
+        text: String,
+    },
+}
+
+/// A transcript that cannot be run, with where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// The file.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (in characters).
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+const HEADER_KEYS: [&str; 8] = [
+    "title",
+    "spec",
+    "level",
+    "requires",
+    "transports",
+    "revisions",
+    "class",
+    "ttl",
+];
+
+struct Parser<'a> {
+    file: &'a str,
+    line: usize,
+}
+
+impl Parser<'_> {
+    /// An error at a byte offset of the current line.
+    fn error(&self, text: &str, byte: usize, message: impl Into<String>) -> ParseError {
+        let byte = byte.min(text.len());
+        let column = text
+            .get(..byte)
+            .map_or(byte, |prefix| prefix.chars().count())
+            + 1;
+        ParseError {
+            file: self.file.to_owned(),
+            line: self.line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses a transcript. `file` is only used in error messages.
+pub fn parse(file: &str, source: &str) -> Result<Transcript, ParseError> {
+    let mut parser = Parser { file, line: 0 };
+    let mut headers: Vec<(String, String, usize, usize)> = Vec::new();
+    let mut steps = Vec::new();
+    let mut in_header = true;
+    // Ids sent so far, variables bound so far, whether a raw frame was sent.
+    let mut sent_ids: Vec<Value> = Vec::new();
+    let mut bound: BTreeSet<String> = PREDEFINED.iter().map(|s| s.to_string()).collect();
+    let mut raw_sent = false;
+    for (index, text) in source.lines().enumerate() {
+        parser.line = index + 1;
+        let trimmed = text.trim_start();
+        let indent = text.len() - trimmed.len();
+        if trimmed.is_empty() {
+            continue;
+        }
+        if let Some(comment) = trimmed.strip_prefix('#') {
+            if let Some((key, value)) = header_line(comment) {
+                let key_at = indent + 1 + (comment.len() - comment.trim_start().len());
+                if !in_header {
+                    if HEADER_KEYS.contains(&key) {
+                        return Err(parser.error(
+                            text,
+                            key_at,
+                            format!("header `{key}:` after the first step; headers go at the top"),
+                        ));
+                    }
+                    continue;
+                }
+                if !HEADER_KEYS.contains(&key) {
+                    return Err(parser.error(
+                        text,
+                        key_at,
+                        format!(
+                            "unknown header `{key}:` (known: {})",
+                            HEADER_KEYS.join(", ")
+                        ),
+                    ));
+                }
+                if headers.iter().any(|(k, ..)| k == key) {
+                    return Err(parser.error(text, key_at, format!("duplicate header `{key}:`")));
+                }
+                let value_at = text.len() - value.len();
+                headers.push((key.to_owned(), value.to_owned(), parser.line, value_at));
+            }
+            continue;
+        }
+        in_header = false;
+        let (op, rest) = trimmed.split_at(trimmed.len().min(2));
+        let rest = rest.trim();
+        let rest_at = match rest.is_empty() {
+            true => text.trim_end().len(),
+            false => offset(text, rest),
+        };
+        let kind = match op {
+            ">>" => {
+                let value = parse_json(&parser, text, rest_at, rest)?;
+                let Value::Object(mut object) = value else {
+                    return Err(parser.error(
+                        text,
+                        rest_at,
+                        ">> sends a JSON object; use `!! raw` for anything else",
+                    ));
+                };
+                let mut used = Vec::new();
+                pattern::referenced(&Value::Object(object.clone()), &mut used);
+                if let Some(name) = used.iter().find(|name| !bound.contains(*name)) {
+                    let at = find_token(text, &format!("${name}")).unwrap_or(rest_at);
+                    return Err(parser.error(
+                        text,
+                        at,
+                        format!(
+                            "${name} is not bound here (bind it in an earlier << or <~ pattern)"
+                        ),
+                    ));
+                }
+                if let Err(err) = check_substitutable(&Value::Object(object.clone())) {
+                    return Err(pattern_error(&parser, text, rest_at, err));
+                }
+                if let Some(id) = object.get("id") {
+                    sent_ids.push(id.clone());
+                }
+                object
+                    .entry("jsonrpc")
+                    .or_insert_with(|| Value::String("2.0".into()));
+                StepKind::Send(Value::Object(object))
+            }
+            "<<" => {
+                let value = parse_json(&parser, text, rest_at, rest)?;
+                let Some(id) = value.as_object().and_then(|o| o.get("id")).cloned() else {
+                    return Err(parser.error(
+                        text,
+                        rest_at,
+                        "<< needs an object pattern with the response's \"id\"",
+                    ));
+                };
+                if !(id.is_null() || id.is_string() || id.is_i64() || id.is_u64()) {
+                    return Err(parser.error(
+                        text,
+                        find_token(text, "\"id\"").unwrap_or(rest_at),
+                        "the id of << must be a literal string, integer or null",
+                    ));
+                }
+                if !id.is_null() && !raw_sent && !sent_ids.contains(&id) {
+                    return Err(parser.error(
+                        text,
+                        find_token(text, "\"id\"").unwrap_or(rest_at),
+                        format!("<< expects a response to id {id}, but no earlier >> sent it"),
+                    ));
+                }
+                let pattern = Pattern::compile(&value)
+                    .map_err(|err| pattern_error(&parser, text, rest_at, err))?;
+                let mut names = Vec::new();
+                pattern.variables(&mut names);
+                bound.extend(names);
+                StepKind::ExpectResponse { id, pattern }
+            }
+            "<~" => {
+                let value = parse_json(&parser, text, rest_at, rest)?;
+                if !value.is_object() {
+                    return Err(parser.error(
+                        text,
+                        rest_at,
+                        "<~ needs an object pattern (e.g. {\"method\": \"process/exited\"})",
+                    ));
+                }
+                let pattern = Pattern::compile(&value)
+                    .map_err(|err| pattern_error(&parser, text, rest_at, err))?;
+                let mut names = Vec::new();
+                pattern.variables(&mut names);
+                bound.extend(names);
+                StepKind::ExpectEvent(pattern)
+            }
+            "!!" => {
+                let kind = parse_command(&parser, text, rest_at, rest, &bound)?;
+                if matches!(kind, StepKind::Raw(_)) {
+                    raw_sent = true;
+                }
+                kind
+            }
+            _ => {
+                return Err(parser.error(
+                    text,
+                    indent,
+                    "expected a step (`>>`, `<<`, `<~`, `!!`), a `#` comment or a blank line",
+                ));
+            }
+        };
+        steps.push(Step {
+            line: parser.line,
+            kind,
+        });
+    }
+    let transcript = build(file, headers, steps, &mut parser, source)?;
+    Ok(transcript)
+}
+
+/// `key: value` of a `#` line, if it has that shape (key: lowercase letters and `-`).
+fn header_line(comment: &str) -> Option<(&str, &str)> {
+    let comment = comment.trim_start();
+    let (key, value) = comment.split_once(':')?;
+    let well_formed = !key.is_empty()
+        && key.starts_with(|c: char| c.is_ascii_lowercase())
+        && key.chars().all(|c| c.is_ascii_lowercase() || c == '-');
+    well_formed.then(|| (key, value.trim()))
+}
+
+/// Byte offset of `sub`, a subslice of `text`.
+fn offset(text: &str, sub: &str) -> usize {
+    (sub.as_ptr() as usize)
+        .saturating_sub(text.as_ptr() as usize)
+        .min(text.len())
+}
+
+fn find_token(text: &str, token: &str) -> Option<usize> {
+    text.find(token)
+}
+
+fn pattern_error(parser: &Parser, text: &str, fallback: usize, err: PatternError) -> ParseError {
+    let at = err
+        .token
+        .as_deref()
+        .and_then(|token| find_token(text, token))
+        .unwrap_or(fallback);
+    parser.error(text, at, err.message)
+}
+
+fn check_substitutable(value: &Value) -> Result<(), PatternError> {
+    // Substitution with every referenced name bound to a string finds malformed `$`s.
+    let mut names = Vec::new();
+    pattern::referenced(value, &mut names);
+    let bindings = names
+        .into_iter()
+        .map(|name| (name, Value::String(String::new())))
+        .collect();
+    pattern::substitute(value, &bindings).map(|_| ())
+}
+
+fn parse_json(parser: &Parser, text: &str, at: usize, json: &str) -> Result<Value, ParseError> {
+    if json.is_empty() {
+        return Err(parser.error(text, at, "expected JSON after the marker"));
+    }
+    serde_json::from_str(json).map_err(|err| {
+        // The JSON is one line: its column counts characters from `at`.
+        let byte_in_json = json
+            .char_indices()
+            .nth(err.column().saturating_sub(1))
+            .map_or(json.len(), |(i, _)| i);
+        parser.error(text, at + byte_in_json, format!("invalid JSON: {err}"))
+    })
+}
+
+/// `200ms`, `2s`, `1.5s`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let (number, unit) = match text.strip_suffix("ms") {
+        Some(number) => (number, 0.001),
+        None => (text.strip_suffix('s')?, 1.0),
+    };
+    let value: f64 = number.parse().ok()?;
+    (value.is_finite() && value >= 0.0).then(|| Duration::from_secs_f64(value * unit))
+}
+
+fn parse_command(
+    parser: &Parser,
+    text: &str,
+    at: usize,
+    rest: &str,
+    bound: &BTreeSet<String>,
+) -> Result<StepKind, ParseError> {
+    let (word, argument) = match rest.split_once(char::is_whitespace) {
+        Some((word, argument)) => (word, argument.trim()),
+        None => (rest, ""),
+    };
+    let arg_at = match argument.is_empty() {
+        true => text.trim_end().len(),
+        false => offset(text, argument),
+    };
+    let no_argument = |kind: StepKind| match argument.is_empty() {
+        true => Ok(kind),
+        false => Err(parser.error(text, arg_at, format!("`!! {word}` takes no argument"))),
+    };
+    let duration = || {
+        parse_duration(argument).ok_or_else(|| {
+            parser.error(
+                text,
+                arg_at,
+                format!("`!! {word}` needs a duration such as 200ms or 2s, got {argument:?}"),
+            )
+        })
+    };
+    match word {
+        "raw" => {
+            // Verbatim: everything after `raw ` (only the line's end is trimmed).
+            let raw = text
+                .trim_end_matches(['\r', '\n'])
+                .split_once("raw")
+                .map(|(_, after)| after.strip_prefix(' ').unwrap_or(after))
+                .unwrap_or("");
+            if raw.is_empty() {
+                return Err(parser.error(text, arg_at, "`!! raw` needs the text to send"));
+            }
+            Ok(StepKind::Raw(raw.to_owned()))
+        }
+        "disconnect" => no_argument(StepKind::Disconnect),
+        "reset" => no_argument(StepKind::Reset),
+        "reconnect" => no_argument(StepKind::Reconnect),
+        "close-stdin" => no_argument(StepKind::CloseStdin),
+        "no-orphans" => no_argument(StepKind::NoOrphans),
+        "expect-exit" => match argument {
+            "" => Ok(StepKind::ExpectExit(None)),
+            code => code.parse().map(|c| StepKind::ExpectExit(Some(c))).map_err(|_| {
+                parser.error(text, arg_at, format!("exit code must be an integer, got {code:?}"))
+            }),
+        },
+        "wait" => Ok(StepKind::Wait(duration()?)),
+        "expect-quiet" => Ok(StepKind::ExpectQuiet(duration()?)),
+        "wait-ttl" => {
+            let factor = match argument {
+                "" => Some(1.0),
+                percent => percent
+                    .strip_suffix('%')
+                    .and_then(|n| n.parse::<f64>().ok())
+                    .filter(|n| n.is_finite() && *n > -100.0)
+                    .map(|n| 1.0 + n / 100.0),
+            };
+            factor.map(StepKind::WaitTtl).ok_or_else(|| {
+                parser.error(
+                    text,
+                    arg_at,
+                    format!("`!! wait-ttl` takes +N% or -N% (above -100%), got {argument:?}"),
+                )
+            })
+        }
+        "read-until" => {
+            let Some((process, quoted_text)) = argument.split_once(char::is_whitespace) else {
+                return Err(parser.error(
+                    text,
+                    arg_at,
+                    "`!! read-until` takes a process ($name or id) and a JSON string",
+                ));
+            };
+            if let Some(name) = process.strip_prefix('$') {
+                if !bound.contains(name) {
+                    return Err(parser.error(
+                        text,
+                        arg_at,
+                        format!("${name} is not bound here (bind it in an earlier << or <~ pattern)"),
+                    ));
+                }
+            }
+            let text_at = text.len() - quoted_text.trim_start().len();
+            match serde_json::from_str::<Value>(quoted_text.trim()) {
+                Ok(Value::String(wanted)) if !wanted.is_empty() => Ok(StepKind::ReadUntil {
+                    process: process.to_owned(),
+                    text: wanted,
+                }),
+                _ => Err(parser.error(
+                    text,
+                    text_at,
+                    "`!! read-until` needs a non-empty JSON string, e.g. \"ready\\n\"",
+                )),
+            }
+        }
+        other => Err(parser.error(
+            text,
+            at,
+            format!(
+                "unknown command `!! {other}` (known: raw, disconnect, reset, reconnect, close-stdin, expect-exit, wait, wait-ttl, expect-quiet, no-orphans, read-until)"
+            ),
+        )),
+    }
+}
+
+fn build(
+    file: &str,
+    headers: Vec<(String, String, usize, usize)>,
+    steps: Vec<Step>,
+    parser: &mut Parser,
+    source: &str,
+) -> Result<Transcript, ParseError> {
+    let lines: Vec<&str> = source.lines().collect();
+    let mut transcript = Transcript {
+        file: file.to_owned(),
+        title: None,
+        spec: String::new(),
+        level: Level::Must,
+        requires: Vec::new(),
+        transports: TransportName::ALL.to_vec(),
+        revisions: Revision::ALL.to_vec(),
+        class: Class::Normal,
+        ttl: None,
+        steps,
+    };
+    for (key, value, line, at) in &headers {
+        parser.line = *line;
+        let text = lines[line - 1];
+        let bad = |message: String| Err(parser.error(text, *at, message));
+        let list = || -> Vec<&str> {
+            value
+                .split([',', ' '])
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        match key.as_str() {
+            "title" => transcript.title = Some(value.clone()),
+            "spec" => transcript.spec = value.clone(),
+            "level" => {
+                transcript.level = match value.as_str() {
+                    "MUST" => Level::Must,
+                    "SHOULD" => Level::Should,
+                    other => return bad(format!("level is MUST or SHOULD, got {other:?}")),
+                }
+            }
+            "class" => {
+                transcript.class = match value.as_str() {
+                    "normal" => Class::Normal,
+                    "long" => Class::Long,
+                    other => return bad(format!("class is normal or long, got {other:?}")),
+                }
+            }
+            "ttl" => match parse_duration(value) {
+                Some(ttl) if !ttl.is_zero() => transcript.ttl = Some(ttl),
+                _ => {
+                    return bad(format!(
+                        "ttl is a duration such as 500ms or 2s, got {value:?}"
+                    ))
+                }
+            },
+            "requires" => {
+                let features = list();
+                if let Some(bad_name) = features.iter().find(|f| {
+                    !f.starts_with(|c: char| c.is_ascii_lowercase())
+                        || !f
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                }) {
+                    return bad(format!("bad feature name {bad_name:?} (e.g. process.tty)"));
+                }
+                transcript.requires = features.into_iter().map(str::to_owned).collect();
+            }
+            "transports" => {
+                let mut chosen = Vec::new();
+                for name in list() {
+                    match TransportName::ALL.into_iter().find(|t| t.as_str() == name) {
+                        Some(t) => chosen.push(t),
+                        None => return bad(format!("unknown transport {name:?} (ws, stdio)")),
+                    }
+                }
+                if chosen.is_empty() {
+                    return bad("transports lists none".into());
+                }
+                transcript.transports = chosen;
+            }
+            "revisions" => {
+                let mut chosen = Vec::new();
+                for name in list() {
+                    match Revision::parse(name) {
+                        Some(r) => chosen.push(r),
+                        None => {
+                            return bad(format!("unknown revision {name:?} (2026-06, 2026-08)"))
+                        }
+                    }
+                }
+                if chosen.is_empty() {
+                    return bad("revisions lists none".into());
+                }
+                transcript.revisions = chosen;
+            }
+            _ => unreachable!("header keys are checked while reading"),
+        }
+    }
+    let whole_file = |message: &str| ParseError {
+        file: file.to_owned(),
+        line: 1,
+        column: 1,
+        message: message.to_owned(),
+    };
+    if transcript.spec.is_empty() {
+        return Err(whole_file(
+            "missing header `# spec: §N` (the docs/protocol.md section this case grades)",
+        ));
+    }
+    if transcript.steps.is_empty() {
+        return Err(whole_file("no steps: a transcript must do something"));
+    }
+    if transcript.ttl.is_none() {
+        if let Some(step) = transcript
+            .steps
+            .iter()
+            .find(|s| matches!(s.kind, StepKind::WaitTtl(_)))
+        {
+            parser.line = step.line;
+            let text = lines[step.line - 1];
+            let at = text.len() - text.trim_start().len();
+            return Err(parser.error(text, at, "`!! wait-ttl` needs a `# ttl:` header"));
+        }
+    }
+    Ok(transcript)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(source: &str) -> String {
+        parse("case.xt", source).unwrap_err().to_string()
+    }
+
+    const HEAD: &str = "# spec: §4\n";
+
+    #[test]
+    fn a_good_transcript() {
+        let t = parse(
+            "ok.xt",
+            "# title: handshake\n# spec: §4\n# level: SHOULD\n# transports: ws\n# revisions: 2026-08\n# requires: session.resume, fs\n# ttl: 500ms\n\n>> {\"id\":1,\"method\":\"initialize\",\"params\":{\"clientName\":\"x\"}}\n<< {\"id\":1,\"result\":{\"sessionId\":\"$sid\"}}\n# a comment\n>> {\"method\":\"initialized\",\"params\":{\"s\":\"$sid\"}}\n!! wait 10ms\n!! wait-ttl +50%\n!! expect-quiet 1.5s\n!! raw {not json\n<~ {\"method\":\"process/exited\"}\n!! read-until $sid \"hi\\n\"\n!! expect-exit 0\n",
+        )
+        .unwrap();
+        assert_eq!(t.title.as_deref(), Some("handshake"));
+        assert_eq!(t.level, Level::Should);
+        assert_eq!(t.transports, [TransportName::Ws]);
+        assert_eq!(t.revisions, [Revision::R2026_08]);
+        assert_eq!(t.requires, ["session.resume", "fs"]);
+        assert_eq!(t.ttl, Some(Duration::from_millis(500)));
+        assert_eq!(t.steps.len(), 10);
+        let StepKind::Send(first) = &t.steps[0].kind else {
+            panic!()
+        };
+        assert_eq!(first["jsonrpc"], "2.0");
+        assert_eq!(t.steps[0].line, 9);
+        assert!(matches!(&t.steps[6].kind, StepKind::Raw(raw) if raw == "{not json"));
+        assert!(matches!(t.steps[4].kind, StepKind::WaitTtl(f) if (f - 1.5).abs() < 1e-9));
+        assert!(matches!(t.steps[9].kind, StepKind::ExpectExit(Some(0))));
+    }
+
+    #[test]
+    fn invalid_json_points_at_the_column() {
+        let e = error(&format!("{HEAD}>> {{\"id\":1,\"method\":}}\n"));
+        assert!(e.starts_with("case.xt:2:21: invalid JSON"), "{e}");
+    }
+
+    #[test]
+    fn bad_regex_points_at_its_token() {
+        let e = error(&format!(
+            "{HEAD}>> {{\"id\":1,\"method\":\"m\"}}\n<< {{\"id\":1,\"error\":{{\"message\":\"~/(/\"}}}}\n"
+        ));
+        assert!(e.starts_with("case.xt:3:31: bad regex"), "{e}");
+    }
+
+    #[test]
+    fn unbound_variable_in_a_send() {
+        let e = error(&format!(
+            "{HEAD}>> {{\"id\":1,\"method\":\"m\",\"params\":\"$sid\"}}\n"
+        ));
+        assert!(e.starts_with("case.xt:2:35: $sid is not bound"), "{e}");
+    }
+
+    #[test]
+    fn response_to_nothing_sent() {
+        let e = error(&format!(
+            "{HEAD}>> {{\"id\":1,\"method\":\"m\"}}\n<< {{\"id\":2}}\n"
+        ));
+        assert!(
+            e.starts_with("case.xt:3:5: << expects a response to id 2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_things() {
+        assert!(error(&format!("{HEAD}!! explode\n")).starts_with("case.xt:2:4: unknown command"));
+        assert!(
+            error("# spce: §4\n!! wait 1s\n").starts_with("case.xt:1:3: unknown header `spce:`")
+        );
+        assert!(error(&format!("{HEAD}?? hi\n")).starts_with("case.xt:2:1: expected a step"));
+        assert!(
+            error(&format!("{HEAD}  !! wait 10\n"))
+                .starts_with("case.xt:2:11: `!! wait` needs a duration"),
+            "{}",
+            error(&format!("{HEAD}  !! wait 10\n"))
+        );
+        assert!(error(&format!("{HEAD}!! disconnect now\n"))
+            .starts_with("case.xt:2:15: `!! disconnect` takes no argument"));
+        assert!(error("# spec: §4\n# level: MAY\n!! wait 1s\n")
+            .starts_with("case.xt:2:10: level is MUST or SHOULD"));
+        assert!(error("# spec: §4\n# transports: tcp\n!! wait 1s\n")
+            .starts_with("case.xt:2:15: unknown transport"));
+        assert!(error("# spec: §4\n# revisions: 2026-07\n!! wait 1s\n")
+            .starts_with("case.xt:2:14: unknown revision"));
+        assert!(error("# spec: §4\n# spec: §5\n!! wait 1s\n")
+            .starts_with("case.xt:2:3: duplicate header"));
+        assert!(error("# spec: §4\n!! wait 1s\n# level: MUST\n")
+            .starts_with("case.xt:3:3: header `level:` after"));
+        assert!(error("!! wait 1s\n").starts_with("case.xt:1:1: missing header `# spec:"));
+        assert!(error(HEAD).starts_with("case.xt:1:1: no steps"));
+        assert!(error(&format!("{HEAD}!! wait-ttl +50%\n"))
+            .starts_with("case.xt:2:1: `!! wait-ttl` needs a `# ttl:` header"));
+        assert!(
+            error(&format!("{HEAD}>> [1]\n")).starts_with("case.xt:2:4: >> sends a JSON object")
+        );
+        assert!(error(&format!("{HEAD}!! read-until $p \"x\"\n"))
+            .starts_with("case.xt:2:15: $p is not bound"));
+    }
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        let e = error("# spec: §4\n# title: é\n>> {\"a\": é}\n");
+        assert!(e.starts_with("case.xt:3:10: invalid JSON"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("200ms"), Some(Duration::from_millis(200)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2"), None);
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration("inf s"), None);
+    }
+}
