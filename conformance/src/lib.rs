@@ -6,5 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod pattern;
+pub mod runner;
 pub mod transcript;
