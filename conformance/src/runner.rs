@@ -194,6 +194,7 @@ pub async fn run_case(
             &mut bindings,
             ttl,
             &marker,
+            &config.server[0],
             &mut exit_expected,
         ),
     )
@@ -244,6 +245,8 @@ pub async fn run_case(
     (verdict, report)
 }
 
+// The case's state travels as arguments for now; a `CaseRun` struct is the next step.
+#[allow(clippy::too_many_arguments)]
 async fn play(
     case: &Transcript,
     server: &ExecServer,
@@ -251,6 +254,7 @@ async fn play(
     bindings: &mut Bindings,
     ttl: Option<Duration>,
     marker: &str,
+    program: &str,
     exit_expected: &mut bool,
 ) -> Result<(), (usize, StepFailure)> {
     for step in &case.steps {
@@ -336,7 +340,10 @@ async fn play(
                 .await
                 .map_err(|e| at(StepFailure::Mismatch(e.to_string())))?,
             StepKind::NoOrphans => {
-                let alive = marked_processes(marker, server.pid());
+                let alive: Vec<_> = marked_processes(marker, server.pid())
+                    .into_iter()
+                    .filter(|(_, cmdline)| !is_server(cmdline, program))
+                    .collect();
                 if !alive.is_empty() {
                     return Err(at(StepFailure::Mismatch(format!(
                         "processes carrying the case's marker are alive: {alive:?}"
@@ -374,7 +381,8 @@ async fn play(
     Ok(())
 }
 
-/// Processes (other than `except`) whose environment or argv carries `marker`.
+/// Processes whose environment or argv carries `marker`, except those in the process
+/// group `except` (the server's own group: it leads one).
 pub fn marked_processes(marker: &str, except: Option<i32>) -> Vec<(i32, String)> {
     let own = std::process::id() as i32;
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -389,7 +397,10 @@ pub fn marked_processes(marker: &str, except: Option<i32>) -> Vec<(i32, String)>
         else {
             continue;
         };
-        if pid == own || Some(pid) == except || !exec_server_harness::process_alive(pid) {
+        if pid == own
+            || except.is_some_and(|group| process_group(pid) == Some(group))
+            || !exec_server_harness::process_alive(pid)
+        {
             continue;
         }
         let carries = |file: &str| {
@@ -409,6 +420,19 @@ pub fn marked_processes(marker: &str, except: Option<i32>) -> Vec<(i32, String)>
         }
     }
     found
+}
+
+/// Whether a command line is the server under test itself (its pid may differ from
+/// the one started when it re-executes or moves group during start-up).
+fn is_server(cmdline: &str, program: &str) -> bool {
+    cmdline.starts_with(program) && cmdline.contains("--listen")
+}
+
+/// The process group of `pid`, from `/proc/PID/stat`.
+fn process_group(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    rest.split(' ').nth(2)?.parse().ok()
 }
 
 /// Waits up to `within` for the case's processes to be gone, then records and
@@ -436,4 +460,22 @@ pub fn load(path: &Path) -> Result<Transcript, String> {
     let shown = path.display().to_string();
     let source = std::fs::read_to_string(path).map_err(|err| format!("{shown}: {err}"))?;
     transcript::parse(&shown, &source).map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_transcript_is_a_harness_error_with_its_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.xt");
+        std::fs::write(&path, "# spec: §4\n>> {\"id\": 1,}\n").unwrap();
+        let found = discover(dir.path());
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, "bad");
+        let error = load(&path).unwrap_err();
+        let expected = format!("{}:2:13: invalid JSON", path.display());
+        assert!(error.starts_with(&expected), "{error}");
+    }
 }
