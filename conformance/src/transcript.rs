@@ -271,7 +271,9 @@ pub fn parse(file: &str, source: &str) -> Result<Transcript, ParseError> {
             continue;
         }
         in_header = false;
-        let (op, rest) = trimmed.split_at(trimmed.len().min(2));
+        // `get` rather than `split_at`: the first two bytes may split a character.
+        let op = trimmed.get(..2).unwrap_or(trimmed);
+        let rest = &trimmed[op.len()..];
         let rest = rest.trim();
         let rest_at = match rest.is_empty() {
             true => text.trim_end().len(),
@@ -791,6 +793,11 @@ mod tests {
     fn columns_count_characters_not_bytes() {
         let e = error("# spec: §4\n# title: é\n>> {\"a\": é}\n");
         assert!(e.starts_with("case.xt:3:10: invalid JSON"), "{e}");
+    }
+
+    #[test]
+    fn a_multibyte_start_is_an_error_not_a_panic() {
+        assert!(error("# spec: §4\naé\n").starts_with("case.xt:2:1: expected a step"));
     }
 
     #[test]
