@@ -169,20 +169,7 @@ async fn a_start_sent_while_reconnecting_survives_the_catch_up() {
         .expect("the client reconnects in time")
         .expect("signal");
     // The client is reconnecting: the start registers its process, then waits.
-    let request = StartRequest {
-        process_id: Some("late".into()),
-        ..StartRequest::new(["echo", "hi"])
-    };
-    let mut start = Box::pin(client.start(request));
-    assert!(
-        futures_util::poll!(&mut start).is_pending(),
-        "the start waits for the connection"
-    );
-    go_tx.send(()).expect("go");
-    let mut process = tokio::time::timeout(WAIT, start)
-        .await
-        .expect("start answered in time")
-        .expect("started");
+    let mut process = start_late_while_reconnecting(&client, go_tx).await;
     assert_eq!(
         all_events(&mut process).await,
         [
@@ -267,6 +254,28 @@ async fn a_resume_whose_connection_dies_is_retried_at_once() {
 }
 
 /// Every event of `process` until its stream ends, within `WAIT`.
+/// Starts `late` (`echo hi`) while the client reconnects: the start waits for the
+/// connection, which the scripted server grants once `go` is sent.
+async fn start_late_while_reconnecting(
+    client: &ExecServerClient,
+    go: tokio::sync::oneshot::Sender<()>,
+) -> ProcessHandle {
+    let request = StartRequest {
+        process_id: Some("late".into()),
+        ..StartRequest::new(["echo", "hi"])
+    };
+    let mut start = Box::pin(client.start(request));
+    assert!(
+        futures_util::poll!(&mut start).is_pending(),
+        "the start waits for the connection"
+    );
+    go.send(()).expect("go");
+    tokio::time::timeout(WAIT, start)
+        .await
+        .expect("start answered in time")
+        .expect("started")
+}
+
 async fn all_events(process: &mut ProcessHandle) -> Vec<ProcessEvent> {
     let mut events = Vec::new();
     while let Some(event) = tokio::time::timeout(WAIT, process.next_event())
@@ -489,20 +498,7 @@ async fn a_start_answered_before_the_catch_up_sees_its_read_fail_survives() {
         .await
         .expect("the client reconnects in time")
         .expect("signal");
-    let request = StartRequest {
-        process_id: Some("late".into()),
-        ..StartRequest::new(["echo", "hi"])
-    };
-    let mut start = Box::pin(client.start(request));
-    assert!(
-        futures_util::poll!(&mut start).is_pending(),
-        "the start waits for the connection"
-    );
-    go_tx.send(()).expect("go");
-    let mut process = tokio::time::timeout(WAIT, start)
-        .await
-        .expect("start answered in time")
-        .expect("started");
+    let mut process = start_late_while_reconnecting(&client, go_tx).await;
     started_tx.send(()).expect("started");
     assert_eq!(
         all_events(&mut process).await,

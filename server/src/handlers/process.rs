@@ -284,6 +284,19 @@ mod tests {
             .expect("params")
     }
 
+    /// Starts [`sleeper`] as process `p` of `session`.
+    async fn start_sleeper(session: &Arc<Session>) {
+        start(
+            &Arc::new(FileSystem::Unconfined),
+            PathRules::default(),
+            session,
+            sleeper(),
+            Turn::unordered(),
+        )
+        .await
+        .expect("start");
+    }
+
     fn read_params(wait_ms: u64) -> ReadParams {
         decode_params(json!({"processId": "p", "waitMs": wait_ms})).expect("params")
     }
@@ -294,15 +307,7 @@ mod tests {
         let (outbound, _queue) = crate::outbound::channel(1 << 20);
         let mut room = ReplyRoom::new(outbound.clone(), 1);
         let (session, generation) = registry.create(outbound).expect("create");
-        start(
-            &Arc::new(FileSystem::Unconfined),
-            PathRules::default(),
-            &session,
-            sleeper(),
-            Turn::unordered(),
-        )
-        .await
-        .expect("start");
+        start_sleeper(&session).await;
         let draining = CancellationToken::new();
         let long_poll = tokio::spawn({
             let (session, draining) = (Arc::clone(&session), draining.clone());
@@ -338,15 +343,7 @@ mod tests {
         let (old_outbound, _old_queue) = crate::outbound::channel(1 << 20);
         let mut old_room = ReplyRoom::new(old_outbound.clone(), 1);
         let (session, old_generation) = registry.create(old_outbound).expect("create");
-        start(
-            &Arc::new(FileSystem::Unconfined),
-            PathRules::default(),
-            &session,
-            sleeper(),
-            Turn::unordered(),
-        )
-        .await
-        .expect("start");
+        start_sleeper(&session).await;
         let stale_read = tokio::spawn({
             let session = Arc::clone(&session);
             async move {
@@ -398,15 +395,7 @@ mod tests {
         let registry = registry(Duration::ZERO);
         let (outbound, _queue) = crate::outbound::channel(1 << 20);
         let (session, generation) = registry.create(outbound).expect("create");
-        start(
-            &Arc::new(FileSystem::Unconfined),
-            PathRules::default(),
-            &session,
-            sleeper(),
-            Turn::unordered(),
-        )
-        .await
-        .expect("start");
+        start_sleeper(&session).await;
         let Lookup::Running(process) = session.lookup("p") else {
             panic!("running");
         };
