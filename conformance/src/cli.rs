@@ -70,7 +70,12 @@ pub fn split_args(
             "--time-scale" => time_scale = Some(value),
             "--transcripts" => options.transcripts = Some(PathBuf::from(value)),
             "--show" => options.show = Some(value),
-            "--attach" => options.attach = Some(value),
+            "--attach" => {
+                if !value.starts_with("ws://") {
+                    return Err(format!("--attach {value:?}: a websocket URL, ws://IP:PORT"));
+                }
+                options.attach = Some(value)
+            }
             _ => unreachable!(),
         }
     }

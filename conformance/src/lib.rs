@@ -7,6 +7,9 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod hygiene;
 pub mod pattern;
+pub mod profile;
 pub mod runner;
+pub mod suite;
 pub mod transcript;

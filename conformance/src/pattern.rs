@@ -7,7 +7,9 @@
 //! - `"$name"` binds on first use and must be equal afterwards; `"$name/rest"` is the
 //!   bound string followed by `/rest` (for `$tmp/…` and `$tmpPath/…`);
 //! - `"~/regex/"` matches a string against a regular expression;
-//! - `{"$b64": "text"}` matches the standard base64 of `text`;
+//! - `${name}` inside a longer string is the bound value's text (`"got ${x}\n"`); a
+//!   pattern string holding one is compared after substitution;
+//! - `{"$b64": "text"}` matches the standard base64 of `text` (`${name}` substituted);
 //! - `{"$oneOf": [p, q, …]}` matches when any alternative matches;
 //! - `{"$eq": value}` matches exactly `value` (no rules inside: an escape);
 //! - `"$$…"` is the literal string `$…`.
@@ -32,8 +34,11 @@ pub enum Pattern {
     },
     /// `"~/regex/"`.
     Regex(regex::Regex),
-    /// `{"$b64": "text"}`: the decoded bytes must equal these.
-    Base64(Vec<u8>),
+    /// `{"$b64": "text"}`: the decoded bytes must equal the text (after `${name}`
+    /// substitution).
+    Base64(String),
+    /// A string with `${name}` inside: equal to it after substitution.
+    Template(String),
     /// `{"$oneOf": [...]}`.
     OneOf(Vec<Pattern>),
     /// A scalar, or `{"$eq": value}`.
@@ -125,7 +130,10 @@ impl Pattern {
                     let operand = &map[op];
                     return match op.as_str() {
                         "$b64" => match operand {
-                            Value::String(text) => Ok(Pattern::Base64(text.as_bytes().to_vec())),
+                            Value::String(text) => {
+                                check_template(text)?;
+                                Ok(Pattern::Base64(text.clone()))
+                            }
                             _ => Err(PatternError::new(
                                 "$b64 takes a string (the decoded text)",
                                 quoted(op),
@@ -187,7 +195,26 @@ impl Pattern {
                 .map(Pattern::Regex)
                 .map_err(|err| PatternError::new(format!("bad regex: {err}"), quoted(text)));
         }
+        if text.contains("${") {
+            check_template(text)?;
+            return Ok(Pattern::Template(text.to_owned()));
+        }
         Ok(Pattern::Exact(Value::String(text.to_owned())))
+    }
+
+    /// Names of the variables this pattern uses without binding them (`${name}` in
+    /// templates and `$b64` texts): each must be bound before the pattern is matched.
+    pub fn references(&self, out: &mut Vec<String>) {
+        match self {
+            Pattern::Template(text) | Pattern::Base64(text) => {
+                referenced(&Value::String(text.clone()), out)
+            }
+            Pattern::OneOf(items) | Pattern::Array { items, .. } => {
+                items.iter().for_each(|p| p.references(out))
+            }
+            Pattern::Object(entries) => entries.iter().for_each(|(_, p)| p.references(out)),
+            _ => {}
+        }
     }
 
     /// Names of the variables this pattern mentions, in order.
@@ -252,13 +279,29 @@ impl Pattern {
                 Some(text) if regex.is_match(text) => Ok(()),
                 _ => mismatch(format!("a string matching /{}/", regex.as_str())),
             },
-            Pattern::Base64(want) => {
+            Pattern::Base64(template) => {
+                let want = expand(template, bindings).map_err(|err| Mismatch {
+                    path: path.to_owned(),
+                    expected: err.message,
+                    actual: actual.clone(),
+                })?;
                 let decoded = actual
                     .as_str()
                     .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok());
-                match decoded.as_deref() == Some(want.as_slice()) {
+                match decoded.as_deref() == Some(want.as_bytes()) {
                     true => Ok(()),
-                    false => mismatch(format!("base64 of {:?}", String::from_utf8_lossy(want))),
+                    false => mismatch(format!("base64 of {want:?}")),
+                }
+            }
+            Pattern::Template(template) => {
+                let want = expand(template, bindings).map_err(|err| Mismatch {
+                    path: path.to_owned(),
+                    expected: err.message,
+                    actual: actual.clone(),
+                })?;
+                match actual.as_str() == Some(want.as_str()) {
+                    true => Ok(()),
+                    false => mismatch(format!("{want:?}")),
                 }
             }
             Pattern::OneOf(options) => {
@@ -324,9 +367,8 @@ impl Pattern {
                 suffix: Some(suffix),
             } => Value::String(format!("${name}/{suffix}")),
             Pattern::Regex(regex) => Value::String(format!("~/{}/", regex.as_str())),
-            Pattern::Base64(bytes) => {
-                serde_json::json!({"$b64": String::from_utf8_lossy(bytes)})
-            }
+            Pattern::Base64(text) => serde_json::json!({ "$b64": text }),
+            Pattern::Template(text) => Value::String(text.clone()),
             Pattern::OneOf(items) => {
                 serde_json::json!({"$oneOf": items.iter().map(Pattern::render).collect::<Vec<_>>()})
             }
@@ -460,6 +502,26 @@ fn substitute_string(text: &str, bindings: &Bindings) -> Result<Value, PatternEr
     }
     out.push_str(rest);
     Ok(Value::String(out))
+}
+
+/// `text` with every `${name}` replaced by the bound value's text (for `$b64`
+/// texts, templates and `!! read-until`).
+pub fn expand(text: &str, bindings: &Bindings) -> Result<String, PatternError> {
+    match substitute_string(&format!("_{text}"), bindings)? {
+        Value::String(expanded) => Ok(expanded[1..].to_owned()),
+        other => Ok(other.to_string()),
+    }
+}
+
+/// A `${` without its `}` is an error when the transcript is read, not when it runs.
+fn check_template(text: &str) -> Result<(), PatternError> {
+    let mut names = Vec::new();
+    referenced(&Value::String(format!("_{text}")), &mut names);
+    let bindings = names
+        .into_iter()
+        .map(|name| (name, Value::String(String::new())))
+        .collect();
+    expand(text, &bindings).map(|_| ())
 }
 
 /// Names of the variables a message to send refers to (for checking, before running,

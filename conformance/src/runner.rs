@@ -1,22 +1,34 @@
-//! Plays a [`Transcript`] against a freshly started server and grades it.
+//! Plays one [`Transcript`] against a server of its own and grades it: starts the
+//! server (or attaches to one), runs the steps in order, checks hygiene (stdout purity,
+//! no surviving marked process), and returns a [`Verdict`] with a report.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use exec_server_harness::{Connection, ExecServer, HarnessError, Transport};
-use serde_json::Value;
+use exec_server_harness::protocol::{PathForm, RequestId};
+use exec_server_harness::{
+    Connection, Direction, ExecServer, HarnessError, HttpRequest, Transport,
+};
+use serde_json::{json, Value};
 
-use crate::pattern::{substitute, Bindings};
-use crate::transcript::{self, Class, Level, Revision, StepKind, Transcript, TransportName};
+use crate::hygiene;
+use crate::pattern::{expand, substitute, Bindings, Pattern};
+use crate::profile::{Profile, SHORT_TTL};
+use crate::transcript::{
+    self, Class, HttpStep, Level, ResponseTo, Revision, StepKind, Transcript, TransportName,
+};
 
-/// The environment variable every server of a case carries (its value: the marker).
-pub const MARKER_VAR: &str = "EXEC_CONFORMANCE_MARKER";
+/// How many wire-trace lines of each connection a report shows (the last ones).
+const REPORT_TRACE_LINES: usize = 60;
 
-/// What to test and how.
+/// What to test and how (one run: one implementation, one revision).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The server command line (program and leading words); `--listen …` is appended.
     pub server: Vec<String>,
+    /// `--attach`: a websocket server already running at this URL, used instead.
+    pub attach: Option<String>,
     /// The graded revision.
     pub revision: Revision,
     /// Multiplies every wait.
@@ -67,6 +79,27 @@ impl Verdict {
     }
 }
 
+/// A graded case: the verdict, what to show about it, and how long it took.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The grade.
+    pub verdict: Verdict,
+    /// The wire traces and the server's stderr tail (empty when nothing ran).
+    pub report: String,
+    /// Wall time of the case, server start-up and teardown included.
+    pub duration: Duration,
+}
+
+impl Outcome {
+    fn without_run(verdict: Verdict) -> Outcome {
+        Outcome {
+            verdict,
+            report: String::new(),
+            duration: Duration::ZERO,
+        }
+    }
+}
+
 /// Every `*.xt` file under `dir`, sorted, with its case id (the relative path without
 /// `.xt`).
 pub fn discover(dir: &Path) -> Vec<(String, PathBuf)> {
@@ -92,148 +125,172 @@ fn walk(root: &Path, dir: &Path, found: &mut Vec<(String, PathBuf)>) {
     }
 }
 
-/// Why a step failed, before it becomes a verdict.
-enum StepFailure {
-    Mismatch(String),
-    Timeout(String),
-    Harness(String),
+/// Parses a case file (for trials): a bad transcript is a HARNESS-ERROR verdict.
+pub fn load(path: &Path) -> Result<Transcript, String> {
+    let shown = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|err| format!("{shown}: {err}"))?;
+    transcript::parse(&shown, &source).map_err(|err| err.to_string())
 }
 
-fn from_harness(err: HarnessError) -> StepFailure {
-    match err {
-        HarnessError::Timeout { .. } => StepFailure::Timeout(err.to_string()),
-        other => StepFailure::Mismatch(other.to_string()),
-    }
-}
-
-/// Runs one case on one transport: starts its own server, plays the steps, checks
-/// hygiene, stops the server. Returns the verdict and the report printed on failure.
-pub async fn run_case(
+/// Why a case cannot run here, before any server starts: the SKIPPED reason.
+pub fn skip_reason(
     case: &Transcript,
     transport: TransportName,
     config: &Config,
-) -> (Verdict, String) {
+    profile: &Profile,
+) -> Option<String> {
     if !case.revisions.contains(&config.revision) {
-        let reason = format!("revision {}", config.revision.as_str());
-        return (Verdict::Skipped(reason), String::new());
+        return Some(format!(
+            "not a case of revision {}",
+            config.revision.as_str()
+        ));
     }
     if case.class == Class::Long && !config.include_long {
-        return (
-            Verdict::Skipped("long; --include-long".into()),
-            String::new(),
-        );
+        return Some("long: run with --include-long".into());
     }
+    if config.attach.is_some() {
+        if transport != TransportName::Ws {
+            return Some("--attach: websocket cases only".into());
+        }
+        if case
+            .steps
+            .iter()
+            .any(|s| matches!(s.kind, StepKind::ExpectExit(_)))
+            || case
+                .requires
+                .iter()
+                .any(|f| matches!(f.as_str(), "session.ttl" | "process.retention" | "fs.root"))
+        {
+            return Some(
+                "--attach: the case starts its server with options or watches it exit".into(),
+            );
+        }
+    }
+    profile.unmet(case, transport, config.revision)
+}
+
+/// Asks the server what it advertises: starts it on `transport`, initializes, reads
+/// `capabilities`, stops it.
+pub async fn probe(transport: TransportName, config: &Config) -> Result<Profile, String> {
+    let server = start(transport, config, &[])
+        .await
+        .map_err(|err| format!("the server did not start on {}: {err}", transport.as_str()))?;
+    let conn = server
+        .connect()
+        .await
+        .map_err(|err| format!("cannot connect: {err}"))?;
+    let response = conn
+        .request(
+            "initialize",
+            json!({"clientName": "exec-conformance-probe"}),
+        )
+        .await
+        .map_err(|err| format!("initialize: {err}"))?;
+    let result = response
+        .result
+        .ok_or_else(|| format!("initialize failed: {}", response.raw))?;
+    Ok(Profile::from_capabilities(result.get("capabilities")))
+}
+
+/// Starts (or attaches to) a server. It does not get the case's marker: the server and
+/// its helpers are not the case's processes; the case marks what it starts.
+async fn start(
+    transport: TransportName,
+    config: &Config,
+    args: &[String],
+) -> Result<ExecServer, HarnessError> {
+    let mut builder = ExecServer::builder().time_scale(config.time_scale);
+    builder = match &config.attach {
+        Some(url) => builder.attach(url.clone()),
+        None => builder
+            .transport(match transport {
+                TransportName::Ws => Transport::WebSocket,
+                TransportName::Stdio => Transport::Stdio,
+            })
+            .command(config.server.clone())
+            .args(args.iter().cloned()),
+    };
+    builder.start().await
+}
+
+/// Runs one case on one transport against a server of its own. Call
+/// [`skip_reason`] first.
+pub async fn run_case(case: &Transcript, transport: TransportName, config: &Config) -> Outcome {
+    let started = Instant::now();
+    let mut outcome = run_case_inner(case, transport, config).await;
+    outcome.duration = started.elapsed();
+    outcome
+}
+
+async fn run_case_inner(case: &Transcript, transport: TransportName, config: &Config) -> Outcome {
+    // `$tmp` is compared with `pwd -P` and `fs/canonicalize`: no symlink in it.
     let tmp = match tempfile::Builder::new()
         .prefix("exec-conformance-")
         .tempdir()
     {
         Ok(tmp) => tmp,
         Err(err) => {
-            return (
-                Verdict::HarnessError(format!("temporary directory: {err}")),
-                String::new(),
-            )
+            return Outcome::without_run(Verdict::HarnessError(format!(
+                "temporary directory: {err}"
+            )))
+        }
+    };
+    let root = match tmp.path().canonicalize() {
+        Ok(root) => root,
+        Err(err) => {
+            return Outcome::without_run(Verdict::HarnessError(format!(
+                "temporary directory: {err}"
+            )))
         }
     };
     let marker = format!("exec-conformance-{}", uuid::Uuid::new_v4().simple());
-    let tmp_path = tmp.path().to_string_lossy().into_owned();
-    let mut bindings = Bindings::new();
-    bindings.insert("tmp".into(), Value::String(tmp_path.clone()));
-    let wire_tmp = match config.revision {
-        Revision::R2026_06 => tmp_path.clone(),
-        Revision::R2026_08 => exec_server_harness::protocol::PathForm::FileUri
-            .render(tmp_path.as_bytes())
-            .to_string(),
-    };
-    bindings.insert("tmpPath".into(), Value::String(wire_tmp));
-    bindings.insert("marker".into(), Value::String(marker.clone()));
-
-    let mut builder = ExecServer::builder()
-        .transport(match transport {
-            TransportName::Ws => Transport::WebSocket,
-            TransportName::Stdio => Transport::Stdio,
-        })
-        .command(config.server.clone())
-        .env(MARKER_VAR, marker.clone())
-        .time_scale(config.time_scale);
-    let ttl = case.ttl.map(|ttl| ttl.mul_f64(config.time_scale));
-    if let Some(ttl) = ttl {
-        builder = builder.args(["--session-ttl".to_owned(), format!("{}ms", ttl.as_millis())]);
-    }
-    let server = match builder.start().await {
+    let ttl = SHORT_TTL.mul_f64(config.time_scale);
+    let args = Profile::server_args(case, ttl, &root);
+    let server = match start(transport, config, &args).await {
         Ok(server) => server,
         Err(err) => {
-            return (
-                Verdict::Crash(format!("the server did not start: {err}")),
-                String::new(),
-            )
+            return Outcome::without_run(Verdict::Crash(format!("the server did not start: {err}")))
         }
     };
-    let server_pid = server.pid();
-    let conn = match server.connect().await {
-        Ok(conn) => conn,
-        Err(err) => {
-            return (
-                Verdict::Fail(format!("cannot connect: {err}")),
-                String::new(),
-            )
-        }
+    let mut run = CaseRun {
+        server,
+        connections: Vec::new(),
+        sent_on: HashMap::new(),
+        bindings: initial_bindings(&root, &marker, config.revision),
+        ttl,
+        marker,
+        exit_expected: false,
     };
     let budget = match case.class {
         Class::Normal => Duration::from_secs(30),
         Class::Long => Duration::from_secs(180),
     }
     .mul_f64(config.time_scale);
-    let mut exit_expected = false;
-    let played = tokio::time::timeout(
-        budget,
-        play(
-            case,
-            &server,
-            &conn,
-            &mut bindings,
-            ttl,
-            &marker,
-            &config.server[0],
-            &mut exit_expected,
-        ),
-    )
-    .await;
+    let played = tokio::time::timeout(budget, run.play(case)).await;
+    let server_pid = run.server.pid();
+    let crashed = || {
+        !run.exit_expected && server_pid.is_some_and(|pid| !exec_server_harness::process_alive(pid))
+    };
     let mut verdict = match played {
         Err(_) => Verdict::Timeout(format!("the case did not finish within {budget:?}")),
         Ok(Ok(())) => Verdict::Pass,
-        Ok(Err((line, failure))) => {
-            let at = format!("{}:{line}", case.file);
-            let crashed = !exit_expected
-                && server_pid.is_some_and(|pid| !exec_server_harness::process_alive(pid));
-            match failure {
-                _ if crashed => Verdict::Crash(format!("{at}: the server process died")),
-                StepFailure::Mismatch(text) => Verdict::Fail(format!("{at}: {text}")),
-                StepFailure::Timeout(text) => Verdict::Timeout(format!("{at}: {text}")),
-                StepFailure::Harness(text) => Verdict::HarnessError(format!("{at}: {text}")),
-            }
+        Ok(Err((line, _))) if crashed() => {
+            Verdict::Crash(format!("{}:{line}: the server process died", case.file))
         }
+        Ok(Err((line, failure))) => failure.verdict(format!("{}:{line}", case.file)),
     };
-    // Hygiene: nothing but protocol frames on the wire (stdio stdout, ws stdout).
     if verdict == Verdict::Pass {
-        let invalid = conn.invalid_frames();
-        let extra = server.extra_stdout();
-        if !invalid.is_empty() {
-            verdict = Verdict::Fail(format!("non-protocol output from the server: {invalid:?}"));
-        } else if !extra.is_empty() {
-            verdict = Verdict::Fail(format!(
-                "the server printed on stdout after its start-up line: {extra:?}"
-            ));
-        }
+        verdict = run.stdout_verdict();
     }
-    let report = conn.failure_report();
-    drop(conn);
-    drop(server);
-    // Hygiene: after the server is gone, no process of this case may survive.
-    let survivors = reap_marked(&marker, Duration::from_secs(2).mul_f64(config.time_scale)).await;
+    let report = run.report();
+    let marker = run.marker.clone();
+    drop(run);
+    // Hygiene: once the server is gone, no process of this case may be left.
+    let survivors =
+        hygiene::reap_marked(&marker, Duration::from_secs(2).mul_f64(config.time_scale)).await;
     if !survivors.is_empty() && !verdict.fails_run() {
         verdict = Verdict::Fail(format!(
-            "processes survived the server (killed now): {survivors:?}"
+            "processes of this case outlived the server (now killed): {survivors:?}"
         ));
     }
     if case.level == Level::Should {
@@ -242,224 +299,321 @@ pub async fn run_case(
         }
     }
     drop(tmp);
-    (verdict, report)
+    Outcome {
+        verdict,
+        report,
+        duration: Duration::ZERO,
+    }
 }
 
-// The case's state travels as arguments for now; a `CaseRun` struct is the next step.
-#[allow(clippy::too_many_arguments)]
-async fn play(
-    case: &Transcript,
-    server: &ExecServer,
-    conn: &Connection,
-    bindings: &mut Bindings,
-    ttl: Option<Duration>,
-    marker: &str,
-    program: &str,
-    exit_expected: &mut bool,
-) -> Result<(), (usize, StepFailure)> {
-    for step in &case.steps {
-        let at = |failure| (step.line, failure);
-        match &step.kind {
+/// `$tmp`, `$tmpPath` (by revision: a plain path, or a `file:` URI) and `$marker`.
+fn initial_bindings(root: &Path, marker: &str, revision: Revision) -> Bindings {
+    let plain = root.to_string_lossy().into_owned();
+    let wire = match revision {
+        Revision::R2026_06 => plain.clone(),
+        Revision::R2026_08 => PathForm::FileUri
+            .render(root.as_os_str().as_encoded_bytes())
+            .to_string(),
+    };
+    Bindings::from([
+        ("tmp".to_owned(), Value::String(plain)),
+        ("tmpPath".to_owned(), Value::String(wire)),
+        ("marker".to_owned(), Value::String(marker.to_owned())),
+    ])
+}
+
+/// Why a step failed, before it becomes a verdict.
+enum StepFailure {
+    Mismatch(String),
+    Timeout(String),
+    Harness(String),
+}
+
+impl StepFailure {
+    fn verdict(self, at: String) -> Verdict {
+        match self {
+            StepFailure::Mismatch(text) => Verdict::Fail(format!("{at}: {text}")),
+            StepFailure::Timeout(text) => Verdict::Timeout(format!("{at}: {text}")),
+            StepFailure::Harness(text) => Verdict::HarnessError(format!("{at}: {text}")),
+        }
+    }
+}
+
+impl From<HarnessError> for StepFailure {
+    fn from(err: HarnessError) -> Self {
+        match err {
+            HarnessError::Timeout { .. } => StepFailure::Timeout(err.to_string()),
+            other => StepFailure::Mismatch(other.to_string()),
+        }
+    }
+}
+
+/// One case being played: its server, its connections (the last one is current), and
+/// what it has bound.
+struct CaseRun {
+    server: ExecServer,
+    connections: Vec<Connection>,
+    /// Which connection sent each request id (a response is awaited there).
+    sent_on: HashMap<String, usize>,
+    bindings: Bindings,
+    ttl: Duration,
+    marker: String,
+    /// Set once the case closes stdin or expects the server to exit.
+    exit_expected: bool,
+}
+
+impl CaseRun {
+    async fn play(&mut self, case: &Transcript) -> Result<(), (usize, StepFailure)> {
+        self.connections.push(
+            self.server
+                .connect()
+                .await
+                .map_err(|err| (0, StepFailure::Mismatch(format!("cannot connect: {err}"))))?,
+        );
+        for step in &case.steps {
+            self.step(&step.kind)
+                .await
+                .map_err(|failure| (step.line, failure))?;
+        }
+        Ok(())
+    }
+
+    fn current(&self) -> &Connection {
+        self.connections
+            .last()
+            .expect("play opens the first connection")
+    }
+
+    async fn step(&mut self, kind: &StepKind) -> Result<(), StepFailure> {
+        match kind {
             StepKind::Send(message) => {
-                let message = substitute(message, bindings)
-                    .map_err(|err| at(StepFailure::Harness(err.message)))?;
-                conn.send_raw(message.to_string())
-                    .await
-                    .map_err(|e| at(from_harness(e)))?;
-            }
-            StepKind::Raw(text) => {
-                conn.send_raw(text).await.map_err(|e| at(from_harness(e)))?;
-            }
-            StepKind::ExpectResponse { id, pattern } => {
-                let response = match id {
-                    Value::Null => conn.response_without_id().await,
-                    id => {
-                        let id: exec_server_harness::protocol::RequestId =
-                            serde_json::from_value(id.clone())
-                                .map_err(|err| at(StepFailure::Harness(err.to_string())))?;
-                        conn.response(&id).await
-                    }
+                let message = substitute(message, &self.bindings)
+                    .map_err(|err| StepFailure::Harness(err.message))?;
+                if let Some(id) = message.get("id") {
+                    self.sent_on
+                        .insert(id.to_string(), self.connections.len() - 1);
                 }
-                .map_err(|e| at(from_harness(e)))?;
-                let message = response.message();
-                pattern.matches(&message, bindings).map_err(|mismatch| {
-                    at(StepFailure::Mismatch(format!(
-                        "response does not match\n  expected: {}\n  actual:   {message}\n  {mismatch}",
-                        pattern.render()
-                    )))
-                })?;
+                self.current().send_raw(message.to_string()).await?;
             }
+            StepKind::Raw(text) => self.current().send_raw(text).await?,
+            StepKind::RawNoNewline(text) => self.current().send_raw_bytes(text.as_bytes()).await?,
+            StepKind::Binary(bytes) => self.current().send_raw_bytes(bytes).await?,
+            StepKind::Http(http) => self.http(http).await?,
+            StepKind::ExpectResponse { to, pattern } => self.expect_response(to, pattern).await?,
             StepKind::ExpectEvent(pattern) => {
-                let snapshot = bindings.clone();
+                let snapshot = self.bindings.clone();
                 let matcher = pattern.clone();
-                let event = conn
+                let event = self
+                    .current()
                     .expect_event(move |event| {
                         matcher
                             .matches(&event.message(), &mut snapshot.clone())
                             .is_ok()
                     })
                     .described(format!("a notification matching {}", pattern.render()))
-                    .await
-                    .map_err(|e| at(from_harness(e)))?;
+                    .await?;
                 pattern
-                    .matches(&event.message(), bindings)
-                    .map_err(|m| at(StepFailure::Harness(m.to_string())))?;
+                    .matches(&event.message(), &mut self.bindings)
+                    .map_err(|m| StepFailure::Harness(m.to_string()))?;
             }
-            StepKind::Disconnect => conn.disconnect().await.map_err(|e| at(from_harness(e)))?,
-            StepKind::Reset => conn.reset().await.map_err(|e| at(from_harness(e)))?,
-            StepKind::Reconnect => conn.reconnect().await.map_err(|e| at(from_harness(e)))?,
+            StepKind::Disconnect => self.current().disconnect().await?,
+            StepKind::Reset => self.current().reset().await?,
+            StepKind::Reconnect => {
+                let connection = self.server.connect().await?;
+                self.connections.push(connection);
+            }
             StepKind::CloseStdin => {
-                if server.transport() != Transport::Stdio {
-                    return Err(at(StepFailure::Harness(
-                        "close-stdin needs stdio (add `# transports: stdio`)".into(),
-                    )));
-                }
-                *exit_expected = true;
-                conn.disconnect().await.map_err(|e| at(from_harness(e)))?;
+                self.exit_expected = true;
+                self.current().disconnect().await?;
             }
             StepKind::ExpectExit(code) => {
-                *exit_expected = true;
-                let status = server.wait_exit().await.map_err(|e| at(from_harness(e)))?;
+                self.exit_expected = true;
+                let status = self.server.wait_exit().await?;
                 if let Some(code) = code {
                     if status.code() != Some(*code) {
-                        return Err(at(StepFailure::Mismatch(format!(
+                        return Err(StepFailure::Mismatch(format!(
                             "the server exited with {status}, expected exit code {code}"
-                        ))));
+                        )));
                     }
                 }
             }
-            StepKind::Wait(logical) => tokio::time::sleep(conn.scaled(*logical)).await,
-            StepKind::WaitTtl(factor) => {
-                let Some(ttl) = ttl else {
-                    return Err(at(StepFailure::Harness("wait-ttl without a ttl".into())));
-                };
-                tokio::time::sleep(ttl.mul_f64(*factor)).await;
-            }
-            StepKind::ExpectQuiet(logical) => conn
+            StepKind::Wait(logical) => tokio::time::sleep(self.server.scaled(*logical)).await,
+            StepKind::WaitTtl(factor) => tokio::time::sleep(self.ttl.mul_f64(*factor)).await,
+            StepKind::ExpectQuiet(logical) => self
+                .current()
                 .expect_no_event(*logical)
                 .await
-                .map_err(|e| at(StepFailure::Mismatch(e.to_string())))?,
+                .map_err(|err| StepFailure::Mismatch(err.to_string()))?,
             StepKind::NoOrphans => {
-                let alive: Vec<_> = marked_processes(marker, server.pid())
-                    .into_iter()
-                    .filter(|(_, cmdline)| !is_server(cmdline, program))
-                    .collect();
+                let alive = hygiene::marked_processes(&self.marker, self.server.pid());
                 if !alive.is_empty() {
-                    return Err(at(StepFailure::Mismatch(format!(
+                    return Err(StepFailure::Mismatch(format!(
                         "processes carrying the case's marker are alive: {alive:?}"
-                    ))));
+                    )));
                 }
             }
-            StepKind::ReadUntil { process, text } => {
-                let process = match process.strip_prefix('$') {
-                    Some(name) => match bindings.get(name) {
-                        Some(Value::String(id)) => id.clone(),
-                        other => {
-                            return Err(at(StepFailure::Harness(format!(
-                                "${name} is {other:?}, not a process id"
-                            ))));
-                        }
-                    },
-                    None => process.clone(),
+            StepKind::ReadUntil { process, text } => self.read_until(process, text).await?,
+        }
+        Ok(())
+    }
+
+    async fn expect_response(
+        &mut self,
+        to: &ResponseTo,
+        pattern: &Pattern,
+    ) -> Result<(), StepFailure> {
+        let response = match to {
+            ResponseTo::Id(id) => {
+                let connection = self
+                    .sent_on
+                    .get(&id.to_string())
+                    .map_or_else(|| self.current(), |index| &self.connections[*index]);
+                let id: RequestId = serde_json::from_value(id.clone())
+                    .map_err(|err| StepFailure::Harness(format!("id {id}: {err}")))?;
+                connection.response(&id).await?
+            }
+            ResponseTo::Unidentified => {
+                let sent: Vec<String> = self.sent_on.keys().cloned().collect();
+                self.current()
+                    .response_where(
+                        "a response with id null or an id this case never sent",
+                        move |id| {
+                            id.is_none_or(|id| {
+                                let shown = serde_json::to_value(id)
+                                    .map(|v| v.to_string())
+                                    .unwrap_or_default();
+                                !sent.contains(&shown)
+                            })
+                        },
+                    )
+                    .await?
+            }
+        };
+        let message = response.message();
+        pattern
+            .matches(&message, &mut self.bindings)
+            .map_err(|mismatch| {
+                StepFailure::Mismatch(format!(
+                    "response does not match\n  expected: {}\n  actual:   {message}\n  {mismatch}",
+                    pattern.render()
+                ))
+            })
+    }
+
+    async fn http(&mut self, http: &HttpStep) -> Result<(), StepFailure> {
+        let url = self
+            .server
+            .url()
+            .ok_or_else(|| StepFailure::Harness("`!! http` needs a websocket server".into()))?;
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        if http.upgrade {
+            headers.extend([
+                ("Connection", "Upgrade"),
+                ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Version", "13"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ]);
+        }
+        let mut host = None;
+        for (name, value) in &http.headers {
+            match name.eq_ignore_ascii_case("host") {
+                true => host = Some(value.as_str()),
+                false => headers.push((name, value)),
+            }
+        }
+        let request = HttpRequest {
+            method: &http.method,
+            target: &http.path,
+            host,
+            headers: &headers,
+        };
+        let answer =
+            exec_server_harness::http_head(url, request, self.server.default_wait()).await?;
+        let actual = json!({"status": answer.status, "body": answer.body});
+        http.pattern
+            .matches(&actual, &mut self.bindings)
+            .map_err(|mismatch| {
+                StepFailure::Mismatch(format!(
+                    "HTTP answer does not match\n  expected: {}\n  actual:   {}\n  {mismatch}",
+                    http.pattern.render(),
+                    answer.text.trim_end()
+                ))
+            })
+    }
+
+    async fn read_until(&mut self, process: &str, text: &str) -> Result<(), StepFailure> {
+        let process = match process.strip_prefix('$') {
+            Some(name) => match self.bindings.get(name) {
+                Some(Value::String(id)) => id.clone(),
+                other => {
+                    return Err(StepFailure::Harness(format!(
+                        "${name} is {other:?}, not a process id"
+                    )))
+                }
+            },
+            None => process.to_owned(),
+        };
+        let wanted =
+            expand(text, &self.bindings).map_err(|err| StepFailure::Harness(err.message))?;
+        let mut seen = Vec::new();
+        while !seen.windows(wanted.len()).any(|w| w == wanted.as_bytes()) {
+            let event = self
+                .current()
+                .expect_event(|e| e.is_output(&process))
+                .described(format!(
+                    "output of {process} containing {wanted:?} (so far {:?})",
+                    String::from_utf8_lossy(&seen)
+                ))
+                .await?;
+            seen.extend(event.chunk().unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    /// Stdout purity: nothing but protocol frames on any connection, and nothing after
+    /// a websocket server's start-up line.
+    fn stdout_verdict(&self) -> Verdict {
+        let invalid: Vec<String> = self
+            .connections
+            .iter()
+            .flat_map(Connection::invalid_frames)
+            .collect();
+        let extra = self.server.extra_stdout();
+        if !invalid.is_empty() {
+            Verdict::Fail(format!("non-protocol output from the server: {invalid:?}"))
+        } else if !extra.is_empty() {
+            Verdict::Fail(format!(
+                "the server printed on stdout after its start-up line: {extra:?}"
+            ))
+        } else {
+            Verdict::Pass
+        }
+    }
+
+    /// The last lines of every connection's wire trace and the server's stderr tail.
+    fn report(&self) -> String {
+        let mut out = String::new();
+        for (index, connection) in self.connections.iter().enumerate() {
+            let trace = connection.trace();
+            let skipped = trace.len().saturating_sub(REPORT_TRACE_LINES);
+            out.push_str(&format!("==== wire trace, connection {} ====\n", index + 1));
+            if skipped > 0 {
+                out.push_str(&format!("    … {skipped} earlier lines\n"));
+            }
+            for entry in &trace[skipped..] {
+                let arrow = match entry.direction {
+                    Direction::Sent => "->",
+                    Direction::Received => "<-",
+                    Direction::Note => "==",
                 };
-                let mut seen = Vec::new();
-                let wanted = text.as_bytes();
-                while !seen.windows(wanted.len()).any(|w| w == wanted) {
-                    let event = conn
-                        .expect_event(|e| e.is_output(&process))
-                        .described(format!(
-                            "output of {process} containing {text:?} (so far {:?})",
-                            String::from_utf8_lossy(&seen)
-                        ))
-                        .await
-                        .map_err(|e| at(from_harness(e)))?;
-                    seen.extend(event.chunk().unwrap_or_default());
-                }
+                let at = entry.at.as_secs_f64();
+                out.push_str(&format!("{at:>9.3}s {arrow} {}\n", entry.text));
             }
         }
+        out.push_str("==== server stderr (tail) ====\n");
+        out.push_str(&self.server.stderr());
+        out
     }
-    Ok(())
-}
-
-/// Processes whose environment or argv carries `marker`, except those in the process
-/// group `except` (the server's own group: it leads one).
-pub fn marked_processes(marker: &str, except: Option<i32>) -> Vec<(i32, String)> {
-    let own = std::process::id() as i32;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if pid == own
-            || except.is_some_and(|group| process_group(pid) == Some(group))
-            || !exec_server_harness::process_alive(pid)
-        {
-            continue;
-        }
-        let carries = |file: &str| {
-            std::fs::read(format!("/proc/{pid}/{file}"))
-                .is_ok_and(|bytes| bytes.windows(marker.len()).any(|w| w == marker.as_bytes()))
-        };
-        if carries("environ") || carries("cmdline") {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|b| {
-                    String::from_utf8_lossy(&b)
-                        .replace('\0', " ")
-                        .trim()
-                        .to_owned()
-                })
-                .unwrap_or_default();
-            found.push((pid, cmdline));
-        }
-    }
-    found
-}
-
-/// Whether a command line is the server under test itself (its pid may differ from
-/// the one started when it re-executes or moves group during start-up).
-fn is_server(cmdline: &str, program: &str) -> bool {
-    cmdline.starts_with(program) && cmdline.contains("--listen")
-}
-
-/// The process group of `pid`, from `/proc/PID/stat`.
-fn process_group(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(") ")?;
-    rest.split(' ').nth(2)?.parse().ok()
-}
-
-/// Waits up to `within` for the case's processes to be gone, then records and
-/// SIGKILLs any survivor.
-async fn reap_marked(marker: &str, within: Duration) -> Vec<(i32, String)> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let alive = marked_processes(marker, None);
-        if alive.is_empty() {
-            return alive;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            for (pid, _) in &alive {
-                // SAFETY: killing a process that carries this case's unique marker.
-                unsafe { libc::kill(*pid, libc::SIGKILL) };
-            }
-            return alive;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Parses a case file (for trials): a bad transcript is a HARNESS-ERROR verdict.
-pub fn load(path: &Path) -> Result<Transcript, String> {
-    let shown = path.display().to_string();
-    let source = std::fs::read_to_string(path).map_err(|err| format!("{shown}: {err}"))?;
-    transcript::parse(&shown, &source).map_err(|err| err.to_string())
 }
 
 #[cfg(test)]

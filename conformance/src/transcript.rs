@@ -105,8 +105,6 @@ pub struct Transcript {
     pub revisions: Vec<Revision>,
     /// `class:` (default normal).
     pub class: Class,
-    /// `ttl:`: the session TTL the runner starts the server with (logical duration).
-    pub ttl: Option<Duration>,
     /// The body.
     pub steps: Vec<Step>,
 }
@@ -127,15 +125,22 @@ pub enum StepKind {
     Send(Value),
     /// `<< {pattern}`: the response with this id must match.
     ExpectResponse {
-        /// The id (`null` for an answer to an unreadable frame).
-        id: Value,
+        /// Which response.
+        to: ResponseTo,
         /// The whole-message pattern.
         pattern: Pattern,
     },
     /// `<~ {pattern}`: the first unconsumed notification matching it.
     ExpectEvent(Pattern),
-    /// `!! raw TEXT`.
+    /// `!! raw TEXT`: one text frame, or one line on stdio (TEXT may be empty).
     Raw(String),
+    /// `!! raw-nonl TEXT` (stdio): TEXT with no newline after it.
+    RawNoNewline(String),
+    /// `!! binary TEXT` / `!! binary-hex HH …` (websocket): one binary frame.
+    Binary(Vec<u8>),
+    /// `!! http REQUEST => PATTERN` (websocket): one plain HTTP/1.1 request to the
+    /// server's listener, its answer matched as `{"status": N, "body": "text"}`.
+    Http(HttpStep),
     /// `!! disconnect`.
     Disconnect,
     /// `!! reset`.
@@ -148,7 +153,8 @@ pub enum StepKind {
     ExpectExit(Option<i32>),
     /// `!! wait DURATION`.
     Wait(Duration),
-    /// `!! wait-ttl [+|-]N%`: the TTL times this factor.
+    /// `!! wait-ttl N%` (N % of the TTL) or `!! wait-ttl +N%` / `-N%` (the TTL plus or
+    /// minus N %): the TTL times this factor.
     WaitTtl(f64),
     /// `!! expect-quiet DURATION`.
     ExpectQuiet(Duration),
@@ -162,6 +168,46 @@ pub enum StepKind {
         /// What the concatenated output must contain.
         text: String,
     },
+}
+
+impl StepKind {
+    /// The one transport this step can run on, if it is specific to one.
+    pub fn needs_transport(&self) -> Option<TransportName> {
+        match self {
+            StepKind::Http(_) | StepKind::Binary(_) | StepKind::Reset | StepKind::Reconnect => {
+                Some(TransportName::Ws)
+            }
+            StepKind::CloseStdin | StepKind::RawNoNewline(_) => Some(TransportName::Stdio),
+            _ => None,
+        }
+    }
+}
+
+/// Which response a `<<` line waits for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseTo {
+    /// The response to the request with this id (a string or an integer), on whichever
+    /// connection sent it.
+    Id(Value),
+    /// The oldest response, on the current connection, whose id is `null` or none this
+    /// case sent: the answer to a frame the server could not read. Written with an id
+    /// of `null` or a pattern such as `{"$oneOf": [null, -1]}`.
+    Unidentified,
+}
+
+/// One plain HTTP/1.1 request (`!! http`).
+#[derive(Debug, Clone)]
+pub struct HttpStep {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The request target, e.g. `/readyz`.
+    pub path: String,
+    /// Extra headers; a `Host` here replaces the server's own address.
+    pub headers: Vec<(String, String)>,
+    /// Add the headers of a valid websocket upgrade.
+    pub upgrade: bool,
+    /// Matched against `{"status": N, "body": "text"}`.
+    pub pattern: Pattern,
 }
 
 /// A transcript that cannot be run, with where.
@@ -189,7 +235,7 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
-const HEADER_KEYS: [&str; 8] = [
+const HEADER_KEYS: [&str; 7] = [
     "title",
     "spec",
     "level",
@@ -197,8 +243,25 @@ const HEADER_KEYS: [&str; 8] = [
     "transports",
     "revisions",
     "class",
-    "ttl",
 ];
+
+/// The features a case may require (`requires:`); what declares each is in
+/// `fixtures/README.md`.
+pub const FEATURES: [&str; 9] = [
+    "process.tty",
+    "process.resize",
+    "process.close_stdin",
+    "process.first_retained_seq",
+    "process.retention",
+    "session.resume",
+    "session.ttl",
+    "fs",
+    "fs.root",
+];
+
+/// The feature a case must require to use `!! wait-ttl` (the runner then starts its
+/// server with a short TTL).
+pub const TTL_FEATURE: &str = "session.ttl";
 
 struct Parser<'a> {
     file: &'a str,
@@ -321,14 +384,20 @@ pub fn parse(file: &str, source: &str) -> Result<Transcript, ParseError> {
                         "<< needs an object pattern with the response's \"id\"",
                     ));
                 };
-                if !(id.is_null() || id.is_string() || id.is_i64() || id.is_u64()) {
-                    return Err(parser.error(
-                        text,
-                        find_token(text, "\"id\"").unwrap_or(rest_at),
-                        "the id of << must be a literal string, integer or null",
-                    ));
-                }
-                if !id.is_null() && !raw_sent && !sent_ids.contains(&id) {
+                let to = match &id {
+                    Value::String(_) | Value::Number(_) if id.is_string() || id.is_i64() || id.is_u64() => {
+                        ResponseTo::Id(id.clone())
+                    }
+                    Value::Null | Value::Object(_) => ResponseTo::Unidentified,
+                    _ => {
+                        return Err(parser.error(
+                            text,
+                            find_token(text, "\"id\"").unwrap_or(rest_at),
+                            "the id of << is a string, an integer, null, or a pattern such as {\"$oneOf\": [null, -1]}",
+                        ))
+                    }
+                };
+                if matches!(to, ResponseTo::Id(_)) && !raw_sent && !sent_ids.contains(&id) {
                     return Err(parser.error(
                         text,
                         find_token(text, "\"id\"").unwrap_or(rest_at),
@@ -337,10 +406,11 @@ pub fn parse(file: &str, source: &str) -> Result<Transcript, ParseError> {
                 }
                 let pattern = Pattern::compile(&value)
                     .map_err(|err| pattern_error(&parser, text, rest_at, err))?;
+                check_references(&parser, text, rest_at, &pattern, &bound)?;
                 let mut names = Vec::new();
                 pattern.variables(&mut names);
                 bound.extend(names);
-                StepKind::ExpectResponse { id, pattern }
+                StepKind::ExpectResponse { to, pattern }
             }
             "<~" => {
                 let value = parse_json(&parser, text, rest_at, rest)?;
@@ -353,6 +423,7 @@ pub fn parse(file: &str, source: &str) -> Result<Transcript, ParseError> {
                 }
                 let pattern = Pattern::compile(&value)
                     .map_err(|err| pattern_error(&parser, text, rest_at, err))?;
+                check_references(&parser, text, rest_at, &pattern, &bound)?;
                 let mut names = Vec::new();
                 pattern.variables(&mut names);
                 bound.extend(names);
@@ -360,7 +431,10 @@ pub fn parse(file: &str, source: &str) -> Result<Transcript, ParseError> {
             }
             "!!" => {
                 let kind = parse_command(&parser, text, rest_at, rest, &bound)?;
-                if matches!(kind, StepKind::Raw(_)) {
+                if matches!(
+                    kind,
+                    StepKind::Raw(_) | StepKind::RawNoNewline(_) | StepKind::Binary(_)
+                ) {
                     raw_sent = true;
                 }
                 kind
@@ -476,18 +550,38 @@ fn parse_command(
         })
     };
     match word {
-        "raw" => {
-            // Verbatim: everything after `raw ` (only the line's end is trimmed).
-            let raw = text
-                .trim_end_matches(['\r', '\n'])
-                .split_once("raw")
-                .map(|(_, after)| after.strip_prefix(' ').unwrap_or(after))
-                .unwrap_or("");
-            if raw.is_empty() {
-                return Err(parser.error(text, arg_at, "`!! raw` needs the text to send"));
-            }
-            Ok(StepKind::Raw(raw.to_owned()))
+        "raw" | "raw-nonl" | "binary" => {
+            // Verbatim: everything after the word and one space (only the line's end is
+            // trimmed), so `!! raw ` sends an empty line.
+            let after_word = &text[offset(text, rest) + word.len()..];
+            let verbatim = after_word.trim_end_matches(['\r', '\n']);
+            let verbatim = verbatim.strip_prefix(' ').unwrap_or(verbatim).to_owned();
+            Ok(match word {
+                "raw" => StepKind::Raw(verbatim),
+                "raw-nonl" => StepKind::RawNoNewline(verbatim),
+                _ => StepKind::Binary(verbatim.into_bytes()),
+            })
         }
+        "binary-hex" => {
+            let mut bytes = Vec::new();
+            for pair in argument.split_whitespace() {
+                match u8::from_str_radix(pair, 16) {
+                    Ok(byte) if pair.len() == 2 => bytes.push(byte),
+                    _ => {
+                        return Err(parser.error(
+                            text,
+                            find_token(text, pair).unwrap_or(arg_at),
+                            format!("`!! binary-hex` takes bytes as two hex digits each, got {pair:?}"),
+                        ))
+                    }
+                }
+            }
+            if bytes.is_empty() {
+                return Err(parser.error(text, arg_at, "`!! binary-hex` needs at least one byte"));
+            }
+            Ok(StepKind::Binary(bytes))
+        }
+        "http" => parse_http(parser, text, arg_at, argument, bound).map(StepKind::Http),
         "disconnect" => no_argument(StepKind::Disconnect),
         "reset" => no_argument(StepKind::Reset),
         "reconnect" => no_argument(StepKind::Reconnect),
@@ -502,19 +596,24 @@ fn parse_command(
         "wait" => Ok(StepKind::Wait(duration()?)),
         "expect-quiet" => Ok(StepKind::ExpectQuiet(duration()?)),
         "wait-ttl" => {
-            let factor = match argument {
-                "" => Some(1.0),
-                percent => percent
-                    .strip_suffix('%')
-                    .and_then(|n| n.parse::<f64>().ok())
-                    .filter(|n| n.is_finite() && *n > -100.0)
-                    .map(|n| 1.0 + n / 100.0),
-            };
+            let factor = argument
+                .strip_suffix('%')
+                .and_then(|number| {
+                    let relative = number.starts_with(['+', '-']);
+                    let value = number.parse::<f64>().ok()?;
+                    Some(match relative {
+                        true => 1.0 + value / 100.0,
+                        false => value / 100.0,
+                    })
+                })
+                .filter(|factor| factor.is_finite() && *factor > 0.0 && *factor <= 100.0);
             factor.map(StepKind::WaitTtl).ok_or_else(|| {
                 parser.error(
                     text,
                     arg_at,
-                    format!("`!! wait-ttl` takes +N% or -N% (above -100%), got {argument:?}"),
+                    format!(
+                        "`!! wait-ttl` takes N% of the TTL (30%, 250%) or the TTL +N% / -N%, got {argument:?}"
+                    ),
                 )
             })
         }
@@ -537,10 +636,15 @@ fn parse_command(
             }
             let text_at = text.len() - quoted_text.trim_start().len();
             match serde_json::from_str::<Value>(quoted_text.trim()) {
-                Ok(Value::String(wanted)) if !wanted.is_empty() => Ok(StepKind::ReadUntil {
-                    process: process.to_owned(),
-                    text: wanted,
-                }),
+                Ok(Value::String(wanted)) if !wanted.is_empty() => {
+                    let template = Pattern::compile(&Value::String(wanted.clone()))
+                        .map_err(|err| pattern_error(parser, text, text_at, err))?;
+                    check_references(parser, text, text_at, &template, bound)?;
+                    Ok(StepKind::ReadUntil {
+                        process: process.to_owned(),
+                        text: wanted,
+                    })
+                }
                 _ => Err(parser.error(
                     text,
                     text_at,
@@ -552,8 +656,98 @@ fn parse_command(
             text,
             at,
             format!(
-                "unknown command `!! {other}` (known: raw, disconnect, reset, reconnect, close-stdin, expect-exit, wait, wait-ttl, expect-quiet, no-orphans, read-until)"
+                "unknown command `!! {other}` (known: raw, raw-nonl, binary, binary-hex, http, disconnect, reset, reconnect, close-stdin, expect-exit, wait, wait-ttl, expect-quiet, no-orphans, read-until)"
             ),
+        )),
+    }
+}
+
+/// `{"method":"GET","path":"/readyz","headers":{…},"upgrade":true} => {"status":200}`.
+fn parse_http(
+    parser: &Parser,
+    text: &str,
+    at: usize,
+    argument: &str,
+    bound: &BTreeSet<String>,
+) -> Result<HttpStep, ParseError> {
+    let Some((request, pattern)) = argument.split_once(" => ") else {
+        return Err(parser.error(
+            text,
+            at,
+            "`!! http` takes a request and a pattern: {\"method\":\"GET\",\"path\":\"/readyz\"} => {\"status\":200}",
+        ));
+    };
+    let pattern_at = offset(text, pattern.trim_start());
+    let request_value = parse_json(parser, text, at, request.trim())?;
+    let bad = |message: &str| Err(parser.error(text, at, message.to_owned()));
+    let Value::Object(fields) = request_value else {
+        return bad("the request of `!! http` is an object");
+    };
+    if let Some(unknown) = fields
+        .keys()
+        .find(|key| !["method", "path", "headers", "upgrade"].contains(&key.as_str()))
+    {
+        return Err(parser.error(
+            text,
+            find_token(text, &format!("\"{unknown}\"")).unwrap_or(at),
+            format!("unknown request field {unknown:?} (method, path, headers, upgrade)"),
+        ));
+    }
+    let (Some(Value::String(method)), Some(Value::String(path))) =
+        (fields.get("method"), fields.get("path"))
+    else {
+        return bad("the request of `!! http` needs string fields \"method\" and \"path\"");
+    };
+    let mut headers = Vec::new();
+    match fields.get("headers") {
+        None => {}
+        Some(Value::Object(map)) => {
+            for (name, value) in map {
+                let Value::String(value) = value else {
+                    return bad("header values are strings");
+                };
+                headers.push((name.clone(), value.clone()));
+            }
+        }
+        Some(_) => return bad("\"headers\" is an object of strings"),
+    }
+    let upgrade = match fields.get("upgrade") {
+        None => false,
+        Some(Value::Bool(upgrade)) => *upgrade,
+        Some(_) => return bad("\"upgrade\" is true or false"),
+    };
+    let pattern_value = parse_json(parser, text, pattern_at, pattern.trim())?;
+    if !pattern_value.is_object() {
+        return Err(parser.error(text, pattern_at, "the pattern of `!! http` is an object"));
+    }
+    let pattern = Pattern::compile(&pattern_value)
+        .map_err(|err| pattern_error(parser, text, pattern_at, err))?;
+    check_references(parser, text, pattern_at, &pattern, bound)?;
+    Ok(HttpStep {
+        method: method.clone(),
+        path: path.clone(),
+        headers,
+        upgrade,
+        pattern,
+    })
+}
+
+/// Every `${name}` a pattern uses must be bound by an earlier line.
+fn check_references(
+    parser: &Parser,
+    text: &str,
+    at: usize,
+    pattern: &Pattern,
+    bound: &BTreeSet<String>,
+) -> Result<(), ParseError> {
+    let mut used = Vec::new();
+    pattern.references(&mut used);
+    match used.iter().find(|name| !bound.contains(*name)) {
+        None => Ok(()),
+        Some(name) => Err(parser.error(
+            text,
+            find_token(text, &format!("${{{name}}}")).unwrap_or(at),
+            format!("${{{name}}} is not bound here (bind it in an earlier << or <~ pattern)"),
         )),
     }
 }
@@ -575,7 +769,6 @@ fn build(
         transports: TransportName::ALL.to_vec(),
         revisions: Revision::ALL.to_vec(),
         class: Class::Normal,
-        ttl: None,
         steps,
     };
     for (key, value, line, at) in &headers {
@@ -606,23 +799,13 @@ fn build(
                     other => return bad(format!("class is normal or long, got {other:?}")),
                 }
             }
-            "ttl" => match parse_duration(value) {
-                Some(ttl) if !ttl.is_zero() => transcript.ttl = Some(ttl),
-                _ => {
-                    return bad(format!(
-                        "ttl is a duration such as 500ms or 2s, got {value:?}"
-                    ))
-                }
-            },
             "requires" => {
                 let features = list();
-                if let Some(bad_name) = features.iter().find(|f| {
-                    !f.starts_with(|c: char| c.is_ascii_lowercase())
-                        || !f
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-                }) {
-                    return bad(format!("bad feature name {bad_name:?} (e.g. process.tty)"));
+                if let Some(unknown) = features.iter().find(|f| !FEATURES.contains(f)) {
+                    return bad(format!(
+                        "unknown feature {unknown:?} (known: {})",
+                        FEATURES.join(", ")
+                    ));
                 }
                 transcript.requires = features.into_iter().map(str::to_owned).collect();
             }
@@ -671,17 +854,27 @@ fn build(
     if transcript.steps.is_empty() {
         return Err(whole_file("no steps: a transcript must do something"));
     }
-    if transcript.ttl.is_none() {
-        if let Some(step) = transcript
-            .steps
-            .iter()
-            .find(|s| matches!(s.kind, StepKind::WaitTtl(_)))
-        {
-            parser.line = step.line;
-            let text = lines[step.line - 1];
-            let at = text.len() - text.trim_start().len();
-            return Err(parser.error(text, at, "`!! wait-ttl` needs a `# ttl:` header"));
+    for step in &transcript.steps {
+        let misplaced = match step.kind.needs_transport() {
+            Some(needed) => transcript.transports.iter().any(|t| *t != needed),
+            None => false,
+        };
+        let needs_ttl = matches!(step.kind, StepKind::WaitTtl(_))
+            && !transcript.requires.iter().any(|f| f == TTL_FEATURE);
+        if !misplaced && !needs_ttl {
+            continue;
         }
+        parser.line = step.line;
+        let text = lines[step.line - 1];
+        let at = text.len() - text.trim_start().len();
+        let message = match step.kind.needs_transport() {
+            Some(needed) if misplaced => format!(
+                "this step runs only on {0}: add `# transports: {0}`",
+                needed.as_str()
+            ),
+            _ => format!("`!! wait-ttl` needs `# requires: {TTL_FEATURE}` (the runner then sets a short TTL)"),
+        };
+        return Err(parser.error(text, at, message));
     }
     Ok(transcript)
 }
@@ -700,15 +893,14 @@ mod tests {
     fn a_good_transcript() {
         let t = parse(
             "ok.xt",
-            "# title: handshake\n# spec: §4\n# level: SHOULD\n# transports: ws\n# revisions: 2026-08\n# requires: session.resume, fs\n# ttl: 500ms\n\n>> {\"id\":1,\"method\":\"initialize\",\"params\":{\"clientName\":\"x\"}}\n<< {\"id\":1,\"result\":{\"sessionId\":\"$sid\"}}\n# a comment\n>> {\"method\":\"initialized\",\"params\":{\"s\":\"$sid\"}}\n!! wait 10ms\n!! wait-ttl +50%\n!! expect-quiet 1.5s\n!! raw {not json\n<~ {\"method\":\"process/exited\"}\n!! read-until $sid \"hi\\n\"\n!! expect-exit 0\n",
+            "# title: handshake\n# spec: §4\n# level: SHOULD\n# transports: ws\n# revisions: 2026-08\n# requires: session.resume, fs, session.ttl\n\n>> {\"id\":1,\"method\":\"initialize\",\"params\":{\"clientName\":\"x\"}}\n<< {\"id\":1,\"result\":{\"sessionId\":\"$sid\"}}\n# a comment\n>> {\"method\":\"initialized\",\"params\":{\"s\":\"$sid\"}}\n!! wait 10ms\n!! wait-ttl +50%\n!! expect-quiet 1.5s\n!! raw {not json\n<~ {\"method\":\"process/exited\"}\n!! read-until $sid \"hi\\n\"\n!! expect-exit 0\n",
         )
         .unwrap();
         assert_eq!(t.title.as_deref(), Some("handshake"));
         assert_eq!(t.level, Level::Should);
         assert_eq!(t.transports, [TransportName::Ws]);
         assert_eq!(t.revisions, [Revision::R2026_08]);
-        assert_eq!(t.requires, ["session.resume", "fs"]);
-        assert_eq!(t.ttl, Some(Duration::from_millis(500)));
+        assert_eq!(t.requires, ["session.resume", "fs", "session.ttl"]);
         assert_eq!(t.steps.len(), 10);
         let StepKind::Send(first) = &t.steps[0].kind else {
             panic!()
@@ -718,6 +910,33 @@ mod tests {
         assert!(matches!(&t.steps[6].kind, StepKind::Raw(raw) if raw == "{not json"));
         assert!(matches!(t.steps[4].kind, StepKind::WaitTtl(f) if (f - 1.5).abs() < 1e-9));
         assert!(matches!(t.steps[9].kind, StepKind::ExpectExit(Some(0))));
+    }
+
+    #[test]
+    fn transport_specific_steps() {
+        let t = parse(
+            "ws.xt",
+            "# spec: §2\n# transports: ws\n!! raw \n!! binary {\"a\": 1}\n!! binary-hex ff fe 7b\n!! http {\"method\":\"GET\",\"path\":\"/\",\"upgrade\":true,\"headers\":{\"Origin\":\"null\"}} => {\"status\":403}\n",
+        )
+        .unwrap();
+        assert!(matches!(&t.steps[0].kind, StepKind::Raw(raw) if raw.is_empty()));
+        assert!(matches!(&t.steps[1].kind, StepKind::Binary(b) if b == b"{\"a\": 1}"));
+        assert!(matches!(&t.steps[2].kind, StepKind::Binary(b) if b == &[0xff, 0xfe, 0x7b]));
+        let StepKind::Http(http) = &t.steps[3].kind else {
+            panic!("{:?}", t.steps[3])
+        };
+        assert_eq!((http.method.as_str(), http.path.as_str()), ("GET", "/"));
+        assert!(http.upgrade);
+        assert_eq!(http.headers, [("Origin".to_owned(), "null".to_owned())]);
+        let t = parse("s.xt", "# spec: §2\n# transports: stdio\n!! raw-nonl {}\n").unwrap();
+        assert!(matches!(&t.steps[0].kind, StepKind::RawNoNewline(raw) if raw == "{}"));
+        let t = parse(
+            "t.xt",
+            "# spec: §5\n# requires: session.ttl\n!! wait-ttl 30%\n!! wait-ttl -10%\n",
+        )
+        .unwrap();
+        assert!(matches!(t.steps[0].kind, StepKind::WaitTtl(f) if (f - 0.3).abs() < 1e-9));
+        assert!(matches!(t.steps[1].kind, StepKind::WaitTtl(f) if (f - 0.9).abs() < 1e-9));
     }
 
     #[test]
@@ -781,7 +1000,29 @@ mod tests {
         assert!(error("!! wait 1s\n").starts_with("case.xt:1:1: missing header `# spec:"));
         assert!(error(HEAD).starts_with("case.xt:1:1: no steps"));
         assert!(error(&format!("{HEAD}!! wait-ttl +50%\n"))
-            .starts_with("case.xt:2:1: `!! wait-ttl` needs a `# ttl:` header"));
+            .starts_with("case.xt:2:1: `!! wait-ttl` needs `# requires: session.ttl`"));
+        assert!(
+            error(&format!("{HEAD}# requires: session.ttl\n!! wait-ttl 0%\n"))
+                .contains("`!! wait-ttl` takes N%")
+        );
+        assert!(error(&format!(
+            "{HEAD}!! http {{\"method\":\"GET\",\"path\":\"/\"}} => {{\"status\":200}}\n"
+        ))
+        .starts_with("case.xt:2:1: this step runs only on ws: add `# transports: ws`"));
+        assert!(error(&format!("{HEAD}# transports: stdio\n!! reconnect\n"))
+            .starts_with("case.xt:3:1: this step runs only on ws"));
+        assert!(error(&format!("{HEAD}# transports: ws\n!! close-stdin\n"))
+            .starts_with("case.xt:3:1: this step runs only on stdio"));
+        assert!(
+            error(&format!("{HEAD}# transports: ws\n!! binary-hex ff 0\n"))
+                .starts_with("case.xt:3:19: `!! binary-hex` takes bytes")
+        );
+        assert!(error(&format!(
+            "{HEAD}# transports: ws\n!! http {{\"method\":\"GET\"}} => {{}}\n"
+        ))
+        .contains("needs string fields"));
+        assert!(error(&format!("{HEAD}<~ {{\"params\":\"a${{nope}}\"}}\n"))
+            .starts_with("case.xt:2:17: ${nope} is not bound"));
         assert!(
             error(&format!("{HEAD}>> [1]\n")).starts_with("case.xt:2:4: >> sends a JSON object")
         );
