@@ -9,7 +9,7 @@ fn main() -> ExitCode {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the crate is inside the workspace");
-    conformance::suite::main(
+    conformance_runner::suite::main(
         std::env::args(),
         workspace,
         env!("CARGO_BIN_EXE_conformance-server"),

@@ -19,6 +19,9 @@ use crate::transcript::{
     self, Class, HttpStep, Level, ResponseTo, Revision, StepKind, Transcript, TransportName,
 };
 
+/// How long `!! no-orphans` lets a dying process finish (logical, × time scale).
+const ORPHAN_GRACE: Duration = Duration::from_secs(1);
+
 /// How many wire-trace lines of each connection a report shows (the last ones).
 const REPORT_TRACE_LINES: usize = 60;
 
@@ -445,11 +448,20 @@ impl CaseRun {
                 .await
                 .map_err(|err| StepFailure::Mismatch(err.to_string()))?,
             StepKind::NoOrphans => {
-                let alive = hygiene::marked_processes(&self.marker, self.server.pid());
-                if !alive.is_empty() {
-                    return Err(StepFailure::Mismatch(format!(
-                        "processes carrying the case's marker are alive: {alive:?}"
-                    )));
+                // A process killed a moment ago may still be on its way out (its pipes
+                // closed, its exit not yet done): give stragglers a short grace.
+                let deadline = Instant::now() + self.server.scaled(ORPHAN_GRACE);
+                loop {
+                    let alive = hygiene::marked_processes(&self.marker, self.server.pid());
+                    if alive.is_empty() {
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(StepFailure::Mismatch(format!(
+                            "processes carrying the case's marker are alive: {alive:?}"
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
             StepKind::ReadUntil { process, text } => self.read_until(process, text).await?,

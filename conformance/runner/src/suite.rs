@@ -117,13 +117,16 @@ pub fn main(args: impl IntoIterator<Item = String>, workspace: &Path, in_tree: &
             return ExitCode::from(2);
         }
     };
-    let transcripts = options
-        .transcripts
-        .clone()
-        .map(|dir| resolve_dir(dir, workspace))
-        .unwrap_or_else(|| workspace.join("fixtures/transcripts"));
+    let mut transcripts = vec![workspace.join("fixtures/transcripts")];
+    transcripts.extend(
+        options
+            .transcripts
+            .clone()
+            .map(|dir| resolve_dir(dir, workspace)),
+    );
+    let cases = cases(&transcripts);
     if let Some(case) = &options.show {
-        return show(&transcripts, case);
+        return show(&cases, case);
     }
     let suite = Arc::new(Suite {
         config: config(options, workspace, in_tree),
@@ -136,7 +139,7 @@ pub fn main(args: impl IntoIterator<Item = String>, workspace: &Path, in_tree: &
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         args.test_threads = Some(cores * 4);
     }
-    let trials = trials(&suite, &transcripts);
+    let trials = trials(&suite, cases);
     let conclusion = libtest_mimic::run(&args, trials);
     print_tally(&suite);
     conclusion.exit_code()
@@ -156,9 +159,18 @@ fn config(options: Options, workspace: &Path, in_tree: &str) -> Config {
     }
 }
 
-fn trials(suite: &Arc<Suite>, transcripts: &Path) -> Vec<Trial> {
+/// The cases under each directory by id; a later directory's case replaces an earlier
+/// one with the same id (`--transcripts` adds cases or replaces shipped ones).
+fn cases(directories: &[PathBuf]) -> BTreeMap<String, PathBuf> {
+    directories
+        .iter()
+        .flat_map(|dir| runner::discover(dir))
+        .collect()
+}
+
+fn trials(suite: &Arc<Suite>, cases: BTreeMap<String, PathBuf>) -> Vec<Trial> {
     let mut trials = Vec::new();
-    for (id, path) in runner::discover(transcripts) {
+    for (id, path) in cases {
         match runner::load(&path) {
             Ok(case) => {
                 let case = Arc::new(case);
@@ -191,15 +203,16 @@ fn print_tally(suite: &Suite) {
     if tally.verdicts.is_empty() {
         return;
     }
+    // On stderr: stdout belongs to libtest's output (`--format json` included).
     for line in &tally.non_strict {
-        println!("{line}");
+        eprintln!("{line}");
     }
     let counts: Vec<String> = tally
         .verdicts
         .iter()
         .map(|(label, count)| format!("{label} {count}"))
         .collect();
-    println!(
+    eprintln!(
         "exec-conformance: revision {}: {}",
         suite.config.revision.as_str(),
         counts.join(", ")
@@ -216,19 +229,13 @@ fn resolve_dir(dir: PathBuf, workspace: &Path) -> PathBuf {
 
 /// `--show CASE`: the case file (by id, with or without the transport prefix) and how
 /// it parses.
-fn show(transcripts: &Path, case: &str) -> ExitCode {
+fn show(cases: &BTreeMap<String, PathBuf>, case: &str) -> ExitCode {
     let id = case
         .strip_prefix("ws/")
         .or_else(|| case.strip_prefix("stdio/"))
         .unwrap_or(case);
-    let Some((_, path)) = runner::discover(transcripts)
-        .into_iter()
-        .find(|(i, _)| i == id)
-    else {
-        eprintln!(
-            "exec-conformance: no case {id:?} under {}",
-            transcripts.display()
-        );
+    let Some(path) = cases.get(id) else {
+        eprintln!("exec-conformance: no case {id:?} (see --list)");
         return ExitCode::from(2);
     };
     match std::fs::read_to_string(&path) {
