@@ -11,6 +11,7 @@
 //!   pattern string holding one is compared after substitution;
 //! - `{"$b64": "text"}` matches the standard base64 of `text` (`${name}` substituted);
 //! - `{"$oneOf": [p, q, …]}` matches when any alternative matches;
+//! - `{"$not": p}` matches anything `p` does not (and binds nothing);
 //! - `{"$eq": value}` matches exactly `value` (no rules inside: an escape);
 //! - `"$$…"` is the literal string `$…`.
 
@@ -41,6 +42,8 @@ pub enum Pattern {
     Template(String),
     /// `{"$oneOf": [...]}`.
     OneOf(Vec<Pattern>),
+    /// `{"$not": p}`: anything `p` does not match (binds nothing).
+    Not(Box<Pattern>),
     /// A scalar, or `{"$eq": value}`.
     Exact(Value),
     /// An object: every listed key must match.
@@ -152,8 +155,9 @@ impl Pattern {
                             )),
                         },
                         "$eq" => Ok(Pattern::Exact(operand.clone())),
+                        "$not" => Ok(Pattern::Not(Box::new(Pattern::compile(operand)?))),
                         _ => Err(PatternError::new(
-                            format!("unknown pattern operator {op} (known: $b64, $oneOf, $eq)"),
+                            format!("unknown pattern operator {op} (known: $b64, $oneOf, $not, $eq)"),
                             quoted(op),
                         )),
                     };
@@ -304,6 +308,10 @@ impl Pattern {
                     false => mismatch(format!("{want:?}")),
                 }
             }
+            Pattern::Not(inner) => match inner.match_at(actual, &mut bindings.clone(), path) {
+                Ok(()) => mismatch(format!("anything but {}", inner.render())),
+                Err(_) => Ok(()),
+            },
             Pattern::OneOf(options) => {
                 for option in options {
                     let mut scratch = bindings.clone();
@@ -369,6 +377,7 @@ impl Pattern {
             Pattern::Regex(regex) => Value::String(format!("~/{}/", regex.as_str())),
             Pattern::Base64(text) => serde_json::json!({ "$b64": text }),
             Pattern::Template(text) => Value::String(text.clone()),
+            Pattern::Not(inner) => serde_json::json!({ "$not": inner.render() }),
             Pattern::OneOf(items) => {
                 serde_json::json!({"$oneOf": items.iter().map(Pattern::render).collect::<Vec<_>>()})
             }
@@ -613,6 +622,8 @@ mod tests {
         assert!(check(json!("~/^ab+c$/"), json!("abbc")).is_ok());
         assert!(check(json!("~/^ab+c$/"), json!(5)).is_err());
         assert!(check(json!({"$b64": "hi\n"}), json!("aGkK")).is_ok());
+        assert!(check(json!({"$not": 1}), json!(2)).is_ok());
+        assert!(check(json!({"$not": {"$oneOf": [1, 2]}}), json!(2)).is_err());
         assert!(check(json!({"$b64": "hi"}), json!("aGkK")).is_err());
         assert!(check(json!({"$oneOf": [-32600, -32010]}), json!(-32010)).is_ok());
         assert!(check(json!({"$oneOf": [-32600, -32010]}), json!(-32601)).is_err());
