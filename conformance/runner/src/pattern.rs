@@ -157,7 +157,9 @@ impl Pattern {
                         "$eq" => Ok(Pattern::Exact(operand.clone())),
                         "$not" => Ok(Pattern::Not(Box::new(Pattern::compile(operand)?))),
                         _ => Err(PatternError::new(
-                            format!("unknown pattern operator {op} (known: $b64, $oneOf, $not, $eq)"),
+                            format!(
+                                "unknown pattern operator {op} (known: $b64, $oneOf, $not, $eq)"
+                            ),
                             quoted(op),
                         )),
                     };
