@@ -111,15 +111,17 @@ impl Profile {
         (!missing.is_empty()).then(|| format!("undeclared: {}", missing.join(", ")))
     }
 
-    /// The options a server is started with for `case`: a short TTL, a small
-    /// retention, `root` as its fs root, for the features the case requires.
-    pub fn server_args(case: &Transcript, ttl: Duration, root: &Path) -> Vec<String> {
+    /// The options a server is started with for `case`: `ttl` (when it can be set), a
+    /// small retention, `root` as its fs root, for the features the case requires.
+    pub fn server_args(case: &Transcript, ttl: Option<Duration>, root: &Path) -> Vec<String> {
         let mut args = Vec::new();
         for feature in &case.requires {
             match feature.as_str() {
                 "session.ttl" => {
-                    args.push("--session-ttl".to_owned());
-                    args.push(format!("{}ms", ttl.as_millis()));
+                    if let Some(ttl) = ttl {
+                        args.push("--session-ttl".to_owned());
+                        args.push(format!("{}ms", ttl.as_millis()));
+                    }
                 }
                 "process.retention" => {
                     args.push("--output-retention".to_owned());
@@ -201,7 +203,7 @@ mod tests {
                 "# spec: §5\n# requires: session.ttl, fs.root\n!! wait 1ms\n",
             )
             .unwrap(),
-            Duration::from_millis(2500),
+            Some(Duration::from_millis(2500)),
             Path::new("/tmp/x"),
         );
         assert_eq!(args, ["--session-ttl", "2500ms", "--fs-root", "/tmp/x"]);

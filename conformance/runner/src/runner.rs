@@ -17,7 +17,16 @@ use crate::pattern::{expand, substitute, Bindings, Pattern};
 use crate::profile::{Profile, SHORT_TTL};
 use crate::transcript::{
     self, Class, HttpStep, Level, ResponseTo, Revision, StepKind, Transcript, TransportName,
+    TTL_FEATURE,
 };
+
+/// How long each wait of a case may take (logical, × time scale), by its class.
+const NORMAL_WAIT: Duration = Duration::from_secs(5);
+const LONG_WAIT: Duration = Duration::from_secs(60);
+
+/// The session TTL §1 gives a server by default: the one TTL cases run with, under
+/// `--include-long`, against a server whose TTL cannot be set.
+const DEFAULT_TTL: Duration = Duration::from_secs(30);
 
 /// How long `!! no-orphans` lets a dying process finish (logical, × time scale).
 const ORPHAN_GRACE: Duration = Duration::from_secs(1);
@@ -36,7 +45,8 @@ pub struct Config {
     pub revision: Revision,
     /// Multiplies every wait.
     pub time_scale: f64,
-    /// Run `class: long` cases.
+    /// Run cases that need a short TTL against a server whose TTL cannot be set, at
+    /// the default TTL (30 s) and with long waits.
     pub include_long: bool,
 }
 
@@ -148,9 +158,6 @@ pub fn skip_reason(
             config.revision.as_str()
         ));
     }
-    if case.class == Class::Long && !config.include_long {
-        return Some("long: run with --include-long".into());
-    }
     if config.attach.is_some() {
         if transport != TransportName::Ws {
             return Some("--attach: websocket cases only".into());
@@ -169,7 +176,11 @@ pub fn skip_reason(
             );
         }
     }
-    profile.unmet(case, transport, config.revision)
+    let mut declared = profile.clone();
+    if config.include_long && config.attach.is_none() {
+        declared.features.insert(TTL_FEATURE.to_owned());
+    }
+    declared.unmet(case, transport, config.revision)
 }
 
 /// Asks the server what it advertises: starts it on `transport`, initializes, reads
@@ -216,16 +227,26 @@ async fn start(
     builder.start().await
 }
 
-/// Runs one case on one transport against a server of its own. Call
-/// [`skip_reason`] first.
-pub async fn run_case(case: &Transcript, transport: TransportName, config: &Config) -> Outcome {
+/// Runs one case on one transport against a server of its own, given what the server
+/// declares. Call [`skip_reason`] first.
+pub async fn run_case(
+    case: &Transcript,
+    transport: TransportName,
+    config: &Config,
+    profile: &Profile,
+) -> Outcome {
     let started = Instant::now();
-    let mut outcome = run_case_inner(case, transport, config).await;
+    let mut outcome = run_case_inner(case, transport, config, profile).await;
     outcome.duration = started.elapsed();
     outcome
 }
 
-async fn run_case_inner(case: &Transcript, transport: TransportName, config: &Config) -> Outcome {
+async fn run_case_inner(
+    case: &Transcript,
+    transport: TransportName,
+    config: &Config,
+    profile: &Profile,
+) -> Outcome {
     // `$tmp` is compared with `pwd -P` and `fs/canonicalize`: no symlink in it.
     let tmp = match tempfile::Builder::new()
         .prefix("exec-conformance-")
@@ -247,8 +268,17 @@ async fn run_case_inner(case: &Transcript, transport: TransportName, config: &Co
         }
     };
     let marker = format!("exec-conformance-{}", uuid::Uuid::new_v4().simple());
-    let ttl = SHORT_TTL.mul_f64(config.time_scale);
-    let args = Profile::server_args(case, ttl, &root);
+    let needs_ttl = case.requires.iter().any(|f| f == TTL_FEATURE);
+    let settable_ttl = profile.features.contains(TTL_FEATURE);
+    // A TTL that cannot be set is waited out at its default: a long case.
+    let (ttl, long) = match settable_ttl {
+        true => (
+            SHORT_TTL.mul_f64(config.time_scale),
+            case.class == Class::Long,
+        ),
+        false => (DEFAULT_TTL, case.class == Class::Long || needs_ttl),
+    };
+    let args = Profile::server_args(case, settable_ttl.then_some(ttl), &root);
     let server = match start(transport, config, &args).await {
         Ok(server) => server,
         Err(err) => {
@@ -261,12 +291,13 @@ async fn run_case_inner(case: &Transcript, transport: TransportName, config: &Co
         sent_on: HashMap::new(),
         bindings: initial_bindings(&root, &marker, config.revision),
         ttl,
+        wait: if long { LONG_WAIT } else { NORMAL_WAIT },
         marker,
         exit_expected: false,
     };
-    let budget = match case.class {
-        Class::Normal => Duration::from_secs(30),
-        Class::Long => Duration::from_secs(180),
+    let budget = match long {
+        false => Duration::from_secs(30),
+        true => Duration::from_secs(180) + ttl * 3,
     }
     .mul_f64(config.time_scale);
     let played = tokio::time::timeout(budget, run.play(case)).await;
@@ -360,6 +391,8 @@ struct CaseRun {
     sent_on: HashMap<String, usize>,
     bindings: Bindings,
     ttl: Duration,
+    /// The deadline of each wait (logical).
+    wait: Duration,
     marker: String,
     /// Set once the case closes stdin or expects the server to exit.
     exit_expected: bool,
@@ -414,6 +447,7 @@ impl CaseRun {
                             .is_ok()
                     })
                     .described(format!("a notification matching {}", pattern.render()))
+                    .within(self.wait)
                     .await?;
                 pattern
                     .matches(&event.message(), &mut self.bindings)
@@ -431,7 +465,7 @@ impl CaseRun {
             }
             StepKind::ExpectExit(code) => {
                 self.exit_expected = true;
-                let status = self.server.wait_exit().await?;
+                let status = self.server.wait_exit_within(self.wait).await?;
                 if let Some(code) = code {
                     if status.code() != Some(*code) {
                         return Err(StepFailure::Mismatch(format!(
@@ -482,13 +516,14 @@ impl CaseRun {
                     .map_or_else(|| self.current(), |index| &self.connections[*index]);
                 let id: RequestId = serde_json::from_value(id.clone())
                     .map_err(|err| StepFailure::Harness(format!("id {id}: {err}")))?;
-                connection.response(&id).await?
+                connection.response_within(&id, self.wait).await?
             }
             ResponseTo::Unidentified => {
                 let sent: Vec<String> = self.sent_on.keys().cloned().collect();
                 self.current()
                     .response_where(
                         "a response with id null or an id this case never sent",
+                        self.wait,
                         move |id| {
                             id.is_none_or(|id| {
                                 let shown = serde_json::to_value(id)
@@ -576,6 +611,7 @@ impl CaseRun {
                     "output of {process} containing {wanted:?} (so far {:?})",
                     String::from_utf8_lossy(&seen)
                 ))
+                .within(self.wait)
                 .await?;
             seen.extend(event.chunk().unwrap_or_default());
         }
@@ -631,6 +667,47 @@ impl CaseRun {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(include_long: bool, attach: Option<&str>) -> Config {
+        Config {
+            server: vec!["server".into()],
+            attach: attach.map(str::to_owned),
+            revision: Revision::R2026_08,
+            time_scale: 1.0,
+            include_long,
+        }
+    }
+
+    #[test]
+    fn ttl_cases_need_a_settable_ttl_or_include_long() {
+        let case = transcript::parse(
+            "t.xt",
+            "# spec: §5\n# transports: ws\n# requires: session.ttl\n!! wait-ttl 30%\n",
+        )
+        .unwrap();
+        let fixed = Profile::default();
+        let ws = TransportName::Ws;
+        assert_eq!(
+            skip_reason(&case, ws, &config(false, None), &fixed).as_deref(),
+            Some("undeclared: session.ttl")
+        );
+        assert_eq!(skip_reason(&case, ws, &config(true, None), &fixed), None);
+        assert!(skip_reason(&case, ws, &config(true, Some("ws://127.0.0.1:1")), &fixed).is_some());
+        let settable = Profile {
+            features: [TTL_FEATURE.to_owned()].into(),
+            ..Profile::default()
+        };
+        assert_eq!(
+            skip_reason(&case, ws, &config(false, None), &settable),
+            None
+        );
+        let old =
+            transcript::parse("o.xt", "# spec: §5\n# revisions: 2026-06\n!! wait 1ms\n").unwrap();
+        assert_eq!(
+            skip_reason(&old, ws, &config(false, None), &settable).as_deref(),
+            Some("not a case of revision 2026-08")
+        );
+    }
 
     #[test]
     fn a_bad_transcript_is_a_harness_error_with_its_position() {

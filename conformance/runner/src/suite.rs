@@ -58,7 +58,7 @@ impl Suite {
                 report: String::new(),
                 duration: Default::default(),
             },
-            None => runner::run_case(case, transport, &self.config).await,
+            None => runner::run_case(case, transport, &self.config, &profile).await,
         }
     }
 
@@ -238,14 +238,14 @@ fn show(cases: &BTreeMap<String, PathBuf>, case: &str) -> ExitCode {
         eprintln!("exec-conformance: no case {id:?} (see --list)");
         return ExitCode::from(2);
     };
-    match std::fs::read_to_string(&path) {
+    match std::fs::read_to_string(path) {
         Ok(text) => print!("==== {} ====\n{text}", path.display()),
         Err(err) => {
             eprintln!("exec-conformance: {}: {err}", path.display());
             return ExitCode::from(2);
         }
     }
-    match runner::load(&path) {
+    match runner::load(path) {
         Ok(case) => {
             println!(
                 "==== parsed: {} steps, spec {}, level {:?}, transports {:?}, revisions {:?}, requires {:?} ====",

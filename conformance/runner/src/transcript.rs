@@ -77,7 +77,8 @@ pub enum Level {
     Should,
 }
 
-/// `normal` (runs always) or `long` (only with `--include-long`).
+/// How long a case's waits may take: `normal` (5 s each) or `long` (60 s each), × the
+/// time scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     /// `normal`.
@@ -906,7 +907,7 @@ mod tests {
             panic!()
         };
         assert_eq!(first["jsonrpc"], "2.0");
-        assert_eq!(t.steps[0].line, 9);
+        assert_eq!(t.steps[0].line, 8);
         assert!(matches!(&t.steps[6].kind, StepKind::Raw(raw) if raw == "{not json"));
         assert!(matches!(t.steps[4].kind, StepKind::WaitTtl(f) if (f - 1.5).abs() < 1e-9));
         assert!(matches!(t.steps[9].kind, StepKind::ExpectExit(Some(0))));
@@ -1015,14 +1016,14 @@ mod tests {
             .starts_with("case.xt:3:1: this step runs only on stdio"));
         assert!(
             error(&format!("{HEAD}# transports: ws\n!! binary-hex ff 0\n"))
-                .starts_with("case.xt:3:19: `!! binary-hex` takes bytes")
+                .starts_with("case.xt:3:18: `!! binary-hex` takes bytes")
         );
         assert!(error(&format!(
             "{HEAD}# transports: ws\n!! http {{\"method\":\"GET\"}} => {{}}\n"
         ))
         .contains("needs string fields"));
         assert!(error(&format!("{HEAD}<~ {{\"params\":\"a${{nope}}\"}}\n"))
-            .starts_with("case.xt:2:17: ${nope} is not bound"));
+            .starts_with("case.xt:2:16: ${nope} is not bound"));
         assert!(
             error(&format!("{HEAD}>> [1]\n")).starts_with("case.xt:2:4: >> sends a JSON object")
         );
