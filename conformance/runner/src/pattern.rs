@@ -286,11 +286,7 @@ impl Pattern {
                 _ => mismatch(format!("a string matching /{}/", regex.as_str())),
             },
             Pattern::Base64(template) => {
-                let want = expand(template, bindings).map_err(|err| Mismatch {
-                    path: path.to_owned(),
-                    expected: err.message,
-                    actual: actual.clone(),
-                })?;
+                let want = expand_at(template, bindings, path, actual)?;
                 let decoded = actual
                     .as_str()
                     .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok());
@@ -300,11 +296,7 @@ impl Pattern {
                 }
             }
             Pattern::Template(template) => {
-                let want = expand(template, bindings).map_err(|err| Mismatch {
-                    path: path.to_owned(),
-                    expected: err.message,
-                    actual: actual.clone(),
-                })?;
+                let want = expand_at(template, bindings, path, actual)?;
                 match actual.as_str() == Some(want.as_str()) {
                     true => Ok(()),
                     false => mismatch(format!("{want:?}")),
@@ -399,6 +391,20 @@ impl Pattern {
             }
         }
     }
+}
+
+/// [`expand`] while matching: an unbound name is a mismatch at `path`.
+fn expand_at(
+    template: &str,
+    bindings: &Bindings,
+    path: &str,
+    actual: &Value,
+) -> Result<String, Mismatch> {
+    expand(template, bindings).map_err(|err| Mismatch {
+        path: path.to_owned(),
+        expected: err.message,
+        actual: actual.clone(),
+    })
 }
 
 /// JSON equality where numbers compare by value (`1` equals `1.0`).
