@@ -7,9 +7,9 @@ use std::time::Duration;
 /// A live process carrying a case's marker: its pid and command line.
 pub type Marked = (i32, String);
 
-/// Processes whose environment or argv carries `marker`, except the runner itself and
-/// members of the process group `except` (the server's own group: it leads one).
-pub fn marked_processes(marker: &str, except: Option<i32>) -> Vec<Marked> {
+/// Processes whose environment or argv carries `marker`, except the runner itself. The
+/// server under test never carries it: only what a case starts does.
+pub fn marked_processes(marker: &str) -> Vec<Marked> {
     let own = std::process::id() as i32;
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -23,10 +23,7 @@ pub fn marked_processes(marker: &str, except: Option<i32>) -> Vec<Marked> {
         else {
             continue;
         };
-        if pid == own
-            || except.is_some_and(|group| process_group(pid) == Some(group))
-            || !exec_server_harness::process_alive(pid)
-        {
+        if pid == own || !exec_server_harness::process_alive(pid) {
             continue;
         }
         let carries = |file: &str| {
@@ -51,19 +48,12 @@ fn command_line(pid: i32) -> String {
         .unwrap_or_default()
 }
 
-/// The process group of `pid`, from `/proc/PID/stat`.
-fn process_group(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(") ")?;
-    rest.split(' ').nth(2)?.parse().ok()
-}
-
 /// Waits up to `within` for the case's processes to be gone, then records and
 /// SIGKILLs any survivor (returned).
 pub async fn reap_marked(marker: &str, within: Duration) -> Vec<Marked> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let alive = marked_processes(marker, None);
+        let alive = marked_processes(marker);
         if alive.is_empty() {
             return alive;
         }
@@ -93,10 +83,7 @@ mod tests {
             .unwrap();
         let pid = child.id() as i32;
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !marked_processes(&marker, None)
-            .iter()
-            .any(|(p, _)| *p == pid)
-        {
+        while !marked_processes(&marker).iter().any(|(p, _)| *p == pid) {
             assert!(std::time::Instant::now() < deadline, "never found {pid}");
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -2,7 +2,7 @@
 //! server (or attaches to one), runs the steps in order, checks hygiene (stdout purity,
 //! no surviving marked process), and returns a [`Verdict`] with a report.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,10 @@ const LONG_WAIT: Duration = Duration::from_secs(60);
 /// `--include-long`, against a server whose TTL cannot be set.
 const DEFAULT_TTL: Duration = Duration::from_secs(30);
 
+/// How long a server gets to exit after SIGTERM at the end of a case, and its
+/// processes to be gone after it did (logical, × time scale).
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// How long `!! no-orphans` lets a dying process finish (logical, × time scale).
 const ORPHAN_GRACE: Duration = Duration::from_secs(1);
 
@@ -36,7 +40,7 @@ const REPORT_TRACE_LINES: usize = 60;
 
 /// What to test and how (one run: one implementation, one revision).
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// The server command line (program and leading words); `--listen …` is appended.
     pub server: Vec<String>,
     /// `--attach`: a websocket server already running at this URL, used instead.
@@ -94,7 +98,7 @@ impl Verdict {
 
 /// A graded case: the verdict, what to show about it, and how long it took.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// The grade.
     pub verdict: Verdict,
     /// The wire traces and the server's stderr tail (empty when nothing ran).
@@ -128,9 +132,13 @@ fn walk(root: &Path, dir: &Path, found: &mut Vec<(String, PathBuf)>) {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.is_dir() {
+        // Symbolic links are not followed (a link cycle would never end).
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
             walk(root, &path, found);
-        } else if path.extension().is_some_and(|ext| ext == "xt") {
+        } else if kind.is_file() && path.extension().is_some_and(|ext| ext == "xt") {
             let relative = path.strip_prefix(root).unwrap_or(&path).with_extension("");
             let id = relative.to_string_lossy().replace('\\', "/");
             found.push((id, path));
@@ -145,12 +153,13 @@ pub fn load(path: &Path) -> Result<Transcript, String> {
     transcript::parse(&shown, &source).map_err(|err| err.to_string())
 }
 
-/// Why a case cannot run here, before any server starts: the SKIPPED reason.
-pub fn skip_reason(
+/// Why a case cannot run here: the SKIPPED reason. Without a `profile` (before the
+/// server was asked what it declares), only the reasons that need no server.
+pub(crate) fn skip_reason(
     case: &Transcript,
     transport: TransportName,
     config: &Config,
-    profile: &Profile,
+    profile: Option<&Profile>,
 ) -> Option<String> {
     if !case.revisions.contains(&config.revision) {
         return Some(format!(
@@ -176,7 +185,7 @@ pub fn skip_reason(
             );
         }
     }
-    let mut declared = profile.clone();
+    let mut declared = profile?.clone();
     if config.include_long && config.attach.is_none() {
         declared.features.insert(TTL_FEATURE.to_owned());
     }
@@ -185,7 +194,7 @@ pub fn skip_reason(
 
 /// Asks the server what it advertises: starts it on `transport`, initializes, reads
 /// `capabilities`, stops it.
-pub async fn probe(transport: TransportName, config: &Config) -> Result<Profile, String> {
+pub(crate) async fn probe(transport: TransportName, config: &Config) -> Result<Profile, String> {
     let server = start(transport, config, &[])
         .await
         .map_err(|err| format!("the server did not start on {}: {err}", transport.as_str()))?;
@@ -229,7 +238,7 @@ async fn start(
 
 /// Runs one case on one transport against a server of its own, given what the server
 /// declares. Call [`skip_reason`] first.
-pub async fn run_case(
+pub(crate) async fn run_case(
     case: &Transcript,
     transport: TransportName,
     config: &Config,
@@ -289,6 +298,8 @@ async fn run_case_inner(
         server,
         connections: Vec::new(),
         sent_on: HashMap::new(),
+        answered: HashSet::new(),
+        closed: HashSet::new(),
         bindings: initial_bindings(&root, &marker, config.revision),
         ttl,
         wait: if long { LONG_WAIT } else { NORMAL_WAIT },
@@ -301,27 +312,35 @@ async fn run_case_inner(
     }
     .mul_f64(config.time_scale);
     let played = tokio::time::timeout(budget, run.play(case)).await;
-    let server_pid = run.server.pid();
-    let crashed = || {
-        !run.exit_expected && server_pid.is_some_and(|pid| !exec_server_harness::process_alive(pid))
-    };
     let mut verdict = match played {
         Err(_) => Verdict::Timeout(format!("the case did not finish within {budget:?}")),
-        Ok(Ok(())) => Verdict::Pass,
-        Ok(Err((line, _))) if crashed() => {
+        Ok(Ok(())) if run.died_unasked() => {
+            Verdict::Crash("the server process died during the case".into())
+        }
+        Ok(Ok(())) => match run.unexpected_responses() {
+            Some(text) => Verdict::Fail(text),
+            None => Verdict::Pass,
+        },
+        Ok(Err((line, _))) if run.died_unasked() => {
             Verdict::Crash(format!("{}:{line}: the server process died", case.file))
         }
         Ok(Err((line, failure))) => failure.verdict(format!("{}:{line}", case.file)),
     };
+    // Hygiene: stop the server ourselves, so that whatever of the case outlives it is
+    // seen before the harness kills the server's whole process group.
+    let exited = run.stop().await;
+    let grace = STOP_GRACE.mul_f64(config.time_scale);
     if verdict == Verdict::Pass {
         verdict = run.stdout_verdict();
     }
+    let mut survivors = match exited {
+        true => hygiene::reap_marked(&run.marker, grace).await,
+        false => Vec::new(),
+    };
     let report = run.report();
     let marker = run.marker.clone();
     drop(run);
-    // Hygiene: once the server is gone, no process of this case may be left.
-    let survivors =
-        hygiene::reap_marked(&marker, Duration::from_secs(2).mul_f64(config.time_scale)).await;
+    survivors.extend(hygiene::reap_marked(&marker, grace).await);
     if !survivors.is_empty() && !verdict.fails_run() {
         verdict = Verdict::Fail(format!(
             "processes of this case outlived the server (now killed): {survivors:?}"
@@ -389,6 +408,10 @@ struct CaseRun {
     connections: Vec<Connection>,
     /// Which connection sent each request id (a response is awaited there).
     sent_on: HashMap<String, usize>,
+    /// Ids whose response a `<<` consumed (a second one is a failure).
+    answered: HashSet<String>,
+    /// Connections the case itself closed.
+    closed: HashSet<usize>,
     bindings: Bindings,
     ttl: Duration,
     /// The deadline of each wait (logical).
@@ -453,14 +476,21 @@ impl CaseRun {
                     .matches(&event.message(), &mut self.bindings)
                     .map_err(|m| StepFailure::Harness(m.to_string()))?;
             }
-            StepKind::Disconnect => self.current().disconnect().await?,
-            StepKind::Reset => self.current().reset().await?,
+            StepKind::Disconnect => {
+                self.closed.insert(self.connections.len() - 1);
+                self.current().disconnect().await?
+            }
+            StepKind::Reset => {
+                self.closed.insert(self.connections.len() - 1);
+                self.current().reset().await?
+            }
             StepKind::Reconnect => {
                 let connection = self.server.connect().await?;
                 self.connections.push(connection);
             }
             StepKind::CloseStdin => {
                 self.exit_expected = true;
+                self.closed.insert(self.connections.len() - 1);
                 self.current().disconnect().await?;
             }
             StepKind::ExpectExit(code) => {
@@ -476,17 +506,27 @@ impl CaseRun {
             }
             StepKind::Wait(logical) => tokio::time::sleep(self.server.scaled(*logical)).await,
             StepKind::WaitTtl(factor) => tokio::time::sleep(self.ttl.mul_f64(*factor)).await,
-            StepKind::ExpectQuiet(logical) => self
-                .current()
-                .expect_no_event(*logical)
-                .await
-                .map_err(|err| StepFailure::Mismatch(err.to_string()))?,
+            StepKind::ExpectQuiet(logical) => {
+                self.current()
+                    .expect_no_event(*logical)
+                    .await
+                    .map_err(|err| StepFailure::Mismatch(err.to_string()))?;
+                if let Some(text) = self.unexpected_responses() {
+                    return Err(StepFailure::Mismatch(text));
+                }
+                let current = self.connections.len() - 1;
+                if !self.current().is_open() && !self.closed.contains(&current) {
+                    return Err(StepFailure::Mismatch(
+                        "the server closed the connection while it was to stay quiet".into(),
+                    ));
+                }
+            }
             StepKind::NoOrphans => {
                 // A process killed a moment ago may still be on its way out (its pipes
                 // closed, its exit not yet done): give stragglers a short grace.
                 let deadline = Instant::now() + self.server.scaled(ORPHAN_GRACE);
                 loop {
-                    let alive = hygiene::marked_processes(&self.marker, self.server.pid());
+                    let alive = hygiene::marked_processes(&self.marker);
                     if alive.is_empty() {
                         break;
                     }
@@ -514,9 +554,11 @@ impl CaseRun {
                     .sent_on
                     .get(&id.to_string())
                     .map_or_else(|| self.current(), |index| &self.connections[*index]);
-                let id: RequestId = serde_json::from_value(id.clone())
+                let request: RequestId = serde_json::from_value(id.clone())
                     .map_err(|err| StepFailure::Harness(format!("id {id}: {err}")))?;
-                connection.response_within(&id, self.wait).await?
+                let response = connection.response_within(&request, self.wait).await?;
+                self.answered.insert(id.to_string());
+                response
             }
             ResponseTo::Unidentified => {
                 let sent: Vec<String> = self.sent_on.keys().cloned().collect();
@@ -618,6 +660,64 @@ impl CaseRun {
         Ok(())
     }
 
+    /// Whether the server process died without the case closing its stdin or
+    /// expecting it to exit.
+    fn died_unasked(&self) -> bool {
+        !self.exit_expected
+            && self
+                .server
+                .pid()
+                .is_some_and(|pid| !exec_server_harness::process_alive(pid))
+    }
+
+    /// A response no `<<` was waiting for that no server may send: one with a null id
+    /// or an id this case never sent (an answer to nothing), or a second answer to an
+    /// id. Responses to requests the case sent and did not wait for are fine.
+    fn unexpected_responses(&self) -> Option<String> {
+        let strange: Vec<String> = self
+            .connections
+            .iter()
+            .flat_map(Connection::buffered_responses)
+            .filter_map(|response| {
+                let id = response
+                    .id
+                    .as_ref()
+                    .and_then(|id| serde_json::to_value(id).ok())
+                    .map(|id| id.to_string());
+                let why = match &id {
+                    None => "with a null id",
+                    Some(id) if !self.sent_on.contains_key(id) => "to an id this case never sent",
+                    Some(id) if self.answered.contains(id) => "to an id already answered",
+                    Some(_) => return None,
+                };
+                Some(format!("{why}: {}", response.raw))
+            })
+            .collect();
+        (!strange.is_empty()).then(|| format!("unexpected responses: {}", strange.join("; ")))
+    }
+
+    /// Stops a child server that is still running (SIGTERM, then up to [`STOP_GRACE`]
+    /// for it to exit) and, on stdio, reads what it wrote before exiting. True when it
+    /// is known to have exited.
+    async fn stop(&self) -> bool {
+        let Some(pid) = self.server.pid() else {
+            return false;
+        };
+        if exec_server_harness::process_alive(pid) {
+            // SAFETY: kill(2) has no memory effects; `pid` is the server this case
+            // started, not yet reaped (the harness owns its `Child`).
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let exited = self.server.wait_exit_within(STOP_GRACE).await.is_ok();
+        if exited && self.server.transport() == Transport::Stdio {
+            if let Some(connection) = self.connections.first() {
+                // Reads to EOF (or briefly): stray stdout becomes an invalid frame.
+                let _ = connection.expect_no_event(Duration::from_millis(200)).await;
+            }
+        }
+        exited
+    }
+
     /// Stdout purity: nothing but protocol frames on any connection, and nothing after
     /// a websocket server's start-up line.
     fn stdout_verdict(&self) -> Verdict {
@@ -688,23 +788,26 @@ mod tests {
         let fixed = Profile::default();
         let ws = TransportName::Ws;
         assert_eq!(
-            skip_reason(&case, ws, &config(false, None), &fixed).as_deref(),
+            skip_reason(&case, ws, &config(false, None), Some(&fixed)).as_deref(),
             Some("undeclared: session.ttl")
         );
-        assert_eq!(skip_reason(&case, ws, &config(true, None), &fixed), None);
-        assert!(skip_reason(&case, ws, &config(true, Some("ws://127.0.0.1:1")), &fixed).is_some());
+        assert_eq!(
+            skip_reason(&case, ws, &config(true, None), Some(&fixed)),
+            None
+        );
+        assert!(skip_reason(&case, ws, &config(true, Some("ws://127.0.0.1:1")), None).is_some());
         let settable = Profile {
             features: [TTL_FEATURE.to_owned()].into(),
             ..Profile::default()
         };
         assert_eq!(
-            skip_reason(&case, ws, &config(false, None), &settable),
+            skip_reason(&case, ws, &config(false, None), Some(&settable)),
             None
         );
         let old =
             transcript::parse("o.xt", "# spec: §5\n# revisions: 2026-06\n!! wait 1ms\n").unwrap();
         assert_eq!(
-            skip_reason(&old, ws, &config(false, None), &settable).as_deref(),
+            skip_reason(&old, ws, &config(false, None), None).as_deref(),
             Some("not a case of revision 2026-08")
         );
     }

@@ -20,7 +20,7 @@ use crate::transcript::{Revision, Transcript, TransportName};
 struct Suite {
     config: Config,
     /// What the server advertises, per transport, asked once.
-    profiles: [OnceCell<Result<Profile, String>>; 2],
+    profiles: [OnceCell<Profile>; 2],
     /// Verdict counts and the NON-STRICT cases, printed after the run.
     tally: Mutex<Tally>,
 }
@@ -32,14 +32,24 @@ struct Tally {
 }
 
 impl Suite {
+    /// What the server declares on `transport`. A failed probe is not kept: the next
+    /// trial asks again.
     async fn profile(&self, transport: TransportName) -> Result<Profile, String> {
         let cell = &self.profiles[transport as usize];
-        cell.get_or_init(|| runner::probe(transport, &self.config))
+        cell.get_or_try_init(|| runner::probe(transport, &self.config))
             .await
-            .clone()
+            .cloned()
     }
 
     async fn grade(&self, case: &Transcript, transport: TransportName) -> Outcome {
+        // Skips that need no server come first: they never start one.
+        if let Some(reason) = runner::skip_reason(case, transport, &self.config, None) {
+            return Outcome {
+                verdict: Verdict::Skipped(reason),
+                report: String::new(),
+                duration: Default::default(),
+            };
+        }
         let profile = match self.profile(transport).await {
             Ok(profile) => profile,
             Err(err) => {
@@ -52,7 +62,7 @@ impl Suite {
                 }
             }
         };
-        match runner::skip_reason(case, transport, &self.config, &profile) {
+        match runner::skip_reason(case, transport, &self.config, Some(&profile)) {
             Some(reason) => Outcome {
                 verdict: Verdict::Skipped(reason),
                 report: String::new(),
@@ -98,10 +108,13 @@ impl Suite {
             Verdict::Fail(text)
             | Verdict::Timeout(text)
             | Verdict::Crash(text)
-            | Verdict::HarnessError(text) => Err(Failed::from(format!(
-                "{heading}\n{text}\n{}",
-                outcome.report
-            ))),
+            | Verdict::HarnessError(text) => {
+                let title = case.title.as_deref().unwrap_or("");
+                Err(Failed::from(format!(
+                    "{heading}\n{title}\n{text}\n{}",
+                    outcome.report
+                )))
+            }
         }
     }
 }
@@ -118,12 +131,17 @@ pub fn main(args: impl IntoIterator<Item = String>, workspace: &Path, in_tree: &
         }
     };
     let mut transcripts = vec![workspace.join("fixtures/transcripts")];
-    transcripts.extend(
-        options
-            .transcripts
-            .clone()
-            .map(|dir| resolve_dir(dir, workspace)),
-    );
+    if let Some(dir) = options.transcripts.clone() {
+        let dir = resolve_dir(dir, workspace);
+        if runner::discover(&dir).is_empty() {
+            eprintln!(
+                "exec-conformance: --transcripts {}: no .xt files there",
+                dir.display()
+            );
+            return ExitCode::from(2);
+        }
+        transcripts.push(dir);
+    }
     let cases = cases(&transcripts);
     if let Some(case) = &options.show {
         return show(&cases, case);

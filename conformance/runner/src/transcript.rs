@@ -385,6 +385,15 @@ pub fn parse(file: &str, source: &str) -> Result<Transcript, ParseError> {
                         "<< needs an object pattern with the response's \"id\"",
                     ));
                 };
+                if let Some(literal) = id.as_str().filter(|literal| {
+                    *literal == "*" || literal.starts_with('$') || literal.starts_with("~/")
+                }) {
+                    return Err(parser.error(
+                        text,
+                        find_token(text, "\"id\"").unwrap_or(rest_at),
+                        format!("the id of << is literal; {literal:?} would be read as a pattern"),
+                    ));
+                }
                 let to = match &id {
                     Value::String(_) | Value::Number(_) if id.is_string() || id.is_i64() || id.is_u64() => {
                         ResponseTo::Id(id.clone())
@@ -519,8 +528,13 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         None => (text.strip_suffix('s')?, 1.0),
     };
     let value: f64 = number.parse().ok()?;
-    (value.is_finite() && value >= 0.0).then(|| Duration::from_secs_f64(value * unit))
+    Duration::try_from_secs_f64(value * unit)
+        .ok()
+        .filter(|duration| *duration <= MAX_DURATION)
 }
+
+/// The longest wait a transcript may write (scaled waits stay far from overflowing).
+const MAX_DURATION: Duration = Duration::from_secs(3600);
 
 fn parse_command(
     parser: &Parser,
@@ -776,13 +790,21 @@ fn build(
         parser.line = *line;
         let text = lines[line - 1];
         let bad = |message: String| Err(parser.error(text, *at, message));
-        let list = || -> Vec<&str> {
-            value
-                .split([',', ' '])
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .collect()
-        };
+        let items: Vec<&str> = value
+            .split([',', ' '])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let is_list = matches!(key.as_str(), "requires" | "transports" | "revisions");
+        if let Some(repeated) = items
+            .iter()
+            .enumerate()
+            .find_map(|(index, item)| items[..index].contains(item).then_some(item))
+            .filter(|_| is_list)
+        {
+            return bad(format!("{repeated:?} is listed twice"));
+        }
+        let list = || items.clone();
         match key.as_str() {
             "title" => transcript.title = Some(value.clone()),
             "spec" => transcript.spec = value.clone(),
@@ -1020,6 +1042,18 @@ mod tests {
             ),
             (HEAD.to_owned(), "case.xt:1:1: no steps"),
             (
+                "# spec: §4\n# transports: ws, ws\n!! wait 1s\n".to_owned(),
+                "case.xt:2:15: \"ws\" is listed twice",
+            ),
+            (
+                format!("{HEAD}!! raw x\n<< {{\"id\":\"*\"}}\n"),
+                "case.xt:3:5: the id of << is literal",
+            ),
+            (
+                format!("{HEAD}!! wait 1e30s\n"),
+                "case.xt:2:9: `!! wait` needs a duration",
+            ),
+            (
                 format!("{HEAD}!! wait-ttl +50%\n"),
                 "case.xt:2:1: `!! wait-ttl` needs `# requires: session.ttl`",
             ),
@@ -1090,5 +1124,7 @@ mod tests {
         assert_eq!(parse_duration("2"), None);
         assert_eq!(parse_duration("-1s"), None);
         assert_eq!(parse_duration("inf s"), None);
+        assert_eq!(parse_duration("1e30s"), None, "no panic, no overflow");
+        assert_eq!(parse_duration("3601s"), None);
     }
 }
