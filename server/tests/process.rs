@@ -9,7 +9,7 @@ use common::*;
 use exec_server_harness::protocol::{
     EnvironmentInfoParams, NotificationMethod, SignalName, Stream, TerminateParams,
 };
-use exec_server_harness::{process_alive, wait_for_process_gone, Transport};
+use exec_server_harness::{process_alive, wait_for_process_gone, ExecServer, Transport};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -380,6 +380,34 @@ async fn signals_reach_the_process_group() -> TestResult {
         .error()
         .await?;
     assert_eq!(error.code, -32600);
+    Ok(())
+}
+
+#[tokio::test]
+async fn signals_the_server_ignores_still_reach_its_children() -> TestResult {
+    // As when started from a background job of a shell: SIGINT and SIGQUIT ignored.
+    let server = ExecServer::builder()
+        .command([
+            "/bin/sh",
+            "-c",
+            "trap '' INT QUIT HUP; exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_exec-server"),
+        ])
+        .start()
+        .await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
+    for (signal, name) in [
+        (SignalName::Interrupt, "SIGINT"),
+        (SignalName::Quit, "SIGQUIT"),
+        (SignalName::Hangup, "SIGHUP"),
+    ] {
+        let id = signal.as_str();
+        session.start_with(spec(id, ["sleep", "1000"])).await?;
+        session.signal(id, signal).await?;
+        let output = conn.notified_output(id).await?;
+        assert_eq!(output.signal.as_deref(), Some(name), "{signal}");
+    }
     Ok(())
 }
 
