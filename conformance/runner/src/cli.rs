@@ -108,14 +108,28 @@ pub fn split_args(
 
 /// The server's program resolved as printed from the workspace root: cargo runs test
 /// binaries in the package directory, so a relative program path that does not exist
-/// there is taken relative to `workspace`.
-pub fn resolve_program(mut words: Vec<String>, workspace: &Path) -> Vec<String> {
+/// there is taken relative to `workspace`; and `target/…` is looked for in
+/// `target_dir` (`CARGO_TARGET_DIR`) when the build went there.
+pub fn resolve_program(
+    mut words: Vec<String>,
+    workspace: &Path,
+    target_dir: Option<&Path>,
+) -> Vec<String> {
     if let Some(program) = words.first_mut() {
         let path = Path::new(program.as_str());
         if path.is_relative() && program.contains('/') && !path.exists() {
-            let candidate = workspace.join(path);
-            if candidate.exists() {
-                *program = candidate.to_string_lossy().into_owned();
+            let in_target = path
+                .strip_prefix("./")
+                .unwrap_or(path)
+                .strip_prefix("target")
+                .ok()
+                .zip(target_dir)
+                .map(|(rest, target)| target.join(rest));
+            let found = std::iter::once(workspace.join(path))
+                .chain(in_target)
+                .find(|candidate| candidate.exists());
+            if let Some(found) = found {
+                *program = found.to_string_lossy().into_owned();
             }
         }
     }
@@ -173,9 +187,21 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join("bin")).unwrap();
         std::fs::write(root.path().join("bin/srv"), "").unwrap();
-        let words = resolve_program(strings(&["./bin/srv", "--a"]), root.path());
+        let words = resolve_program(strings(&["./bin/srv", "--a"]), root.path(), None);
         assert_eq!(words[0], root.path().join("./bin/srv").to_string_lossy());
-        let words = resolve_program(strings(&["srv"]), root.path());
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::create_dir(elsewhere.path().join("release")).unwrap();
+        std::fs::write(elsewhere.path().join("release/srv"), "").unwrap();
+        let words = resolve_program(
+            strings(&["./target/release/srv"]),
+            root.path(),
+            Some(elsewhere.path()),
+        );
+        assert_eq!(
+            words[0],
+            elsewhere.path().join("release/srv").to_string_lossy()
+        );
+        let words = resolve_program(strings(&["srv"]), root.path(), None);
         assert_eq!(words[0], "srv", "a bare name is looked up in PATH");
     }
 }

@@ -165,7 +165,10 @@ pub fn main(args: impl IntoIterator<Item = String>, workspace: &Path, in_tree: &
 
 fn config(options: Options, workspace: &Path, in_tree: &str) -> Config {
     let server = match options.server {
-        Some(words) => resolve_program(words, workspace),
+        Some(words) => {
+            let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from);
+            resolve_program(words, workspace, target_dir.as_deref())
+        }
         None => vec![in_tree.to_owned()],
     };
     Config {
