@@ -74,6 +74,17 @@ impl Connection {
         !self.inbox().disconnected
     }
 
+    /// Reads whatever arrives within the logical `window` (× the time scale), consuming
+    /// nothing, and returns early once the connection is closed (then `true`). After a
+    /// server exits, this reads what it wrote to its end.
+    pub async fn drain(&self, window: Duration) -> bool {
+        self.wait_for("the connection to close", self.scaled(window), |inbox| {
+            inbox.disconnected.then_some(())
+        })
+        .await
+        .is_ok()
+    }
+
     /// Every event buffered so far, in arrival order (not consumed).
     pub fn buffered_events(&self) -> Vec<Event> {
         self.inbox().events.iter().cloned().collect()

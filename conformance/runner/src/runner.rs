@@ -28,6 +28,10 @@ const LONG_WAIT: Duration = Duration::from_secs(60);
 /// `--include-long`, against a server whose TTL cannot be set.
 const DEFAULT_TTL: Duration = Duration::from_secs(30);
 
+/// How long the runner reads a connection for responses already on their way before
+/// it judges what is left (logical, × time scale).
+const SETTLE: Duration = Duration::from_millis(50);
+
 /// How long a server gets to exit after SIGTERM at the end of a case, and its
 /// processes to be gone after it did (logical, × time scale).
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -297,8 +301,7 @@ async fn run_case_inner(
     let mut run = CaseRun {
         server,
         connections: Vec::new(),
-        sent_on: HashMap::new(),
-        answered: HashSet::new(),
+        requests: Ledger::default(),
         closed: HashSet::new(),
         bindings: initial_bindings(&root, &marker, config.revision),
         ttl,
@@ -317,7 +320,7 @@ async fn run_case_inner(
         Ok(Ok(())) if run.died_unasked() => {
             Verdict::Crash("the server process died during the case".into())
         }
-        Ok(Ok(())) => match run.unexpected_responses() {
+        Ok(Ok(())) => match run.unexpected_responses().await {
             Some(text) => Verdict::Fail(text),
             None => Verdict::Pass,
         },
@@ -357,6 +360,53 @@ async fn run_case_inner(
         report,
         duration: Duration::ZERO,
     }
+}
+
+/// Requests sent and answers taken, per connection (by index) and id (as JSON text).
+#[derive(Default)]
+struct Ledger {
+    sent: HashMap<(usize, String), usize>,
+    answered: HashMap<(usize, String), usize>,
+    /// The connection that last sent each id: where a `<<` for it waits.
+    last_sender: HashMap<String, usize>,
+}
+
+impl Ledger {
+    /// Records the requests in a frame sent on `connection`: its `id`, or the ids of a
+    /// batch's members. A frame that is not JSON carries none.
+    fn record(&mut self, connection: usize, frame: &[u8]) {
+        let ids: Vec<String> = match serde_json::from_slice::<Value>(frame) {
+            Ok(Value::Object(message)) => message
+                .get("id")
+                .map(Value::to_string)
+                .into_iter()
+                .collect(),
+            Ok(Value::Array(batch)) => batch
+                .iter()
+                .filter_map(|member| member.get("id").map(Value::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for id in ids {
+            *self.sent.entry((connection, id.clone())).or_default() += 1;
+            self.last_sender.insert(id, connection);
+        }
+    }
+
+    fn ids_sent_on(&self, connection: usize) -> HashSet<String> {
+        self.sent
+            .keys()
+            .filter(|(index, _)| *index == connection)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+}
+
+/// An id as the ledger keys it: its JSON text.
+fn id_key(id: &RequestId) -> String {
+    serde_json::to_value(id)
+        .map(|id| id.to_string())
+        .unwrap_or_default()
 }
 
 /// `$tmp`, `$tmpPath` (by revision: a plain path, or a `file:` URI) and `$marker`.
@@ -406,10 +456,8 @@ impl From<HarnessError> for StepFailure {
 struct CaseRun {
     server: ExecServer,
     connections: Vec<Connection>,
-    /// Which connection sent each request id (a response is awaited there).
-    sent_on: HashMap<String, usize>,
-    /// Ids whose response a `<<` consumed (a second one is a failure).
-    answered: HashSet<String>,
+    /// The requests sent and the answers taken, per connection.
+    requests: Ledger,
     /// Connections the case itself closed.
     closed: HashSet<usize>,
     bindings: Bindings,
@@ -448,15 +496,25 @@ impl CaseRun {
             StepKind::Send(message) => {
                 let message = substitute(message, &self.bindings)
                     .map_err(|err| StepFailure::Harness(err.message))?;
-                if let Some(id) = message.get("id") {
-                    self.sent_on
-                        .insert(id.to_string(), self.connections.len() - 1);
-                }
-                self.current().send_raw(message.to_string()).await?;
+                let text = message.to_string();
+                self.requests
+                    .record(self.connections.len() - 1, text.as_bytes());
+                self.current().send_raw(text).await?;
             }
-            StepKind::Raw(text) => self.current().send_raw(text).await?,
-            StepKind::RawNoNewline(text) => self.current().send_raw_bytes(text.as_bytes()).await?,
-            StepKind::Binary(bytes) => self.current().send_raw_bytes(bytes).await?,
+            StepKind::Raw(text) => {
+                self.requests
+                    .record(self.connections.len() - 1, text.as_bytes());
+                self.current().send_raw(text).await?
+            }
+            StepKind::RawNoNewline(text) => {
+                self.requests
+                    .record(self.connections.len() - 1, text.as_bytes());
+                self.current().send_raw_bytes(text.as_bytes()).await?
+            }
+            StepKind::Binary(bytes) => {
+                self.requests.record(self.connections.len() - 1, bytes);
+                self.current().send_raw_bytes(bytes).await?
+            }
             StepKind::Http(http) => self.http(http).await?,
             StepKind::ExpectResponse { to, pattern } => self.expect_response(to, pattern).await?,
             StepKind::ExpectEvent(pattern) => {
@@ -511,7 +569,7 @@ impl CaseRun {
                     .expect_no_event(*logical)
                     .await
                     .map_err(|err| StepFailure::Mismatch(err.to_string()))?;
-                if let Some(text) = self.unexpected_responses() {
+                if let Some(text) = self.unexpected_responses().await {
                     return Err(StepFailure::Mismatch(text));
                 }
                 let current = self.connections.len() - 1;
@@ -550,30 +608,29 @@ impl CaseRun {
     ) -> Result<(), StepFailure> {
         let response = match to {
             ResponseTo::Id(id) => {
-                let connection = self
-                    .sent_on
-                    .get(&id.to_string())
-                    .map_or_else(|| self.current(), |index| &self.connections[*index]);
+                let key = id.to_string();
+                let index = self
+                    .requests
+                    .last_sender
+                    .get(&key)
+                    .copied()
+                    .unwrap_or(self.connections.len() - 1);
                 let request: RequestId = serde_json::from_value(id.clone())
                     .map_err(|err| StepFailure::Harness(format!("id {id}: {err}")))?;
-                let response = connection.response_within(&request, self.wait).await?;
-                self.answered.insert(id.to_string());
+                let response = self.connections[index]
+                    .response_within(&request, self.wait)
+                    .await?;
+                *self.requests.answered.entry((index, key)).or_default() += 1;
                 response
             }
             ResponseTo::Unidentified => {
-                let sent: Vec<String> = self.sent_on.keys().cloned().collect();
+                let index = self.connections.len() - 1;
+                let sent = self.requests.ids_sent_on(index);
                 self.current()
                     .response_where(
                         "a response with id null or an id this case never sent",
                         self.wait,
-                        move |id| {
-                            id.is_none_or(|id| {
-                                let shown = serde_json::to_value(id)
-                                    .map(|v| v.to_string())
-                                    .unwrap_or_default();
-                                !sent.contains(&shown)
-                            })
-                        },
+                        move |id| id.is_none_or(|id| !sent.contains(&id_key(id))),
                     )
                     .await?
             }
@@ -670,49 +727,73 @@ impl CaseRun {
                 .is_some_and(|pid| !exec_server_harness::process_alive(pid))
     }
 
-    /// A response no `<<` was waiting for that no server may send: one with a null id
-    /// or an id this case never sent (an answer to nothing), or a second answer to an
-    /// id. Responses to requests the case sent and did not wait for are fine.
-    fn unexpected_responses(&self) -> Option<String> {
-        let strange: Vec<String> = self
-            .connections
-            .iter()
-            .flat_map(Connection::buffered_responses)
-            .filter_map(|response| {
-                let id = response
-                    .id
-                    .as_ref()
-                    .and_then(|id| serde_json::to_value(id).ok())
-                    .map(|id| id.to_string());
-                let why = match &id {
-                    None => "with a null id",
-                    Some(id) if !self.sent_on.contains_key(id) => "to an id this case never sent",
-                    Some(id) if self.answered.contains(id) => "to an id already answered",
-                    Some(_) => return None,
+    /// A response no server may send, among those no `<<` took: one with a null id,
+    /// one to an id never sent on its connection (an answer to nothing), or more
+    /// answers to an id than requests with it. Answers to requests the case sent and
+    /// did not wait for are fine. Reads each open connection briefly first, so what is
+    /// already on its way is seen.
+    async fn unexpected_responses(&self) -> Option<String> {
+        for connection in &self.connections {
+            if connection.is_open() {
+                connection.drain(SETTLE).await;
+            }
+        }
+        let mut strange = Vec::new();
+        for (index, connection) in self.connections.iter().enumerate() {
+            let mut left: HashMap<String, usize> = HashMap::new();
+            for response in connection.buffered_responses() {
+                let Some(id) = response.id.as_ref().map(id_key) else {
+                    strange.push(format!("with a null id: {}", response.raw));
+                    continue;
                 };
-                Some(format!("{why}: {}", response.raw))
-            })
-            .collect();
+                let key = (index, id);
+                let sent = self.requests.sent.get(&key).copied().unwrap_or(0);
+                let taken = self.requests.answered.get(&key).copied().unwrap_or(0);
+                let seen = left.entry(key.1.clone()).or_default();
+                *seen += 1;
+                if sent == 0 {
+                    strange.push(format!(
+                        "to an id never sent on its connection: {}",
+                        response.raw
+                    ));
+                } else if taken + *seen > sent {
+                    strange.push(format!(
+                        "more answers than requests with its id: {}",
+                        response.raw
+                    ));
+                }
+            }
+        }
         (!strange.is_empty()).then(|| format!("unexpected responses: {}", strange.join("; ")))
     }
 
-    /// Stops a child server that is still running (SIGTERM, then up to [`STOP_GRACE`]
-    /// for it to exit) and, on stdio, reads what it wrote before exiting. True when it
-    /// is known to have exited.
+    /// Stops a child server that is still running, as a service manager would: SIGTERM
+    /// to its process group (a server started through a wrapper is in it too), then up
+    /// to [`STOP_GRACE`] for the group to be gone. On stdio, then reads what it wrote
+    /// up to its exit. True when it is known to have exited.
     async fn stop(&self) -> bool {
         let Some(pid) = self.server.pid() else {
             return false;
         };
-        if exec_server_harness::process_alive(pid) {
-            // SAFETY: kill(2) has no memory effects; `pid` is the server this case
-            // started, not yet reaped (the harness owns its `Child`).
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+        // One that exited already is reaped: its number may be someone else's now.
+        let mut exited = self.server.wait_exit_within(Duration::ZERO).await.is_ok();
+        if !exited {
+            // SAFETY: kill(2) has no memory effects; `pid` leads the group of the
+            // server this case started, which is not reaped (it has not exited).
+            unsafe { libc::kill(-pid, libc::SIGTERM) };
+            exited = self.server.wait_exit_within(STOP_GRACE).await.is_ok();
+            if exited {
+                let deadline = Instant::now() + self.server.scaled(STOP_GRACE);
+                // SAFETY: as above; signal 0 only asks whether the group has members.
+                while unsafe { libc::kill(-pid, 0) } == 0 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
         }
-        let exited = self.server.wait_exit_within(STOP_GRACE).await.is_ok();
         if exited && self.server.transport() == Transport::Stdio {
             if let Some(connection) = self.connections.first() {
-                // Reads to EOF (or briefly): stray stdout becomes an invalid frame.
-                let _ = connection.expect_no_event(Duration::from_millis(200)).await;
+                // To EOF: stray stdout becomes an invalid frame.
+                connection.drain(STOP_GRACE).await;
             }
         }
         exited

@@ -20,7 +20,7 @@ use crate::transcript::{Revision, Transcript, TransportName};
 struct Suite {
     config: Config,
     /// What the server advertises, per transport, asked once.
-    profiles: [OnceCell<Profile>; 2],
+    profiles: [OnceCell<Result<Profile, String>>; 2],
     /// Verdict counts and the NON-STRICT cases, printed after the run.
     tally: Mutex<Tally>,
 }
@@ -32,13 +32,19 @@ struct Tally {
 }
 
 impl Suite {
-    /// What the server declares on `transport`. A failed probe is not kept: the next
-    /// trial asks again.
+    /// What the server declares on `transport`, asked once per process. A failed
+    /// probe is tried once more (a start-up that lost a race under load) before its
+    /// error is kept for every trial of the transport.
     async fn profile(&self, transport: TransportName) -> Result<Profile, String> {
         let cell = &self.profiles[transport as usize];
-        cell.get_or_try_init(|| runner::probe(transport, &self.config))
-            .await
-            .cloned()
+        cell.get_or_init(|| async {
+            match runner::probe(transport, &self.config).await {
+                Ok(profile) => Ok(profile),
+                Err(_) => runner::probe(transport, &self.config).await,
+            }
+        })
+        .await
+        .clone()
     }
 
     async fn grade(&self, case: &Transcript, transport: TransportName) -> Outcome {
@@ -166,7 +172,8 @@ pub fn main(args: impl IntoIterator<Item = String>, workspace: &Path, in_tree: &
 fn config(options: Options, workspace: &Path, in_tree: &str) -> Config {
     let server = match options.server {
         Some(words) => {
-            let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from);
+            // Relative, cargo reads it from where it was run: the workspace root, here.
+            let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(|dir| workspace.join(dir));
             resolve_program(words, workspace, target_dir.as_deref())
         }
         None => vec![in_tree.to_owned()],

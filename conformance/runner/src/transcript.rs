@@ -386,7 +386,7 @@ pub fn parse(file: &str, source: &str) -> Result<Transcript, ParseError> {
                     ));
                 };
                 if let Some(literal) = id.as_str().filter(|literal| {
-                    *literal == "*" || literal.starts_with('$') || literal.starts_with("~/")
+                    *literal == "*" || literal.contains('$') || literal.starts_with("~/")
                 }) {
                     return Err(parser.error(
                         text,
