@@ -491,16 +491,8 @@ async fn the_leader_stays_unreaped_until_its_tree_is_killed_with_process_groups(
 /// the server must undo it, or it could neither read exit codes nor hold leaders.
 #[tokio::test]
 async fn a_server_started_with_sigchld_ignored_still_reads_exits_and_holds_leaders() -> TestResult {
-    let server = ExecServer::builder()
-        // bash, not dash, passes an ignored SIGCHLD on through `exec`.
-        .command([
-            "bash",
-            "-c",
-            "trap '' CHLD; exec \"$0\" \"$@\"",
-            env!("CARGO_BIN_EXE_exec-server"),
-        ])
-        .start()
-        .await?;
+    // bash, not dash, passes an ignored SIGCHLD on through `exec`.
+    let server = start_server_ignoring("bash", "CHLD").await?;
     let conn = server.connect().await?;
     let session = conn.initialize(CLIENT).await?;
     if cgroups_writable().is_ok() {

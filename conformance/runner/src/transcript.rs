@@ -414,12 +414,7 @@ pub fn parse(file: &str, source: &str) -> Result<Transcript, ParseError> {
                         format!("<< expects a response to id {id}, but no earlier >> sent it"),
                     ));
                 }
-                let pattern = Pattern::compile(&value)
-                    .map_err(|err| pattern_error(&parser, text, rest_at, err))?;
-                check_references(&parser, text, rest_at, &pattern, &bound)?;
-                let mut names = Vec::new();
-                pattern.variables(&mut names);
-                bound.extend(names);
+                let pattern = compile_binding(&parser, text, rest_at, &value, &mut bound)?;
                 StepKind::ExpectResponse { to, pattern }
             }
             "<~" => {
@@ -431,12 +426,7 @@ pub fn parse(file: &str, source: &str) -> Result<Transcript, ParseError> {
                         "<~ needs an object pattern (e.g. {\"method\": \"process/exited\"})",
                     ));
                 }
-                let pattern = Pattern::compile(&value)
-                    .map_err(|err| pattern_error(&parser, text, rest_at, err))?;
-                check_references(&parser, text, rest_at, &pattern, &bound)?;
-                let mut names = Vec::new();
-                pattern.variables(&mut names);
-                bound.extend(names);
+                let pattern = compile_binding(&parser, text, rest_at, &value, &mut bound)?;
                 StepKind::ExpectEvent(pattern)
             }
             "!!" => {
@@ -745,6 +735,23 @@ fn parse_http(
         upgrade,
         pattern,
     })
+}
+
+/// Compiles a `<<` or `<~` pattern: the names it uses must be bound already, and the
+/// names it binds are bound from here on.
+fn compile_binding(
+    parser: &Parser,
+    text: &str,
+    at: usize,
+    value: &Value,
+    bound: &mut BTreeSet<String>,
+) -> Result<Pattern, ParseError> {
+    let pattern = Pattern::compile(value).map_err(|err| pattern_error(parser, text, at, err))?;
+    check_references(parser, text, at, &pattern, bound)?;
+    let mut names = Vec::new();
+    pattern.variables(&mut names);
+    bound.extend(names);
+    Ok(pattern)
 }
 
 /// Every `${name}` a pattern uses must be bound by an earlier line.
