@@ -97,6 +97,16 @@ impl ExecServerBuilder {
         self
     }
 
+    /// Talk to a websocket server that is already running at `url` (`ws://IP:PORT`)
+    /// instead of starting one: `start` waits for its `GET /readyz`, and dropping the
+    /// handle leaves it running. It has no pid and no stderr; arguments and environment
+    /// cannot be given to it.
+    pub fn attach(mut self, url: impl Into<String>) -> Self {
+        self.transport = Transport::WebSocket;
+        self.program = Program::Attached(url.into());
+        self
+    }
+
     /// Overrides the value passed to `--listen` for a binary or command (e.g. `stdio://`);
     /// it must still select the builder's transport.
     pub fn listen(mut self, url: impl Into<String>) -> Self {

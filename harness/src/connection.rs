@@ -324,6 +324,24 @@ impl Connection {
         self.response_for(None, self.default_wait()).await
     }
 
+    /// Waits up to `within` (logical, × the time scale) for the oldest response whose id
+    /// satisfies `wanted` (`None`: `id: null`), e.g. an answer to a frame that carried
+    /// no id this client sent. `description` names it in a timeout.
+    pub async fn response_where(
+        &self,
+        description: &str,
+        within: Duration,
+        wanted: impl Fn(Option<&RequestId>) -> bool,
+    ) -> Result<Response> {
+        let mut response = self
+            .wait_for(description, self.scaled(within), |inbox| {
+                inbox.take_response_where(&wanted)
+            })
+            .await?;
+        response.report = self.report();
+        Ok(response)
+    }
+
     async fn response_for(&self, id: Option<RequestId>, within: Duration) -> Result<Response> {
         let shown = id
             .as_ref()

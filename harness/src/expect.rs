@@ -60,6 +60,31 @@ impl Connection {
         }
     }
 
+    /// Every response received and not yet consumed, oldest first (not consumed).
+    pub fn buffered_responses(&self) -> Vec<crate::Response> {
+        let mut responses: Vec<crate::Response> =
+            self.inbox().responses.values().flatten().cloned().collect();
+        responses.sort_by_key(|response| response.arrival);
+        responses
+    }
+
+    /// Whether the connection is still open: neither side has closed it (as far as
+    /// anything read so far shows).
+    pub fn is_open(&self) -> bool {
+        !self.inbox().disconnected
+    }
+
+    /// Reads whatever arrives within the logical `window` (× the time scale), consuming
+    /// nothing, and returns early once the connection is closed (then `true`). After a
+    /// server exits, this reads what it wrote to its end.
+    pub async fn drain(&self, window: Duration) -> bool {
+        self.wait_for("the connection to close", self.scaled(window), |inbox| {
+            inbox.disconnected.then_some(())
+        })
+        .await
+        .is_ok()
+    }
+
     /// Every event buffered so far, in arrival order (not consumed).
     pub fn buffered_events(&self) -> Vec<Event> {
         self.inbox().events.iter().cloned().collect()

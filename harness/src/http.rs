@@ -1,5 +1,6 @@
 //! Plain HTTP/1.1 requests to a websocket server's listener (`/readyz`, refused
-//! upgrades): the response head and its status code.
+//! upgrades): the response head, its status code, and a body sent with a
+//! `Content-Length`.
 
 use std::time::Duration;
 
@@ -9,14 +10,20 @@ use crate::error::{HarnessError, Result};
 use crate::server::ExecServer;
 use crate::wait::bounded;
 
-/// The head (status line and headers) of an HTTP response.
+/// An HTTP response: its head (status line and headers) and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpHead {
     /// The status code, e.g. 200.
     pub status: u16,
     /// The head as received, up to and including the blank line.
     pub text: String,
+    /// The body, as text (lossy), when the response gave a `Content-Length` of at most
+    /// [`MAX_HTTP_BODY_BYTES`]; empty otherwise (and after an accepted upgrade).
+    pub body: String,
 }
+
+/// The largest body [`http_head`] reads.
+pub const MAX_HTTP_BODY_BYTES: usize = 1 << 20;
 
 /// One HTTP/1.1 request to the listener of a websocket server.
 #[derive(Debug, Clone)]
@@ -86,13 +93,35 @@ pub async fn http_head(url: &str, request: HttpRequest<'_>, within: Duration) ->
         while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await? == 1 {
             head.push(byte[0]);
         }
-        Ok(String::from_utf8_lossy(&head).into_owned())
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let mut body = vec![0; body_length(&head)];
+        stream.read_exact(&mut body).await?;
+        Ok((head, String::from_utf8_lossy(&body).into_owned()))
     };
-    let head = bounded(|| format!("an HTTP response from {addr}"), within, exchange).await?;
+    let (head, body) =
+        bounded(|| format!("an HTTP response from {addr}"), within, exchange).await?;
     let status = head
         .split(' ')
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| HarnessError::protocol(format!("no HTTP status line in {head:?}")))?;
-    Ok(HttpHead { status, text: head })
+    Ok(HttpHead {
+        status,
+        text: head,
+        body,
+    })
+}
+
+/// The `Content-Length` of a response head, if it is not an upgrade and at most
+/// [`MAX_HTTP_BODY_BYTES`]; else 0.
+fn body_length(head: &str) -> usize {
+    if head.split(' ').nth(1) == Some("101") {
+        return 0;
+    }
+    head.lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+        .filter(|length| *length <= MAX_HTTP_BODY_BYTES)
+        .unwrap_or(0)
 }

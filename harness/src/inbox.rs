@@ -20,6 +20,8 @@ pub(crate) struct Inbox {
     /// Method names of requests sent through the harness and not answered yet, for
     /// error messages.
     pub sent: HashMap<RequestId, String>,
+    /// Responses filed so far (each response's arrival number).
+    pub arrivals: u64,
 }
 
 impl Inbox {
@@ -47,7 +49,9 @@ impl Inbox {
         raw: String,
     ) {
         let method = id.as_ref().and_then(|id| self.sent.remove(id));
+        self.arrivals += 1;
         let response = Response {
+            arrival: self.arrivals,
             id: id.clone(),
             method,
             result,
@@ -66,6 +70,22 @@ impl Inbox {
             self.responses.remove(id);
         }
         response
+    }
+
+    /// Takes the oldest response (by arrival, among the oldest of each id) whose id
+    /// satisfies `wanted`.
+    pub fn take_response_where(
+        &mut self,
+        wanted: &dyn Fn(Option<&RequestId>) -> bool,
+    ) -> Option<Response> {
+        let id = self
+            .responses
+            .iter()
+            .filter(|(id, _)| wanted(id.as_ref()))
+            .filter_map(|(id, queue)| Some((queue.front()?.arrival, id.clone())))
+            .min_by_key(|(arrival, _)| *arrival)
+            .map(|(_, id)| id)?;
+        self.take_response(&id)
     }
 
     /// What arrived and was not consumed, for a timeout message.

@@ -27,6 +27,8 @@ pub enum Transport {
 pub(crate) enum Program {
     InTree,
     Command(Vec<String>),
+    /// A websocket server someone else started, at this URL.
+    Attached(String),
 }
 
 /// A running server.
@@ -43,6 +45,8 @@ pub(crate) enum Running {
         /// A websocket server's stdin, held open: EOF there is not a signal to it.
         stdin: Option<ChildStdin>,
     },
+    /// Not ours: never stopped, no pid, no stderr.
+    Attached,
 }
 
 /// The stdio pipes of a server started on stdio, handed to the first connection.
@@ -66,6 +70,21 @@ pub(crate) async fn launch(
         Program::InTree => launch_in_process(transport, args).await,
         Program::Command(words) => {
             launch_child(words, transport, listen, args, env, startup_deadline).await
+        }
+        Program::Attached(url) => {
+            if transport != Transport::WebSocket || !args.is_empty() || !env.is_empty() {
+                return Err(HarnessError::Startup(
+                    "an attached server is reached over websocket only, and takes no arguments or environment".into(),
+                ));
+            }
+            wait_ready(url, startup_deadline)
+                .await
+                .map_err(HarnessError::Startup)?;
+            Ok(Launched {
+                running: Running::Attached,
+                url: Some(url.trim_end_matches('/').to_owned()),
+                stdio: None,
+            })
         }
     }
 }
@@ -218,7 +237,7 @@ async fn launch_child(
 fn startup_failure(launched: &mut Launched, message: String) -> HarnessError {
     let stderr = match &launched.running {
         Running::Child { stderr, .. } => stderr.text(),
-        Running::InProcess { .. } => String::new(),
+        Running::InProcess { .. } | Running::Attached => String::new(),
     };
     stop(&mut launched.running, Duration::from_millis(500));
     HarnessError::Startup(format!("{message}\n---- server stderr ----\n{stderr}"))
@@ -273,5 +292,6 @@ pub(crate) fn stop(running: &mut Running, grace: Duration) {
             task.abort();
         }
         Running::Child { child, .. } => exec_client::teardown::terminate_group(child, grace),
+        Running::Attached => {}
     }
 }

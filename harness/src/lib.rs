@@ -73,7 +73,7 @@ pub use connection::{Connection, PendingRequest};
 pub use error::{HarnessError, Report, Result, RpcFailure};
 pub use event::Event;
 pub use expect::EventWait;
-pub use http::{HttpHead, HttpRequest, http_head};
+pub use http::{HttpHead, HttpRequest, MAX_HTTP_BODY_BYTES, http_head};
 pub use launch::Transport;
 pub use orphans::{process_alive, wait_for_process_gone};
 pub use process::{ProcessId, ProcessOutput, ProcessSpec};

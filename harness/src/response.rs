@@ -20,6 +20,8 @@ pub struct Response {
     /// The frame as received.
     pub raw: String,
     pub(crate) report: Report,
+    /// Its place in the order responses arrived on its connection.
+    pub(crate) arrival: u64,
 }
 
 impl Response {

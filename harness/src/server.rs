@@ -39,7 +39,7 @@ impl ServerProcess {
     pub fn stderr_tail(&self) -> Option<Arc<Tail>> {
         match &*self.running() {
             Running::Child { stderr, .. } => Some(Arc::clone(stderr)),
-            Running::InProcess { .. } => None,
+            Running::InProcess { .. } | Running::Attached => None,
         }
     }
 }
@@ -107,7 +107,7 @@ impl ExecServer {
     pub fn pid(&self) -> Option<i32> {
         match &*self.process.running() {
             Running::Child { child, .. } => Some(child.id() as i32),
-            Running::InProcess { .. } => None,
+            Running::InProcess { .. } | Running::Attached => None,
         }
     }
 
@@ -124,7 +124,7 @@ impl ExecServer {
     pub fn extra_stdout(&self) -> String {
         match &*self.process.running() {
             Running::Child { extra_stdout, .. } => extra_stdout.text(),
-            Running::InProcess { .. } => String::new(),
+            Running::InProcess { .. } | Running::Attached => String::new(),
         }
     }
 
@@ -133,7 +133,7 @@ impl ExecServer {
     pub async fn stdout_after_startup_line(&self) -> Result<String> {
         let tail = match &*self.process.running() {
             Running::Child { extra_stdout, .. } => Arc::clone(extra_stdout),
-            Running::InProcess { .. } => return Ok(String::new()),
+            Running::InProcess { .. } | Running::Attached => return Ok(String::new()),
         };
         let within = self.default_wait();
         tokio::time::timeout(within, tail.closed())
@@ -181,9 +181,9 @@ impl ExecServer {
                             return Ok(status);
                         }
                     }
-                    Running::InProcess { .. } => {
+                    Running::InProcess { .. } | Running::Attached => {
                         return Err(HarnessError::Unsupported(
-                            "an in-process server does not exit".into(),
+                            "only a server the harness started as a child process can be waited for".into(),
                         ));
                     }
                 }

@@ -1,17 +1,19 @@
 //! Cgroup v2 directories: where the unified hierarchy is mounted and which cgroup this
 //! process runs in (`/proc/self/mountinfo`, `/proc/self/cgroup`), creating a child
 //! cgroup, moving a forked child into one before `exec`, killing everything in a cgroup
-//! and its descendants (`cgroup.kill`), telling whether anything still runs in one, and
-//! removing it. Only file operations: the policy is in `containment`.
+//! and its descendants (`cgroup.kill`), telling whether anything still runs in one (or
+//! waiting until nothing does), and removing it. Only file operations: the policy is in
+//! `containment`.
 
 use std::fs;
-use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// How long the killed processes of a cgroup may take to die before its directory is
 /// given up on (by a process's teardown: then the watchdog removes it at server exit).
-pub const EMPTY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+pub const EMPTY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// One cgroup v2 directory.
 #[derive(Debug, Clone)]
@@ -75,20 +77,65 @@ impl Cgroup {
     /// Whether a live process is in this cgroup or a descendant (zombies do not count).
     pub fn is_populated(&self) -> io::Result<bool> {
         let events = fs::read_to_string(self.dir.join("cgroup.events"))?;
-        Ok(events.lines().any(|line| line == "populated 1"))
+        Ok(populated(&events))
+    }
+
+    /// Waits until no live process is left in this cgroup or a descendant, or until
+    /// `deadline`; whether it emptied. Blocks the calling thread (for the watchdog, not
+    /// for the runtime): it sleeps in poll(2) on `cgroup.events`, which the kernel flags
+    /// when `populated` changes, so it wakes as soon as the last process is gone.
+    pub fn wait_empty(&self, deadline: Instant) -> io::Result<bool> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut events = fs::File::open(self.dir.join("cgroup.events"))?;
+        let mut text = String::new();
+        loop {
+            // Reading re-arms the notification: poll then waits for the next change.
+            text.clear();
+            events.seek(SeekFrom::Start(0))?;
+            events.read_to_string(&mut text)?;
+            if !populated(&text) {
+                return Ok(true);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            // Each wait is short, so a missed notification costs a re-read, not the deadline.
+            let millis = left.min(Duration::from_millis(100)).as_millis();
+            let timeout = PollTimeout::from(u16::try_from(millis).unwrap_or(100).max(1));
+            let mut fds = [PollFd::new(events.as_fd(), PollFlags::POLLPRI)];
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(errno) => return Err(errno.into()),
+            }
+        }
     }
 
     /// Removes this cgroup and its descendant cgroups, deepest first. Fails (`EBUSY`)
-    /// while a process still runs in one of them.
+    /// while a process still runs in one of them. A cgroup that someone else removed
+    /// meanwhile counts as removed: stopping at it would leave its parent behind.
     pub fn remove(&self) -> io::Result<()> {
-        for entry in fs::read_dir(&self.dir)? {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(err),
+        };
+        for entry in entries {
             let entry = entry?;
             if entry.file_type()?.is_dir() {
                 Cgroup { dir: entry.path() }.remove()?;
             }
         }
-        fs::remove_dir(&self.dir)
+        match fs::remove_dir(&self.dir) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            result => result,
+        }
     }
+}
+
+/// Whether the text of a `cgroup.events` says a live process is in the cgroup.
+fn populated(events: &str) -> bool {
+    events.lines().any(|line| line == "populated 1")
 }
 
 /// Moves the calling process into the cgroup whose `cgroup.procs` is open as `procs`.
@@ -157,5 +204,84 @@ mod tests {
         );
         let v1 = "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu";
         assert_eq!(cgroup2_mount(v1), None);
+    }
+
+    /// A cgroup of this test inside ours, killed and removed on drop; `None` (the test
+    /// prints why and passes) where cgroups cannot be created and killed here.
+    struct Scratch(Cgroup);
+
+    impl Scratch {
+        fn new(test: &str) -> Option<Scratch> {
+            let created = Cgroup::current().and_then(|own| {
+                own.create_child(&format!("exec-server-unit-{test}-{}", std::process::id()))
+            });
+            match created {
+                Ok(cgroup) if cgroup.can_kill() => Some(Scratch(cgroup)),
+                Ok(cgroup) => {
+                    let _ = cgroup.remove();
+                    eprintln!("SKIPPED {test}: the kernel has no cgroup.kill");
+                    None
+                }
+                Err(err) => {
+                    eprintln!("SKIPPED {test}: cannot create a cgroup: {err}");
+                    None
+                }
+            }
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait_empty(Instant::now() + Duration::from_secs(5));
+            let _ = self.0.remove();
+        }
+    }
+
+    #[test]
+    fn a_cgroup_removed_meanwhile_counts_as_removed() {
+        let Some(scratch) = Scratch::new("removed-meanwhile") else {
+            return;
+        };
+        let child = scratch.0.create_child("p1").expect("child cgroup");
+        // What the server's own teardown may do while the watchdog removes the tree.
+        fs::remove_dir(child.path()).expect("rmdir of the child");
+        child.remove().expect("a child already gone is removed");
+        scratch
+            .0
+            .remove()
+            .expect("its parent is removed all the same");
+        assert!(!scratch.0.path().exists());
+        scratch
+            .0
+            .remove()
+            .expect("removing it again changes nothing");
+    }
+
+    #[test]
+    fn wait_empty_returns_once_the_killed_processes_are_gone() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let Some(scratch) = Scratch::new("wait-empty") else {
+            return;
+        };
+        let tree = scratch.0.create_child("p1").expect("child cgroup");
+        let procs = tree.open_procs().expect("cgroup.procs");
+        let procs_fd = procs.as_raw_fd();
+        let mut command = std::process::Command::new("sh");
+        command.args(["-c", "setsid sleep 1000 & exec sleep 1000"]);
+        // SAFETY: `join` makes only async-signal-safe calls; `procs` outlives the spawn.
+        unsafe { command.pre_exec(move || join(procs_fd)) };
+        let mut child = command.spawn().expect("spawn sh");
+        drop(procs);
+        let soon = Instant::now() + Duration::from_millis(200);
+        assert!(!scratch.0.wait_empty(soon).expect("wait"), "sleeps run");
+        scratch.0.kill().expect("cgroup.kill");
+        let started = Instant::now();
+        let emptied = scratch.0.wait_empty(started + Duration::from_secs(5));
+        assert!(emptied.expect("wait"), "empty within 5 s of the kill");
+        // The leader is still our unreaped child: a zombie does not keep it busy.
+        scratch.0.remove().expect("an empty cgroup is removed");
+        let _ = child.wait();
     }
 }

@@ -12,7 +12,8 @@
 //! The public surface is what an embedder needs: [`Server`] and its options (with the
 //! [`FileSystem`] and [`Limits`] an embedder may set; containment, watchdog and upgrade
 //! policy come from [`start_up`] and [`cli`]), its handles and shutdown signal, [`cli`]
-//! for the command line, and [`start_up`], the binary's start-up sequence.
+//! for the command line, [`start_up`], the binary's start-up sequence, and [`run`], which
+//! serves from a binary's `main`.
 
 mod cgroup;
 pub mod cli;
@@ -25,6 +26,7 @@ mod options;
 mod ordering;
 mod outbound;
 mod process;
+mod run;
 mod security;
 mod server;
 mod session;
@@ -38,6 +40,7 @@ mod watchdog;
 pub use fs::FileSystem;
 pub use limits::Limits;
 pub use options::ServerOptions;
+pub use run::run;
 pub use server::{BoundServer, Server, ServerHandle};
 pub use shutdown::Shutdown;
 pub use startup::{start_up, StartupError};

@@ -9,8 +9,7 @@ use std::process::ExitCode;
 mod exec;
 
 use clap::Parser;
-use exec_server::cli::{Args, Command, ExecArgs, Listen};
-use exec_server::{Server, ServerOptions, Shutdown};
+use exec_server::cli::{Args, Command, ExecArgs};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -22,40 +21,9 @@ fn main() -> ExitCode {
         Some(Command::Completions { shell }) => return print_completions(shell),
         None => {}
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
-    // SAFETY: still single-threaded: argument parsing and the stderr logger start no
-    // thread, and the tokio runtime is built only below.
-    let options = match unsafe { exec_server::start_up(&args.serve) } {
-        Ok(options) => options,
-        Err(err) => {
-            eprintln!("exec-server: {err}");
-            return ExitCode::from(err.exit_code());
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("exec-server: cannot start the runtime: {err}");
-            return ExitCode::from(1);
-        }
-    };
-    let outcome = runtime.block_on(serve(args.serve.listen, options));
-    // Tokio reads stdin on a blocking thread that cannot be interrupted; waiting for it
-    // would hang a stdio server shut down by a signal until its client writes again.
-    runtime.shutdown_background();
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("exec-server: {err:#}");
-            ExitCode::from(1)
-        }
-    }
+    // SAFETY: still single-threaded: argument parsing starts no thread, and the tokio
+    // runtime is built only inside `run`.
+    unsafe { exec_server::run(args.serve, "exec-server") }
 }
 
 /// `exec`'s logs go to stderr among the command's own output: colour only on a
@@ -97,28 +65,6 @@ fn print_completions(shell: clap_complete::Shell) -> ExitCode {
         }
     }
 }
-
-async fn serve(listen: Listen, options: ServerOptions) -> anyhow::Result<()> {
-    let shutdown = Shutdown::new();
-    tokio::spawn(shutdown.clone().trigger_on_signals());
-    let server = Server::new(options, shutdown);
-    match listen {
-        Listen::Stdio => server.serve_stdio().await,
-        Listen::WebSocket(addr) => {
-            let bound = server
-                .bind_websocket(addr)
-                .await
-                .map_err(|err| anyhow::anyhow!("cannot listen on ws://{addr}: {err}"))?;
-            let mut stdout = std::io::stdout().lock();
-            writeln!(stdout, "{}", bound.url()?)?;
-            stdout.flush()?;
-            drop(stdout);
-            bound.serve().await?;
-        }
-    }
-    Ok(())
-}
-
 fn run_exec(args: ExecArgs) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

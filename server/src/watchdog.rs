@@ -1,7 +1,10 @@
 //! The orphan watchdog: a tiny process forked at start-up that outlives a crashed
 //! server and kills what the server leaves when it exits (even by `kill -9`), when its
 //! pipe from the server reaches EOF. The parent-death signal alone only reaches direct
-//! children. What it kills depends on the containment:
+//! children. The server keeps the pipe open until the kernel closes it at its exit, and
+//! the watchdog waits until the server has exited before it acts, so that it never kills
+//! or removes alongside a server that is still tearing its processes down. What it kills
+//! depends on the containment:
 //!
 //! - **cgroup**: the server's cgroup, and with it every process's cgroup and everything
 //!   in them, `setsid()` or not; then it removes those directories. No number is used.
@@ -13,14 +16,15 @@
 //!   a new process before the watchdog's `killpg` — only if pids wrap around in between.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, signal, SigHandler, Signal};
-use nix::unistd::{fork, pipe2, setsid, ForkResult, Pid};
+use nix::sys::signal::{kill, killpg, signal, SigHandler, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, getpid, getppid, pipe2, setsid, ForkResult, Pid};
 
 use crate::cgroup::Cgroup;
 use crate::containment::Containment;
@@ -28,11 +32,15 @@ use crate::containment::Containment;
 /// Handle used by the server to register and unregister process groups.
 #[derive(Clone)]
 pub struct Watchdog {
-    pipe: Arc<Mutex<File>>,
+    /// The write end of the pipe, never closed while this process runs (see `start`).
+    pipe: &'static Mutex<File>,
 }
 
 impl Watchdog {
-    /// Forks the watchdog process, which will kill what `containment` holds.
+    /// Forks the watchdog process, which will kill what `containment` holds. Returns once
+    /// the watchdog has left this process's group and session, so that nothing aimed at
+    /// the server's group from then on (a harness's teardown, a terminal's signals) can
+    /// kill it before it has cleaned up.
     ///
     /// # Safety
     ///
@@ -43,18 +51,41 @@ impl Watchdog {
     /// stdio's) that another thread held at the moment of the fork.
     pub unsafe fn start(containment: &Containment) -> io::Result<Watchdog> {
         let cgroup = containment.server_cgroup().cloned();
+        let server = getpid();
         let (reader, writer) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (ready_reader, ready_writer) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         // SAFETY: the caller guarantees the process is single-threaded (see # Safety).
         match unsafe { fork() }? {
             ForkResult::Child => {
                 drop(writer);
-                run_watchdog(reader, cgroup)
+                drop(ready_reader);
+                run_watchdog(reader, ready_writer, cgroup, server)
             }
-            ForkResult::Parent { .. } => {
+            ForkResult::Parent { child } => {
                 drop(reader);
-                Ok(Watchdog {
-                    pipe: Arc::new(Mutex::new(File::from(writer))),
-                })
+                drop(ready_writer);
+                // A forked child may wait a while for a CPU: one still in our group when
+                // the group is killed, by a harness dropping a server it just started, is
+                // killed with us and leaves our cgroup behind.
+                let mut ready = [0u8; 1];
+                if let Err(err) = File::from(ready_reader).read_exact(&mut ready) {
+                    // It died before it was ready (EOF), or cannot tell us: our child, not
+                    // yet reaped, so its pid is still its own.
+                    let _ = kill(child, Signal::SIGKILL);
+                    let _ = waitpid(child, None);
+                    return Err(io::Error::new(
+                        err.kind(),
+                        format!("the watchdog did not start: {err}"),
+                    ));
+                }
+                // EOF tells the watchdog that this process is gone, so the write end must
+                // stay open until the kernel closes it at exit. Were it closed with the
+                // last handle, which the server drops when it stops serving while its
+                // runtime still kills and removes its processes' cgroups, the watchdog
+                // would remove the same directories at the same time, and a directory
+                // gone under its feet made it give up on the server's own.
+                let pipe = Box::leak(Box::new(Mutex::new(File::from(writer))));
+                Ok(Watchdog { pipe })
             }
         }
     }
@@ -79,7 +110,7 @@ impl Watchdog {
     }
 }
 
-fn run_watchdog(reader: OwnedFd, cgroup: Option<Cgroup>) -> ! {
+fn run_watchdog(reader: OwnedFd, ready: OwnedFd, cgroup: Option<Cgroup>, server: Pid) -> ! {
     // Leave the server's process group and session, so that killing the server's group
     // (as test harnesses do) does not take the watchdog with it; ignore terminal signals.
     let _ = setsid();
@@ -98,6 +129,8 @@ fn run_watchdog(reader: OwnedFd, cgroup: Option<Cgroup>) -> ! {
             unsafe { libc::dup2(null.as_raw_fd(), target) };
         }
     }
+    // Out of the server's group and deaf to its signals: let `start` return.
+    let _ = File::from(ready).write_all(b"1");
     let mut groups: Vec<i32> = Vec::new();
     for line in BufReader::new(File::from(reader)).lines() {
         let Ok(line) = line else { break };
@@ -111,6 +144,7 @@ fn run_watchdog(reader: OwnedFd, cgroup: Option<Cgroup>) -> ! {
             _ => {}
         }
     }
+    wait_for_exit(server);
     match cgroup {
         Some(cgroup) => kill_and_remove(&cgroup),
         None => {
@@ -124,13 +158,36 @@ fn run_watchdog(reader: OwnedFd, cgroup: Option<Cgroup>) -> ! {
     unsafe { libc::_exit(0) }
 }
 
-/// Kills everything in `cgroup` and its descendants, waits for it to die, then removes
-/// the cgroup directories.
-fn kill_and_remove(cgroup: &Cgroup) {
-    let _ = cgroup.kill();
-    let deadline = Instant::now() + crate::cgroup::EMPTY_DEADLINE;
-    while matches!(cgroup.is_populated(), Ok(true)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
+/// Returns once `server`, our parent, has exited. EOF on the pipe comes as the server's
+/// last thread releases its descriptors, a moment before it is gone; and should the pipe
+/// ever be closed early, the server would still be running and tearing down its own
+/// processes. It has exited once the kernel has given us another parent, which it does
+/// only when no thread of the server is left.
+fn wait_for_exit(server: Pid) {
+    let mut pause = Duration::from_micros(100);
+    while getppid() == server {
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
-    let _ = cgroup.remove();
+}
+
+/// Kills everything in `cgroup` and its descendants, waits for it to die, then removes
+/// the cgroup directories, all within [`EMPTY_DEADLINE`](crate::cgroup::EMPTY_DEADLINE).
+/// Nobody else will remove them, so a busy cgroup is retried until then.
+fn kill_and_remove(cgroup: &Cgroup) {
+    let deadline = Instant::now() + crate::cgroup::EMPTY_DEADLINE;
+    let _ = cgroup.kill();
+    loop {
+        // A cgroup in which a process still runs cannot be removed (EBUSY).
+        let _ = cgroup.wait_empty(deadline);
+        match cgroup.remove() {
+            Err(err) if err.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                // Busy although it read empty (should the kernel lag behind `populated`),
+                // or a process got in after the kill: kill again, and retry shortly.
+                let _ = cgroup.kill();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            _ => return,
+        }
+    }
 }

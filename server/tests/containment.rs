@@ -1,6 +1,7 @@
 //! Containment of process trees (docs/protocol.md §6.1, §6.5, §9) through the real binary:
 //! in cgroup mode a `setsid()` descendant dies with its process whatever ends it, and no
-//! cgroup directory is left behind; in both modes a pid that the kernel may have handed
+//! cgroup directory is left behind, not even by a server whose whole process group is
+//! killed as soon as it has started; in both modes a pid that the kernel may have handed
 //! to a stranger is never signalled, and the leader of a tree is reaped once the tree
 //! is dead or empty.
 //!
@@ -18,6 +19,7 @@ use common::*;
 use exec_server_harness::protocol::TerminateParams;
 use exec_server_harness::{
     process_alive, wait_for_process_gone, ExecServer, HarnessError, Session, Transport,
+    DEFAULT_WAIT,
 };
 use serde_json::json;
 
@@ -241,6 +243,69 @@ async fn a_setsid_descendant_dies(test: &str, ending: Ending) -> TestResult {
     Ok(())
 }
 
+/// The `exec-server-*` directories in the cgroup directory `dir`.
+fn server_cgroups(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .expect("a cgroup directory")
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| file_name(path).starts_with("exec-server-"))
+        .collect()
+}
+
+fn file_name(path: &Path) -> &str {
+    path.file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or_default()
+}
+
+/// A harness tears a server down by killing its whole process group, perhaps as soon as
+/// the server has printed its address. The watchdog, forked at start-up, must be out of
+/// that group by then, or it dies with the server and nobody removes the server's cgroup.
+#[test]
+fn killing_the_servers_process_group_right_after_start_up_leaves_no_cgroup_behind() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let test = "killing_the_servers_process_group_right_after_start_up_leaves_no_cgroup_behind";
+    if let Err(reason) = cgroups_writable() {
+        skip(test, &reason);
+        return;
+    }
+    // The server creates its cgroup in ours. One left there by an earlier server with the
+    // same pid must not be taken for it.
+    let own = cgroup_dir(std::process::id() as i32).expect("our cgroup");
+    let before = server_cgroups(&own);
+    let mut server = Command::new(env!("CARGO_BIN_EXE_exec-server"))
+        .args(["--listen", "ws://127.0.0.1:0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("spawn the server");
+    let pid = server.id() as i32;
+    let mut line = String::new();
+    let stdout = server.stdout.take().expect("stdout");
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the address line");
+    assert!(line.starts_with("ws://"), "{line:?}");
+    // Created before the address is printed.
+    let prefix = format!("exec-server-{pid}-");
+    let base = server_cgroups(&own)
+        .into_iter()
+        .find(|path| !before.contains(path) && file_name(path).starts_with(&prefix))
+        .expect("the cgroup the server made for its processes");
+    // SAFETY: the server is our child, not yet reaped, and leads its own group.
+    assert_eq!(unsafe { libc::kill(-pid, libc::SIGKILL) }, 0, "killpg");
+    server.wait().expect("reap the server");
+    // Without a harness to scale it: as long as the watchdog may take.
+    let deadline = std::time::Instant::now() + DEFAULT_WAIT * 2;
+    while base.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!base.exists(), "{} is left behind", base.display());
+}
+
 #[tokio::test]
 async fn a_failed_start_leaves_no_cgroup_behind() -> TestResult {
     let test = "a_failed_start_leaves_no_cgroup_behind";
@@ -426,16 +491,8 @@ async fn the_leader_stays_unreaped_until_its_tree_is_killed_with_process_groups(
 /// the server must undo it, or it could neither read exit codes nor hold leaders.
 #[tokio::test]
 async fn a_server_started_with_sigchld_ignored_still_reads_exits_and_holds_leaders() -> TestResult {
-    let server = ExecServer::builder()
-        // bash, not dash, passes an ignored SIGCHLD on through `exec`.
-        .command([
-            "bash",
-            "-c",
-            "trap '' CHLD; exec \"$0\" \"$@\"",
-            env!("CARGO_BIN_EXE_exec-server"),
-        ])
-        .start()
-        .await?;
+    // bash, not dash, passes an ignored SIGCHLD on through `exec`.
+    let server = start_server_ignoring("bash", "CHLD").await?;
     let conn = server.connect().await?;
     let session = conn.initialize(CLIENT).await?;
     if cgroups_writable().is_ok() {

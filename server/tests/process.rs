@@ -384,6 +384,26 @@ async fn signals_reach_the_process_group() -> TestResult {
 }
 
 #[tokio::test]
+async fn signals_the_server_ignores_still_reach_its_children() -> TestResult {
+    // As under `nohup`, or from a background job of a shell (SIGQUIT). SIGINT is left
+    // out: the server catches it itself, and `exec` resets caught signals anyway.
+    let server = start_server_ignoring("/bin/sh", "QUIT HUP").await?;
+    let conn = server.connect().await?;
+    let session = conn.initialize(CLIENT).await?;
+    for (signal, name) in [
+        (SignalName::Quit, "SIGQUIT"),
+        (SignalName::Hangup, "SIGHUP"),
+    ] {
+        let id = signal.as_str();
+        session.start_with(spec(id, ["sleep", "1000"])).await?;
+        session.signal(id, signal).await?;
+        let output = conn.notified_output(id).await?;
+        assert_eq!(output.signal.as_deref(), Some(name), "{signal}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn exited_comes_while_a_grandchild_holds_stdout_then_late_output_then_closed() -> TestResult {
     for transport in BOTH {
         let server = start_server(transport, &[]).await?;

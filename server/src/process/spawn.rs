@@ -119,7 +119,7 @@ pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<Spaw
         }
     }
     // SAFETY: the closure only makes async-signal-safe system calls (write, fchdir,
-    // setsid, ioctl, prctl, getppid, setrlimit) between fork and exec, and does not
+    // setsid, ioctl, prctl, getppid, setrlimit, sigaction) between fork and exec, and does not
     // allocate: the server is multi-threaded, so another thread may have held the
     // allocator's lock at the fork, and the child would deadlock on it. Errors are
     // therefore only `io::Error::last_os_error()` / `from_raw_os_error`, which carry an
@@ -156,6 +156,7 @@ pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<Spaw
                     return Err(io::Error::last_os_error());
                 }
             }
+            reset_ignored_signals();
             Ok(())
         });
     }
@@ -176,6 +177,19 @@ pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<Spaw
             let _ = child.wait();
             Err(Setup(err))
         }
+    }
+}
+
+/// Gives every signal its default action in the child, as a login session gets them.
+/// `exec` resets caught signals but keeps ignored ones, so a server started from a
+/// background job (where SIGINT and SIGQUIT are ignored) or under `nohup` would hand
+/// that on, and `process/signal interrupt` would do nothing. Only `sigaction` (through
+/// `signal`), which is async-signal-safe; the numbers it refuses (SIGKILL, SIGSTOP,
+/// those past the last real-time signal) are skipped.
+fn reset_ignored_signals() {
+    for signal in 1..=64 {
+        // SAFETY: SIG_DFL installs no handler code; called between fork and exec.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
     }
 }
 

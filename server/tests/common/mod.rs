@@ -52,6 +52,21 @@ pub async fn start_server(transport: Transport, args: &[&str]) -> Result<ExecSer
         .await
 }
 
+/// The real binary (websocket) started by `shell` with `signals` ignored (`trap ''
+/// SIGNALS`), as a shell's background job or `nohup` would start it: an ignored signal
+/// survives `exec`.
+pub async fn start_server_ignoring(shell: &str, signals: &str) -> Result<ExecServer, HarnessError> {
+    ExecServer::builder()
+        .command([
+            shell.to_owned(),
+            "-c".to_owned(),
+            format!("trap '' {signals}; exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_exec-server").to_owned(),
+        ])
+        .start()
+        .await
+}
+
 /// A connection to a fresh server on `transport` with `args`, initialized as
 /// [`CLIENT`]; it keeps the server alive.
 pub async fn ready(transport: Transport, args: &[&str]) -> Result<Connection, HarnessError> {

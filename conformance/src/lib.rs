@@ -1,1 +1,0 @@
-//! Conformance runner for exec-server implementations; built out by the conformance issue.
