@@ -126,18 +126,10 @@ impl Suite {
             | Verdict::HarnessError(text) => text.clone(),
         };
         let judgement = self.expectations.judge(name, &label, outcome.line);
-        let gate_failure = match &judgement {
-            Judgement::Contradicted(text) => Some(text.clone()),
-            Judgement::ExpectedFailure(_) | Judgement::AllowedFlaky(_) => None,
-            Judgement::Unlisted => match &outcome.verdict {
-                Verdict::Pass | Verdict::Skipped(_) => None,
-                Verdict::NonStrict(_) if self.level == GateLevel::Must => {
-                    eprintln!("{heading}\n    {detail}");
-                    None
-                }
-                _ => Some(String::new()),
-            },
-        };
+        let gate_failure = gate_failure(&outcome.verdict, &judgement, self.level);
+        if gate_failure.is_none() && matches!(outcome.verdict, Verdict::NonStrict(_)) {
+            eprintln!("{heading}\n    {detail}");
+        }
         let record = Record {
             trial: name.to_owned(),
             verdict: label,
@@ -230,6 +222,24 @@ impl Suite {
     }
 }
 
+/// Whether a trial fails the gate, and the first line to say why: a contradicted
+/// expectations entry always does; an entry it matches never does; otherwise FAIL,
+/// TIMEOUT, CRASH and HARNESS-ERROR do, and NON-STRICT does at `--level should`.
+fn gate_failure(verdict: &Verdict, judgement: &Judgement, level: GateLevel) -> Option<String> {
+    match judgement {
+        Judgement::Contradicted(text) => Some(text.clone()),
+        Judgement::ExpectedFailure(_) | Judgement::AllowedFlaky(_) => None,
+        Judgement::Unlisted => match verdict {
+            Verdict::Pass | Verdict::Skipped(_) => None,
+            Verdict::NonStrict(_) if level == GateLevel::Must => None,
+            Verdict::NonStrict(_) => {
+                Some("a SHOULD case failed, and --level should gates on it".into())
+            }
+            _ => Some(String::new()),
+        },
+    }
+}
+
 /// Runs the suite with these command-line arguments (the runner's options are taken
 /// out, libtest-mimic parses the rest).
 pub fn main(args: impl IntoIterator<Item = String>, source: Source) -> ExitCode {
@@ -248,8 +258,8 @@ fn run(args: impl IntoIterator<Item = String>, source: Source) -> Result<ExitCod
     if let Some(case) = &options.show {
         return Ok(show(&cases, case));
     }
-    let suite = Arc::new(suite(options.clone(), &source)?);
     let mut args = Arguments::from_iter(rest);
+    let suite = Arc::new(suite(options.clone(), &source, args.list)?);
     // Trials mostly wait on their servers: more of them than cores keeps the run short.
     if args.test_threads.is_none() {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
@@ -276,7 +286,7 @@ fn run(args: impl IntoIterator<Item = String>, source: Source) -> Result<ExitCod
     Ok(conclusion.exit_code())
 }
 
-fn suite(options: Options, source: &Source) -> Result<Suite, String> {
+fn suite(options: Options, source: &Source, listing: bool) -> Result<Suite, String> {
     let workspace = source.workspace;
     let resolve = |path: PathBuf| match workspace {
         Some(root) if path.is_relative() && !path.exists() => root.join(path),
@@ -315,7 +325,8 @@ fn suite(options: Options, source: &Source) -> Result<Suite, String> {
             resolve_program(words.clone(), root, target_dir.as_deref())
         }
         (None, Some(in_tree)) => vec![in_tree.to_owned()],
-        (None, None) if options.attach.is_some() => Vec::new(),
+        // Attached, or only listing: no server is started.
+        (None, None) if options.attach.is_some() || listing => Vec::new(),
         (None, None) => {
             return Err("no server: give --server CMD (or EXEC_CONFORMANCE_SERVER)".into())
         }
@@ -527,5 +538,37 @@ fn show(cases: &Cases, case: &str) -> ExitCode {
             println!("==== HARNESS-ERROR {err} ====");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_fails_the_gate() {
+        let fail = Verdict::Fail("x".into());
+        let non_strict = Verdict::NonStrict("x".into());
+        let unlisted = Judgement::Unlisted;
+        let must = GateLevel::Must;
+        let should = GateLevel::Should;
+        assert!(gate_failure(&Verdict::Pass, &unlisted, should).is_none());
+        assert!(gate_failure(&Verdict::Skipped("r".into()), &unlisted, should).is_none());
+        assert!(gate_failure(&fail, &unlisted, must).is_some());
+        assert!(gate_failure(&non_strict, &unlisted, must).is_none());
+        assert!(gate_failure(&non_strict, &unlisted, should).is_some());
+        let expected = Judgement::ExpectedFailure("why".into());
+        assert!(gate_failure(&fail, &expected, should).is_none());
+        let contradicted = Judgement::Contradicted("remove this entry".into());
+        assert_eq!(
+            gate_failure(&Verdict::Pass, &contradicted, must).as_deref(),
+            Some("remove this entry")
+        );
+        assert!(gate_failure(
+            &Verdict::Timeout("t".into()),
+            &Judgement::AllowedFlaky("f".into()),
+            must
+        )
+        .is_none());
     }
 }
