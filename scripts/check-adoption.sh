@@ -5,8 +5,9 @@
 # schemas. Run from the workspace root after
 # `cargo build --release -p exec-server && cargo build -p conformance --bins`.
 set -euo pipefail
-runner=${EXEC_CONFORMANCE_BIN:-./target/debug/exec-conformance}
-server=./target/release/exec-server
+target=${CARGO_TARGET_DIR:-target}
+runner=$target/debug/exec-conformance
+server=$target/release/exec-server
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/cases/adopt"

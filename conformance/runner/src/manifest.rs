@@ -12,22 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::profile::{ArgTemplates, Profile};
 use crate::transcript::{Revision, TransportName, FEATURES};
 
-/// The in-tree server's own manifest.
-pub const IN_TREE: &str = r#"
-name = "exec-server (in-tree)"
-transports = ["ws", "stdio"]
-revisions = ["2026-06", "2026-08"]
-features = ["process.tty", "process.resize", "process.close_stdin",
-            "process.first_retained_seq", "process.retention", "session.resume",
-            "session.ttl", "fs", "fs.root"]
-ttl_arg = "--session-ttl {ms}ms"
-retention_arg = "--output-retention {bytes}"
-fs_root_arg = "--fs-root {dir}"
-
-[only]
-# A stdio session ends with its connection (§5).
-"session.resume" = ["ws"]
-"#;
+/// The in-tree server's own manifest (also what `--manifest` takes for our release
+/// binary).
+pub const IN_TREE: &str = include_str!("../../exec-server.manifest.toml");
 
 /// A manifest as written (see `conformance/README.md`).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
