@@ -18,6 +18,7 @@ import os
 import re
 import resource
 import signal
+import stat
 import sys
 import uuid
 
@@ -333,7 +334,13 @@ class Server:
 async def run_stdio(server, stop):
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=MAX_MESSAGE)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    mode = os.fstat(sys.stdin.fileno()).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or sys.stdin.isatty()):
+        # `< file` or `< /dev/null`: nothing epoll can watch; read it to EOF at once.
+        reader.feed_data(sys.stdin.buffer.read())
+        reader.feed_eof()
+    else:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     out = processes.PipeWriter(os.dup(sys.stdout.fileno()))
     conn = Connection(server, lambda msg: out.write((dumps(msg) + "\n").encode()))
 

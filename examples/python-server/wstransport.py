@@ -53,6 +53,8 @@ class WebSocketListener:
             await self.route(head, reader, writer)
         except (ConnectionError, OSError) as exc:
             log.info("connection ended: %s", exc)
+        except asyncio.CancelledError:
+            pass  # the server is shutting down
         finally:
             writer.close()
 
