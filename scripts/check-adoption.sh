@@ -58,8 +58,19 @@ run 101 http/readyz --expectations "$work/expect.toml"
 grep -q "remove this entry" "$work/out"
 # An entry that names no case: meta/expectations-consistent fails.
 printf '[[known_failing]]\ncase = "ws/no/such-case"\nreason = "stale"\n' > "$work/stale.toml"
-run 101 meta/expectations --expectations "$work/stale.toml"
+run 101 meta/expectations --expectations "$work/stale.toml" --report-dir "$work/r4"
 grep -q "name no case" "$work/out"
+python3 scripts/validate-reports.py "$work/r4" fail
+# A case that does not parse is a HARNESS-ERROR, which no known_failing entry excuses.
+mkdir -p "$work/broken/adopt"
+printf '# spec: §7.1\n# level: MUST\n>> {not json\n' > "$work/broken/adopt/broken.xt"
+printf '[[known_failing]]\ncase = "adopt/broken"\nreason = "r"\n' > "$work/broken.toml"
+code=0
+"$runner" --server "$server" --transcripts "$work/broken" adopt/broken --expectations "$work/broken.toml" \
+  --report-dir "$work/r5" >"$work/out" 2>&1 || code=$?
+[ "$code" = 101 ] || { echo "check-adoption: a broken case exited $code" >&2; exit 1; }
+grep -q HARNESS-ERROR "$work/out"
+python3 scripts/validate-reports.py "$work/r5" fail
 # --update-expectations: from nothing to an entry, and the next run passes.
 : > "$work/update.toml"
 run 101 adopt/wrong --expectations "$work/update.toml" --report-dir "$work/r3" --update-expectations

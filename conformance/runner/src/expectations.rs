@@ -67,7 +67,7 @@ impl Expectations {
     }
 
     /// Parses and checks an expectations file's text: every entry has a reason, a
-    /// flaky entry allows known verdicts, no case is listed twice.
+    /// flaky entry allows known verdicts, no trial is named by two entries.
     pub fn parse(text: &str) -> Result<Expectations, String> {
         let expectations: Expectations = toml::from_str(text).map_err(|err| err.to_string())?;
         let mut seen = std::collections::BTreeSet::new();
@@ -89,6 +89,19 @@ impl Expectations {
                 return Err(format!("{case} is listed twice"));
             }
         }
+        let cases: Vec<&str> = expectations
+            .known_failing
+            .iter()
+            .map(|e| e.case.as_str())
+            .chain(expectations.known_flaky.iter().map(|e| e.case.as_str()))
+            .collect();
+        for (i, a) in cases.iter().enumerate() {
+            if let Some(b) = cases[i + 1..].iter().find(|b| overlap(a, b)) {
+                return Err(format!(
+                    "{a} and {b} name the same trial: keep one entry per trial"
+                ));
+            }
+        }
         for entry in &expectations.known_flaky {
             if let Some(bad) = entry
                 .allowed
@@ -107,17 +120,19 @@ impl Expectations {
 
     /// What the entries say about trial `trial` (`ws/process/arg0`) ending in `label`
     /// (a verdict's name), failing at transcript `line` if it failed at one.
+    /// A skipped trial says nothing about its entry, and a case that cannot be run
+    /// (HARNESS-ERROR) never meets one: both are `Unlisted`.
     pub fn judge(&self, trial: &str, label: &str, line: Option<usize>) -> Judgement {
-        let failed = !matches!(label, "PASS") && !label.starts_with("SKIPPED");
+        if matches!(label, "SKIPPED" | "HARNESS-ERROR") {
+            return Judgement::Unlisted;
+        }
+        let failed = label != "PASS";
         if let Some(entry) = self
             .known_failing
             .iter()
             .find(|entry| names(&entry.case, trial))
         {
-            let at = entry
-                .case
-                .rsplit_once(':')
-                .and_then(|(_, l)| l.parse::<usize>().ok());
+            let at = line_of(&entry.case);
             return match (failed, at) {
                 (false, _) => Judgement::Contradicted(format!(
                     "{trial} is listed as known_failing ({}) but was {label}: remove this entry",
@@ -156,41 +171,47 @@ impl Expectations {
             .collect()
     }
 
-    /// The file rewritten from a run's results (`trial`, verdict name, failing line):
-    /// one known_failing entry per failing trial (keeping an old entry's reason and
-    /// line), none for trials that pass, a reason still to be written for new failures;
-    /// flaky entries are kept.
-    pub fn updated(&self, results: &[(String, String, Option<usize>)]) -> Expectations {
+    /// The file rewritten from a run's results (`trial`, verdict name, failing line)
+    /// over every trial the suite has (`trials`). Per trial: one that failed gets a
+    /// known_failing entry (an old entry's reason kept, its `:LINE` moved to the line it
+    /// failed at now; a new one gets a reason still to be written); one that passed gets
+    /// none; one not graded this time (filtered out, skipped, HARNESS-ERROR) keeps the
+    /// entry it had. Entries that name no trial are dropped; flaky entries are kept.
+    pub fn updated(
+        &self,
+        results: &[(String, String, Option<usize>)],
+        trials: &[String],
+    ) -> Expectations {
         let mut next = Expectations {
             known_failing: Vec::new(),
             known_flaky: self.known_flaky.clone(),
         };
-        for (trial, label, _) in results {
-            let failed = VERDICTS[1..].contains(&label.as_str());
-            let flaky = self.known_flaky.iter().any(|e| names(&e.case, trial));
-            if !failed || flaky {
+        for trial in trials {
+            if self.known_flaky.iter().any(|e| names(&e.case, trial)) {
                 continue;
             }
+            let old = self.known_failing.iter().find(|e| names(&e.case, trial));
+            let graded = results.iter().find(|(t, label, _)| {
+                t == trial && !matches!(label.as_str(), "SKIPPED" | "HARNESS-ERROR")
+            });
             // Per trial from now on: an entry for both transports may hold for one only.
-            let kept = self.known_failing.iter().find(|e| names(&e.case, trial));
-            let entry = match kept {
-                Some(entry) => KnownFailing {
-                    case: match entry.case.rsplit_once(':') {
-                        Some((_, line)) if line.parse::<usize>().is_ok() => {
-                            format!("{trial}:{line}")
-                        }
-                        _ => trial.clone(),
-                    },
-                    reason: entry.reason.clone(),
-                },
-                None => KnownFailing {
+            let entry = match (graded, old) {
+                (None, None) => None,
+                (None, Some(old)) => Some(KnownFailing {
+                    case: at_line(trial, line_of(&old.case)),
+                    reason: old.reason.clone(),
+                }),
+                (Some((_, label, _)), _) if !VERDICTS[1..].contains(&label.as_str()) => None,
+                (Some((_, _, line)), Some(old)) => Some(KnownFailing {
+                    case: at_line(trial, line_of(&old.case).and(*line)),
+                    reason: old.reason.clone(),
+                }),
+                (Some((_, label, _)), None) => Some(KnownFailing {
                     case: trial.clone(),
                     reason: format!("TODO: say why ({label} in the last run)"),
-                },
+                }),
             };
-            if !next.known_failing.contains(&entry) {
-                next.known_failing.push(entry);
-            }
+            next.known_failing.extend(entry);
         }
         next
     }
@@ -199,6 +220,30 @@ impl Expectations {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
     }
+}
+
+/// The transcript line an entry names (`case:LINE`), if any.
+fn line_of(case: &str) -> Option<usize> {
+    case.rsplit_once(':')
+        .and_then(|(_, line)| line.parse().ok())
+}
+
+/// An entry's `case` for `trial`, with `:LINE` if there is one.
+fn at_line(trial: &str, line: Option<usize>) -> String {
+    match line {
+        Some(line) => format!("{trial}:{line}"),
+        None => trial.to_owned(),
+    }
+}
+
+/// Whether entries `a` and `b` name a trial in common.
+fn overlap(a: &str, b: &str) -> bool {
+    let strip = |case: &str| match case.rsplit_once(':') {
+        Some((name, line)) if line.parse::<usize>().is_ok() => name.to_owned(),
+        _ => case.to_owned(),
+    };
+    let (a, b) = (strip(a), strip(b));
+    a == b || names(&a, &b) || names(&b, &a)
 }
 
 /// Whether entry `case` names `trial`: the trial itself, or its case id (the trial
@@ -312,7 +357,9 @@ reason = "slow spawns"
                 None,
             ),
         ];
-        let next = e.updated(&results);
+        let mut trials: Vec<String> = results.iter().map(|(t, _, _)| t.clone()).collect();
+        trials.sort();
+        let next = e.updated(&results, &trials);
         let cases: Vec<&str> = next.known_failing.iter().map(|e| e.case.as_str()).collect();
         assert_eq!(
             cases,
@@ -329,5 +376,71 @@ reason = "slow spawns"
                 "{trial}: {judged:?}"
             );
         }
+    }
+
+    #[test]
+    fn skipped_and_broken_trials_meet_no_entry() {
+        let e = Expectations::parse(FILE).unwrap();
+        assert_eq!(
+            e.judge("ws/process/arg0", "SKIPPED", None),
+            Judgement::Unlisted
+        );
+        assert_eq!(
+            e.judge("ws/process/arg0", "HARNESS-ERROR", Some(2)),
+            Judgement::Unlisted
+        );
+    }
+
+    #[test]
+    fn entries_naming_one_trial_twice_are_refused() {
+        for (a, b) in [
+            ("process/arg0", "ws/process/arg0:4"),
+            ("ws/process/arg0", "ws/process/arg0:4"),
+        ] {
+            let text = format!(
+                "[[known_failing]]\ncase = \"{a}\"\nreason = \"r\"\n\
+                 [[known_flaky]]\ncase = \"{b}\"\nallowed = [\"FAIL\"]\nreason = \"r\"\n"
+            );
+            let err = Expectations::parse(&text).unwrap_err();
+            assert!(err.contains("same trial"), "{err}");
+        }
+        let apart = "[[known_failing]]\ncase = \"ws/process/arg0\"\nreason = \"r\"\n\
+                     [[known_failing]]\ncase = \"stdio/process/arg0\"\nreason = \"r\"\n";
+        assert!(Expectations::parse(apart).is_ok());
+    }
+
+    #[test]
+    fn update_keeps_what_was_not_graded_and_moves_lines() {
+        let e = Expectations::parse(FILE).unwrap();
+        let trials: Vec<String> = [
+            "stdio/fs/walk",
+            "stdio/process/arg0",
+            "ws/fs/walk",
+            "ws/process/arg0",
+        ]
+        .map(String::from)
+        .to_vec();
+        // Only ws/fs/walk graded (a filtered run), failing at another line now;
+        // stdio/process/arg0 skipped.
+        let results = vec![
+            ("ws/fs/walk".to_owned(), "FAIL".to_owned(), Some(14)),
+            ("stdio/process/arg0".to_owned(), "SKIPPED".to_owned(), None),
+        ];
+        let next = e.updated(&results, &trials);
+        let cases: Vec<(&str, &str)> = next
+            .known_failing
+            .iter()
+            .map(|e| (e.case.as_str(), e.reason.as_str()))
+            .collect();
+        assert_eq!(
+            cases,
+            [
+                ("stdio/process/arg0", "§6.1 arg0 is not supported"),
+                ("ws/fs/walk:14", "§7 walk order"),
+                ("ws/process/arg0", "§6.1 arg0 is not supported"),
+            ]
+        );
+        // The stale flaky entry stays (flaky entries are the adopter's to remove).
+        assert_eq!(next.known_flaky, e.known_flaky);
     }
 }

@@ -150,9 +150,14 @@ fn report_json(run: &RunInfo, records: &[Record]) -> String {
     serde_json::to_string_pretty(&report).unwrap_or_default()
 }
 
+/// `text` as XML 1.0 character data: markup escaped, characters XML cannot hold
+/// (most controls, surrogates, U+FFFE and U+FFFF) dropped.
 fn escape(text: &str) -> String {
     text.chars()
-        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+        .filter(|c| {
+            matches!(c, '\t' | '\n' | '\r')
+                || matches!(*c as u32, 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..)
+        })
         .collect::<String>()
         .replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -162,7 +167,10 @@ fn escape(text: &str) -> String {
 
 fn junit(run: &RunInfo, records: &[Record]) -> String {
     let failures = records.iter().filter(|r| r.fails_gate).count();
-    let skipped = records.iter().filter(|r| r.verdict == "SKIPPED").count();
+    let skipped = records
+        .iter()
+        .filter(|r| r.verdict == "SKIPPED" && !r.fails_gate)
+        .count();
     let seconds: f64 = records.iter().map(|r| r.duration_ms as f64 / 1000.0).sum();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
@@ -276,7 +284,7 @@ mod tests {
             spec: "§5".into(),
             file: "x.xt".into(),
             line: Some(3),
-            report: "trace\u{1}".into(),
+            report: "trace\u{1}\u{FFFF}\u{85}\r".into(),
         }
     }
 
@@ -308,7 +316,8 @@ mod tests {
         let junit = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
         assert!(junit.contains("tests=\"2\" failures=\"1\""), "{junit}");
         assert!(junit.contains("&lt;happened&gt; &amp; why"), "{junit}");
-        assert!(!junit.contains('\u{1}'));
+        assert!(!junit.contains(['\u{1}', '\u{FFFF}']));
+        assert!(junit.contains("trace\u{85}\r"), "{junit}");
         let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
         assert!(
             summary.contains("gate FAILED") && summary.contains("`ws/b`"),

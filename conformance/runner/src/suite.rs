@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use tokio::sync::OnceCell;
@@ -39,6 +40,10 @@ struct Suite {
     config: Config,
     manifest: Option<Manifest>,
     expectations: Expectations,
+    /// The expectations file, resolved (`--update-expectations` rewrites it).
+    expectations_file: Option<PathBuf>,
+    /// The manifest's file as given, or `(built in)`.
+    manifest_file: String,
     level: GateLevel,
     report_dir: Option<PathBuf>,
     run: RunInfo,
@@ -145,10 +150,9 @@ impl Suite {
             spec: case.spec.clone(),
             file: case.file.clone(),
             line: outcome.line,
-            report: if gate_failure.is_some() {
-                outcome.report.clone()
-            } else {
-                String::new()
+            report: match outcome.verdict {
+                Verdict::Pass | Verdict::Skipped(_) => String::new(),
+                _ => outcome.report.clone(),
             },
         };
         self.record(record);
@@ -172,6 +176,40 @@ impl Suite {
         if std::env::var_os("NEXTEST_RUN_ID").is_some() {
             self.write_reports(&[record]);
         }
+    }
+
+    /// Records a trial that grades no transcript (a `meta/…` rule, or a case that does
+    /// not parse) and hands its result on to libtest.
+    fn record_rule(
+        &self,
+        trial: &str,
+        spec: &str,
+        file: &str,
+        started: Instant,
+        result: Result<(), Failed>,
+    ) -> Result<(), Failed> {
+        let detail = match &result {
+            Ok(()) => String::new(),
+            Err(failed) => failed.message().unwrap_or_default().to_owned(),
+        };
+        let verdict = match (&result, trial.starts_with("meta/")) {
+            (Ok(()), _) => "PASS",
+            (Err(_), true) => "FAIL",
+            (Err(_), false) => "HARNESS-ERROR",
+        };
+        self.record(Record {
+            trial: trial.to_owned(),
+            verdict: verdict.to_owned(),
+            detail,
+            expectation: None,
+            fails_gate: result.is_err(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            spec: spec.to_owned(),
+            file: file.to_owned(),
+            line: None,
+            report: String::new(),
+        });
+        result
     }
 
     fn write_reports(&self, records: &[Record]) {
@@ -226,6 +264,11 @@ impl Suite {
 /// expectations entry always does; an entry it matches never does; otherwise FAIL,
 /// TIMEOUT, CRASH and HARNESS-ERROR do, and NON-STRICT does at `--level should`.
 fn gate_failure(verdict: &Verdict, judgement: &Judgement, level: GateLevel) -> Option<String> {
+    if let Verdict::HarnessError(_) = verdict {
+        return Some(
+            "the case cannot be run (HARNESS-ERROR): no expectations entry covers that".into(),
+        );
+    }
     match judgement {
         Judgement::Contradicted(text) => Some(text.clone()),
         Judgement::ExpectedFailure(_) | Judgement::AllowedFlaky(_) => None,
@@ -281,7 +324,8 @@ fn run(args: impl IntoIterator<Item = String>, source: Source) -> Result<ExitCod
     }
     print_tally(&suite, &records);
     if options.update_expectations {
-        update_expectations(&options)?;
+        let trials: Vec<String> = trials_of(&cases).collect();
+        update_expectations(&suite, &trials)?;
     }
     Ok(conclusion.exit_code())
 }
@@ -299,8 +343,13 @@ fn suite(options: Options, source: &Source, listing: bool) -> Result<Suite, Stri
         (None, None, Some(_)) => Some(Manifest::parse(manifest::IN_TREE)?),
         (None, _, _) => None,
     };
-    let expectations = match &options.expectations {
-        Some(path) => Expectations::load(&resolve(path.clone()))?,
+    let manifest_file = match &options.manifest {
+        Some(path) => path.display().to_string(),
+        None => "(built in)".to_owned(),
+    };
+    let expectations_file = options.expectations.clone().map(&resolve);
+    let expectations = match &expectations_file {
+        Some(path) => Expectations::load(path)?,
         None => Expectations::default(),
     };
     let token_file = options
@@ -312,7 +361,7 @@ fn suite(options: Options, source: &Source, listing: bool) -> Result<Suite, Stri
         Some(path) => Some(
             std::fs::read_to_string(path)
                 .map_err(|err| format!("token file {}: {err}", path.display()))?
-                .trim_end_matches('\n')
+                .trim_end_matches(['\r', '\n'])
                 .to_owned(),
         ),
         None => None,
@@ -370,6 +419,8 @@ fn suite(options: Options, source: &Source, listing: bool) -> Result<Suite, Stri
         },
         manifest,
         expectations,
+        expectations_file,
+        manifest_file,
         level,
         report_dir: options.report_dir.clone().map(resolve),
         run,
@@ -416,9 +467,22 @@ fn read_dir_cases(dir: &Path, cases: &mut Cases) {
     }
 }
 
+/// Every trial name the cases make: `transport/case-id` for each transport a case
+/// declares (both for a case that does not parse).
+fn trials_of(cases: &Cases) -> impl Iterator<Item = String> + '_ {
+    cases.iter().flat_map(|(id, (file, text))| {
+        let transports = match transcript::parse(file, text) {
+            Ok(case) => case.transports,
+            Err(_) => TransportName::ALL.to_vec(),
+        };
+        transports
+            .into_iter()
+            .map(move |transport| format!("{}/{id}", transport.as_str()))
+    })
+}
+
 fn trials(suite: &Arc<Suite>, cases: &Cases) -> Vec<Trial> {
     let mut trials = Vec::new();
-    let mut names = Vec::new();
     for (id, (file, text)) in cases {
         match transcript::parse(file, text) {
             Ok(case) => {
@@ -426,7 +490,6 @@ fn trials(suite: &Arc<Suite>, cases: &Cases) -> Vec<Trial> {
                 for transport in case.transports.clone() {
                     let (case, suite) = (Arc::clone(&case), Arc::clone(suite));
                     let name = format!("{}/{id}", transport.as_str());
-                    names.push(name.clone());
                     let shown = name.clone();
                     trials.push(Trial::ignorable_test(name, move || {
                         suite.trial(&shown, &case, transport)
@@ -436,11 +499,13 @@ fn trials(suite: &Arc<Suite>, cases: &Cases) -> Vec<Trial> {
             Err(error) => {
                 // One trial per transport still, so the error shows whichever runs.
                 for transport in TransportName::ALL {
-                    let error = error.to_string();
+                    let (suite, file) = (Arc::clone(suite), file.clone());
+                    let error = format!("HARNESS-ERROR {error}");
                     let name = format!("{}/{id}", transport.as_str());
-                    names.push(name.clone());
+                    let shown = name.clone();
                     trials.push(Trial::test(name, move || {
-                        Err(Failed::from(format!("HARNESS-ERROR {error}")))
+                        let started = Instant::now();
+                        suite.record_rule(&shown, "", &file, started, Err(Failed::from(error)))
                     }));
                 }
             }
@@ -448,30 +513,42 @@ fn trials(suite: &Arc<Suite>, cases: &Cases) -> Vec<Trial> {
     }
     if let Some(manifest) = suite.manifest.clone() {
         let suite = Arc::clone(suite);
-        trials.push(Trial::test(
-            "meta/manifest-matches-capabilities",
-            move || suite.manifest_matches(&manifest),
-        ));
+        let name = "meta/manifest-matches-capabilities";
+        trials.push(Trial::test(name, move || {
+            let started = Instant::now();
+            let result = suite.manifest_matches(&manifest);
+            suite.record_rule(name, "§9", &suite.manifest_file, started, result)
+        }));
     }
     if !suite.expectations.known_failing.is_empty() || !suite.expectations.known_flaky.is_empty() {
         let suite = Arc::clone(suite);
-        trials.push(Trial::test("meta/expectations-consistent", move || {
+        let names: Vec<String> = trials_of(cases).collect();
+        let name = "meta/expectations-consistent";
+        trials.push(Trial::test(name, move || {
+            let started = Instant::now();
             let stale = suite.expectations.stale(&names);
-            match stale.is_empty() {
+            let result = match stale.is_empty() {
                 true => Ok(()),
                 false => Err(Failed::from(format!(
                     "expectations entries that name no case (remove them): {}",
                     stale.join(", ")
                 ))),
-            }
+            };
+            let file = suite
+                .expectations_file
+                .as_ref()
+                .map(|path| path.display().to_string())
+                .unwrap_or_default();
+            suite.record_rule(name, "", &file, started, result)
         }));
     }
     trials
 }
 
-/// `--update-expectations`: the file rewritten from the report just written.
-fn update_expectations(options: &Options) -> Result<(), String> {
-    let (Some(path), Some(dir)) = (&options.expectations, &options.report_dir) else {
+/// `--update-expectations`: the expectations file rewritten from the report just
+/// written.
+fn update_expectations(suite: &Suite, trials: &[String]) -> Result<(), String> {
+    let (Some(path), Some(dir)) = (&suite.expectations_file, &suite.report_dir) else {
         return Ok(());
     };
     let records = report::read_records(dir)?;
@@ -479,8 +556,7 @@ fn update_expectations(options: &Options) -> Result<(), String> {
         .into_iter()
         .map(|r| (r.trial, r.verdict, r.line))
         .collect();
-    let current = Expectations::load(path)?;
-    let next = current.updated(&results);
+    let next = suite.expectations.updated(&results, trials);
     std::fs::write(path, next.to_toml()).map_err(|err| format!("{}: {err}", path.display()))?;
     eprintln!(
         "exec-conformance: rewrote {} ({} known_failing, {} known_flaky)",
@@ -500,10 +576,17 @@ fn print_tally(suite: &Suite, records: &[Record]) {
         *counts.entry(record.verdict.as_str()).or_default() += 1;
     }
     let counts: Vec<String> = counts.iter().map(|(v, n)| format!("{v} {n}")).collect();
-    let expected = records.iter().filter(|r| r.expectation.is_some()).count();
+    let matched = |what: &str| {
+        records
+            .iter()
+            .filter(|r| r.expectation.as_deref() == Some(what))
+            .count()
+    };
+    let expected = matched("known_failing") + matched("known_flaky");
+    let contradicted = matched("contradicted");
     // On stderr: stdout belongs to libtest's output (`--format json` included).
     eprintln!(
-        "exec-conformance: revision {}: {} ({expected} matched an expectations entry)",
+        "exec-conformance: revision {}: {} ({expected} matched an expectations entry, {contradicted} contradicted one)",
         suite.config.revision.as_str(),
         counts.join(", ")
     );
@@ -563,6 +646,10 @@ mod tests {
         assert_eq!(
             gate_failure(&Verdict::Pass, &contradicted, must).as_deref(),
             Some("remove this entry")
+        );
+        assert!(
+            gate_failure(&Verdict::HarnessError("h".into()), &expected, must).is_some(),
+            "a case that cannot run never counts as its known failure"
         );
         assert!(gate_failure(
             &Verdict::Timeout("t".into()),
