@@ -11,7 +11,10 @@ fn main() -> ExitCode {
         .expect("the crate is inside the workspace");
     conformance_runner::suite::main(
         std::env::args(),
-        workspace,
-        env!("CARGO_BIN_EXE_conformance-server"),
+        conformance_runner::suite::Source {
+            workspace: Some(workspace),
+            embedded: &[],
+            in_tree: Some(env!("CARGO_BIN_EXE_conformance-server")),
+        },
     )
 }

@@ -40,6 +40,8 @@ pub struct ExecServerBuilder {
     time_scale: Option<f64>,
     /// Checked when set, reported by `start` (its `Debug` never shows the secret).
     auth_token: Option<std::result::Result<BearerToken, TokenError>>,
+    /// Sent on connections only (see `bearer_token`).
+    bearer_token: Option<std::result::Result<BearerToken, TokenError>>,
     revision: Revision,
 }
 
@@ -54,6 +56,7 @@ impl ExecServer {
             env: Vec::new(),
             time_scale: None,
             auth_token: None,
+            bearer_token: None,
             revision: Revision::R2026_06,
         }
     }
@@ -145,6 +148,15 @@ impl ExecServerBuilder {
         self
     }
 
+    /// Sends `Authorization: Bearer …` with this token on every websocket connection,
+    /// without telling the server: for a server given its token some other way (its own
+    /// flag, or one already running). Fails at [`start`](Self::start) like
+    /// [`auth_token`](Self::auth_token) for a token that cannot be sent.
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.bearer_token = Some(BearerToken::new(token.into()));
+        self
+    }
+
     /// Multiplies every deadline; overrides `EXEC_HARNESS_TIME_SCALE`.
     pub fn time_scale(mut self, scale: f64) -> Self {
         self.time_scale = Some(scale);
@@ -174,7 +186,16 @@ impl ExecServerBuilder {
         let mut args = self.args.clone();
         // The server reads the file at start-up; it only has to outlive the launch.
         let (token, _token_file) = match self.auth_token {
-            None => (None, None),
+            None => match self.bearer_token {
+                None => (None, None),
+                Some(token) => (
+                    Some(
+                        token
+                            .map_err(|err| HarnessError::Startup(format!("bearer_token: {err}")))?,
+                    ),
+                    None,
+                ),
+            },
             Some(token) => {
                 let token =
                     token.map_err(|err| HarnessError::Startup(format!("auth_token: {err}")))?;

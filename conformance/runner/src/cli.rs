@@ -22,6 +22,28 @@ pub struct Options {
     pub attach: Option<String>,
     /// `--include-long`.
     pub include_long: bool,
+    /// `--manifest FILE` / `EXEC_CONFORMANCE_MANIFEST`.
+    pub manifest: Option<PathBuf>,
+    /// `--expectations FILE` / `EXEC_CONFORMANCE_EXPECTATIONS`.
+    pub expectations: Option<PathBuf>,
+    /// `--token-file FILE` / `EXEC_CONFORMANCE_TOKEN_FILE`.
+    pub token_file: Option<PathBuf>,
+    /// `--level must|should` / `EXEC_CONFORMANCE_LEVEL`: what fails the gate.
+    pub level: Option<GateLevel>,
+    /// `--report-dir DIR` / `EXEC_CONFORMANCE_REPORT_DIR`.
+    pub report_dir: Option<PathBuf>,
+    /// `--update-expectations`.
+    pub update_expectations: bool,
+}
+
+/// What fails the gate: MUST failures only, or SHOULD failures (NON-STRICT) too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GateLevel {
+    /// `must` (the default).
+    #[default]
+    Must,
+    /// `should`.
+    Should,
 }
 
 /// The runner's options and what is left for libtest-mimic. Each option takes its
@@ -37,6 +59,11 @@ pub fn split_args(
     let mut server = None;
     let mut revision = None;
     let mut time_scale = None;
+    let mut manifest = None;
+    let mut expectations = None;
+    let mut token_file = None;
+    let mut level = None;
+    let mut report_dir = None;
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((name, value)) if name.starts_with("--") => {
@@ -51,9 +78,18 @@ pub fn split_args(
             "--transcripts",
             "--show",
             "--attach",
+            "--manifest",
+            "--expectations",
+            "--token-file",
+            "--level",
+            "--report-dir",
         ];
         if name == "--include-long" && inline.is_none() {
             options.include_long = true;
+            continue;
+        }
+        if name == "--update-expectations" && inline.is_none() {
+            options.update_expectations = true;
             continue;
         }
         if !known.contains(&name.as_str()) {
@@ -70,6 +106,11 @@ pub fn split_args(
             "--time-scale" => time_scale = Some(value),
             "--transcripts" => options.transcripts = Some(PathBuf::from(value)),
             "--show" => options.show = Some(value),
+            "--manifest" => manifest = Some(value),
+            "--expectations" => expectations = Some(value),
+            "--token-file" => token_file = Some(value),
+            "--level" => level = Some(value),
+            "--report-dir" => report_dir = Some(value),
             "--attach" => {
                 if !value.starts_with("ws://") {
                     return Err(format!("--attach {value:?}: a websocket URL, ws://IP:PORT"));
@@ -102,6 +143,31 @@ pub fn split_args(
             .filter(|s| s.is_finite() && *s > 0.0 && *s <= 1000.0)
             .ok_or_else(|| format!("--time-scale {scale:?}: a positive number up to 1000"))?;
         options.time_scale = Some(parsed);
+    }
+    let from_env = |value: Option<String>, var: &str| {
+        value
+            .or_else(|| env(var).filter(|s| !s.is_empty()))
+            .map(PathBuf::from)
+    };
+    options.manifest = from_env(manifest, "EXEC_CONFORMANCE_MANIFEST");
+    options.expectations = from_env(expectations, "EXEC_CONFORMANCE_EXPECTATIONS");
+    options.token_file = from_env(token_file, "EXEC_CONFORMANCE_TOKEN_FILE");
+    options.report_dir = from_env(report_dir, "EXEC_CONFORMANCE_REPORT_DIR");
+    let level = level.or_else(|| env("EXEC_CONFORMANCE_LEVEL").filter(|s| !s.is_empty()));
+    options.level = match level.as_deref() {
+        None => None,
+        Some("must") => Some(GateLevel::Must),
+        Some("should") => Some(GateLevel::Should),
+        Some(other) => return Err(format!("--level {other:?}: must or should")),
+    };
+    if options.update_expectations && options.expectations.is_none() {
+        return Err(
+            "--update-expectations rewrites --expectations FILE from this run: give the file"
+                .into(),
+        );
+    }
+    if options.update_expectations && env("NEXTEST_RUN_ID").is_some() {
+        return Err("--update-expectations needs the whole run in one process: use cargo test or exec-conformance, not nextest".into());
     }
     Ok((options, rest))
 }

@@ -7,9 +7,12 @@
 #![warn(missing_docs)]
 
 mod cli;
+pub mod expectations;
 mod hygiene;
+pub mod manifest;
 pub mod pattern;
 mod profile;
+pub mod report;
 pub mod runner;
 pub mod suite;
 pub mod transcript;

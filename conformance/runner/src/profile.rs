@@ -1,7 +1,8 @@
-//! What the server under test declares it supports, and how to start it for a case
-//! that needs a short TTL, a small retention or an fs root. Until manifests exist,
-//! this is read from the `capabilities` its `initialize` result advertises (§9), using
-//! the command-line options of §1 for what those capabilities say is settable.
+//! What the server under test declares it supports on one transport, and how to start
+//! it for a case that needs a short TTL, a small retention or an fs root: from its
+//! manifest, or, without one, from the `capabilities` its `initialize` result
+//! advertises (§9), using the command-line options of §1 for what those capabilities
+//! say is settable.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -26,6 +27,28 @@ pub struct Profile {
     pub revisions: Option<Vec<Revision>>,
     /// Transports it serves, if it says.
     pub transports: Option<Vec<TransportName>>,
+    /// How to set what a case needs.
+    pub args: ArgTemplates,
+}
+
+/// Argument templates, split like shell words, with a placeholder each.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ArgTemplates {
+    /// Sets the session TTL: `{ms}`.
+    pub ttl: Option<String>,
+    /// Sets the per-process retention: `{bytes}`.
+    pub retention: Option<String>,
+    /// Confines fs paths to a directory: `{dir}`.
+    pub fs_root: Option<String>,
+}
+
+/// `template` split like shell words, with `placeholder` replaced by `value` in each.
+pub fn instantiate(template: &str, placeholder: &str, value: &str) -> Vec<String> {
+    shlex::split(template)
+        .unwrap_or_else(|| vec![template.to_owned()])
+        .into_iter()
+        .map(|word| word.replace(placeholder, value))
+        .collect()
 }
 
 impl Profile {
@@ -64,6 +87,17 @@ impl Profile {
             .filter(|(_, yes)| *yes)
             .map(|(name, _)| name.to_owned())
             .collect();
+        let settable = |feature: &str, template: &str| {
+            profile
+                .features
+                .contains(feature)
+                .then(|| template.to_owned())
+        };
+        profile.args = ArgTemplates {
+            ttl: settable("session.ttl", "--session-ttl {ms}ms"),
+            retention: settable("process.retention", "--output-retention {bytes}"),
+            fs_root: settable("fs.root", "--fs-root {dir}"),
+        };
         profile.revisions = caps.get("revisions").and_then(Value::as_array).map(|list| {
             list.iter()
                 .filter_map(|r| r.as_str().and_then(Revision::parse))
@@ -111,27 +145,28 @@ impl Profile {
         (!missing.is_empty()).then(|| format!("undeclared: {}", missing.join(", ")))
     }
 
-    /// The options a server is started with for `case`: `ttl` (when it can be set), a
-    /// small retention, `root` as its fs root, for the features the case requires.
-    pub fn server_args(case: &Transcript, ttl: Option<Duration>, root: &Path) -> Vec<String> {
+    /// The options a server is started with for `case`: `ttl`, a small retention,
+    /// `root` as its fs root, for the features the case requires and this profile
+    /// knows how to set.
+    pub fn server_args(&self, case: &Transcript, ttl: Duration, root: &Path) -> Vec<String> {
         let mut args = Vec::new();
         for feature in &case.requires {
-            match feature.as_str() {
-                "session.ttl" => {
-                    if let Some(ttl) = ttl {
-                        args.push("--session-ttl".to_owned());
-                        args.push(format!("{}ms", ttl.as_millis()));
-                    }
-                }
-                "process.retention" => {
-                    args.push("--output-retention".to_owned());
-                    args.push(SMALL_RETENTION_BYTES.to_string());
-                }
-                "fs.root" => {
-                    args.push("--fs-root".to_owned());
-                    args.push(root.to_string_lossy().into_owned());
-                }
-                _ => {}
+            let (template, placeholder, value) = match feature.as_str() {
+                "session.ttl" => (&self.args.ttl, "{ms}", ttl.as_millis().to_string()),
+                "process.retention" => (
+                    &self.args.retention,
+                    "{bytes}",
+                    SMALL_RETENTION_BYTES.to_string(),
+                ),
+                "fs.root" => (
+                    &self.args.fs_root,
+                    "{dir}",
+                    root.to_string_lossy().into_owned(),
+                ),
+                _ => continue,
+            };
+            if let Some(template) = template {
+                args.extend(instantiate(template, placeholder, &value));
             }
         }
         args
@@ -197,13 +232,16 @@ mod tests {
             profile.unmet(&case, TransportName::Stdio, Revision::R2026_08),
             Some("undeclared: transport stdio".into())
         );
-        let args = Profile::server_args(
+        let settable = Profile::from_capabilities(Some(&json!({
+            "session": {"ttlMs": 30000}, "fs": {"root": false}
+        })));
+        let args = settable.server_args(
             &crate::transcript::parse(
                 "t.xt",
                 "# spec: §5\n# requires: session.ttl, fs.root\n!! wait 1ms\n",
             )
             .unwrap(),
-            Some(Duration::from_millis(2500)),
+            Duration::from_millis(2500),
             Path::new("/tmp/x"),
         );
         assert_eq!(args, ["--session-ttl", "2500ms", "--fs-root", "/tmp/x"]);

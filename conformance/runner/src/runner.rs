@@ -56,6 +56,10 @@ pub(crate) struct Config {
     /// Run cases that need a short TTL against a server whose TTL cannot be set, at
     /// the default TTL (30 s) and with long waits.
     pub include_long: bool,
+    /// The bearer token sent on every websocket connection (`--token-file`).
+    pub token: Option<String>,
+    /// Arguments that give the server its token file (the manifest's `token_arg`).
+    pub token_args: Vec<String>,
 }
 
 /// A case's grade.
@@ -109,16 +113,29 @@ pub(crate) struct Outcome {
     pub report: String,
     /// Wall time of the case, server start-up and teardown included.
     pub duration: Duration,
+    /// The transcript line a failing step was on.
+    pub line: Option<usize>,
 }
 
 impl Outcome {
-    fn without_run(verdict: Verdict) -> Outcome {
+    /// The outcome of a case that never ran a step.
+    pub(crate) fn without_run(verdict: Verdict) -> Outcome {
         Outcome {
             verdict,
             report: String::new(),
             duration: Duration::ZERO,
+            line: None,
         }
     }
+}
+
+/// What a server answered when asked: its advertised profile, whether it advertised
+/// capabilities at all, and its `serverInfo`.
+#[derive(Debug, Clone)]
+pub(crate) struct Probed {
+    pub advertised: Profile,
+    pub has_capabilities: bool,
+    pub server_info: Value,
 }
 
 /// Every `*.xt` file under `dir`, sorted, with its case id (the relative path without
@@ -198,7 +215,7 @@ pub(crate) fn skip_reason(
 
 /// Asks the server what it advertises: starts it on `transport`, initializes, reads
 /// `capabilities`, stops it.
-pub(crate) async fn probe(transport: TransportName, config: &Config) -> Result<Profile, String> {
+pub(crate) async fn probe(transport: TransportName, config: &Config) -> Result<Probed, String> {
     let server = start(transport, config, &[])
         .await
         .map_err(|err| format!("the server did not start on {}: {err}", transport.as_str()))?;
@@ -216,7 +233,12 @@ pub(crate) async fn probe(transport: TransportName, config: &Config) -> Result<P
     let result = response
         .result
         .ok_or_else(|| format!("initialize failed: {}", response.raw))?;
-    Ok(Profile::from_capabilities(result.get("capabilities")))
+    let capabilities = result.get("capabilities").filter(|caps| caps.is_object());
+    Ok(Probed {
+        advertised: Profile::from_capabilities(capabilities),
+        has_capabilities: capabilities.is_some(),
+        server_info: result.get("serverInfo").cloned().unwrap_or(Value::Null),
+    })
 }
 
 /// Starts (or attaches to) a server. It does not get the case's marker: the server and
@@ -227,6 +249,9 @@ async fn start(
     args: &[String],
 ) -> Result<ExecServer, HarnessError> {
     let mut builder = ExecServer::builder().time_scale(config.time_scale);
+    if let Some(token) = &config.token {
+        builder = builder.bearer_token(token.clone());
+    }
     builder = match &config.attach {
         Some(url) => builder.attach(url.clone()),
         None => builder
@@ -235,7 +260,7 @@ async fn start(
                 TransportName::Stdio => Transport::Stdio,
             })
             .command(config.server.clone())
-            .args(args.iter().cloned()),
+            .args(config.token_args.iter().chain(args).cloned()),
     };
     builder.start().await
 }
@@ -291,7 +316,7 @@ async fn run_case_inner(
         ),
         false => (DEFAULT_TTL, case.class == Class::Long || needs_ttl),
     };
-    let args = Profile::server_args(case, settable_ttl.then_some(ttl), &root);
+    let args = profile.server_args(case, ttl, &root);
     let server = match start(transport, config, &args).await {
         Ok(server) => server,
         Err(err) => {
@@ -315,6 +340,11 @@ async fn run_case_inner(
     }
     .mul_f64(config.time_scale);
     let played = tokio::time::timeout(budget, run.play(case)).await;
+    // Line 0 is no step: the first connection failed.
+    let line = match &played {
+        Ok(Err((line, _))) if *line > 0 => Some(*line),
+        _ => None,
+    };
     let mut verdict = match played {
         Err(_) => Verdict::Timeout(format!("the case did not finish within {budget:?}")),
         Ok(Ok(())) if run.died_unasked() => {
@@ -359,6 +389,7 @@ async fn run_case_inner(
         verdict,
         report,
         duration: Duration::ZERO,
+        line,
     }
 }
 
@@ -856,6 +887,8 @@ mod tests {
             revision: Revision::R2026_08,
             time_scale: 1.0,
             include_long,
+            token: None,
+            token_args: Vec::new(),
         }
     }
 
