@@ -79,6 +79,9 @@ pub enum Verdict {
     Skipped(String),
     /// The suite itself is wrong (e.g. a bad transcript).
     HarnessError(String),
+    /// Under `--repeat N`, the runs of one trial did not all end alike (the tally, then
+    /// the first failing run's verdict).
+    Flaky(String),
 }
 
 impl Verdict {
@@ -92,6 +95,21 @@ impl Verdict {
             Verdict::Crash(_) => "CRASH".into(),
             Verdict::Skipped(reason) => format!("SKIPPED({reason})"),
             Verdict::HarnessError(_) => "HARNESS-ERROR".into(),
+            Verdict::Flaky(_) => "FLAKY".into(),
+        }
+    }
+
+    /// What it says beyond its name: why it was skipped, or what did not hold.
+    pub fn detail(&self) -> &str {
+        match self {
+            Verdict::Pass => "",
+            Verdict::Skipped(text)
+            | Verdict::NonStrict(text)
+            | Verdict::Fail(text)
+            | Verdict::Timeout(text)
+            | Verdict::Crash(text)
+            | Verdict::HarnessError(text)
+            | Verdict::Flaky(text) => text,
         }
     }
 

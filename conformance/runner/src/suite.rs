@@ -42,6 +42,8 @@ struct Suite {
     expectations: Expectations,
     /// The expectations file, resolved (`--update-expectations` rewrites it).
     expectations_file: Option<PathBuf>,
+    /// How many times each trial runs (`--repeat N`).
+    repeat: u32,
     /// The manifest's file as given, or `(built in)`.
     manifest_file: String,
     level: GateLevel,
@@ -108,11 +110,20 @@ impl Suite {
         case: &Transcript,
         transport: TransportName,
     ) -> Result<Completion, Failed> {
-        let outcome = Self::runtime()?.block_on(self.grade(case, transport));
-        let label = match &outcome.verdict {
-            Verdict::Skipped(_) => "SKIPPED".to_owned(),
-            other => other.label(),
-        };
+        let runtime = Self::runtime()?;
+        let mut runs = Vec::new();
+        for _ in 0..self.repeat {
+            let outcome = runtime.block_on(self.grade(case, transport));
+            // A skip depends on the case and the server's declarations only.
+            let skipped = matches!(outcome.verdict, Verdict::Skipped(_));
+            runs.push(outcome);
+            if skipped {
+                break;
+            }
+        }
+        let labels: Vec<String> = runs.iter().map(|run| label_of(&run.verdict)).collect();
+        let outcome = fold_runs(runs);
+        let label = label_of(&outcome.verdict);
         let heading = format!(
             "{} {name} [{} {}, revision {}, {:.1}s]",
             outcome.verdict.label(),
@@ -121,16 +132,11 @@ impl Suite {
             self.config.revision.as_str(),
             outcome.duration.as_secs_f64()
         );
-        let detail = match &outcome.verdict {
-            Verdict::Pass => String::new(),
-            Verdict::Skipped(text)
-            | Verdict::NonStrict(text)
-            | Verdict::Fail(text)
-            | Verdict::Timeout(text)
-            | Verdict::Crash(text)
-            | Verdict::HarnessError(text) => text.clone(),
+        let detail = outcome.verdict.detail().to_owned();
+        let judgement = match &outcome.verdict {
+            Verdict::Flaky(_) => self.expectations.judge_flaky(name, &labels),
+            _ => self.expectations.judge(name, &label, outcome.line),
         };
-        let judgement = self.expectations.judge(name, &label, outcome.line);
         let gate_failure = gate_failure(&outcome.verdict, &judgement, self.level);
         if gate_failure.is_none() && matches!(outcome.verdict, Verdict::NonStrict(_)) {
             eprintln!("{heading}\n    {detail}");
@@ -257,6 +263,51 @@ impl Suite {
                 found.join("\n  ")
             ))),
         }
+    }
+}
+
+/// A verdict's name in reports and expectations (a skip without its reason).
+fn label_of(verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::Skipped(_) => "SKIPPED".to_owned(),
+        other => other.label(),
+    }
+}
+
+/// The runs of one trial (at least one) as one outcome: the last run's when all ended
+/// alike, else FLAKY with the tally of verdicts, showing the first run that did not
+/// pass. The duration is the runs' total.
+fn fold_runs(mut runs: Vec<Outcome>) -> Outcome {
+    let duration = runs.iter().map(|run| run.duration).sum();
+    let labels: Vec<String> = runs.iter().map(|run| label_of(&run.verdict)).collect();
+    if labels.iter().all(|label| *label == labels[0]) {
+        let mut last = runs.pop().unwrap_or_else(|| {
+            Outcome::without_run(Verdict::HarnessError("no run of this trial".into()))
+        });
+        last.duration = duration;
+        return last;
+    }
+    let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
+    for label in &labels {
+        *tally.entry(label.as_str()).or_default() += 1;
+    }
+    let tally: Vec<String> = tally.iter().map(|(v, n)| format!("{v} {n}")).collect();
+    let failing = runs
+        .iter()
+        .position(|run| !matches!(run.verdict, Verdict::Pass))
+        .unwrap_or(0);
+    let shown = runs.swap_remove(failing);
+    let detail = shown.verdict.detail().to_owned();
+    Outcome {
+        verdict: Verdict::Flaky(format!(
+            "verdicts over {} runs: {}; run {} was {}: {detail}",
+            labels.len(),
+            tally.join(", "),
+            failing + 1,
+            label_of(&shown.verdict)
+        )),
+        duration,
+        ..shown
     }
 }
 
@@ -420,6 +471,7 @@ fn suite(options: Options, source: &Source, listing: bool) -> Result<Suite, Stri
         manifest,
         expectations,
         expectations_file,
+        repeat: options.repeat.unwrap_or(1),
         manifest_file,
         level,
         report_dir: options.report_dir.clone().map(resolve),
@@ -590,6 +642,11 @@ fn print_tally(suite: &Suite, records: &[Record]) {
         suite.config.revision.as_str(),
         counts.join(", ")
     );
+    // Separately: a flaky trial is a different problem from a failing one.
+    for record in records.iter().filter(|r| r.verdict == "FLAKY") {
+        let runs = record.detail.split(';').next().unwrap_or("");
+        eprintln!("exec-conformance: FLAKY {}: {runs}", record.trial);
+    }
 }
 
 /// `--show CASE`: the case file (by id, with or without the transport prefix) and how
