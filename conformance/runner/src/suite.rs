@@ -347,6 +347,11 @@ pub fn main(args: impl IntoIterator<Item = String>, source: Source) -> ExitCode 
 }
 
 fn run(args: impl IntoIterator<Item = String>, source: Source) -> Result<ExitCode, String> {
+    let args: Vec<String> = args.into_iter().collect();
+    // `exec-conformance record …` (and `cargo test -p conformance -- record …`).
+    if args.get(1).map(String::as_str) == Some("record") {
+        return Ok(crate::record::main(args[2..].to_vec(), &source));
+    }
     let (options, rest) = split_args(args, |name| std::env::var(name).ok())?;
     let cases = cases(&options, &source)?;
     if let Some(case) = &options.show {
@@ -381,27 +386,31 @@ fn run(args: impl IntoIterator<Item = String>, source: Source) -> Result<ExitCod
     Ok(conclusion.exit_code())
 }
 
-fn suite(options: Options, source: &Source, listing: bool) -> Result<Suite, String> {
-    let workspace = source.workspace;
-    let resolve = |path: PathBuf| match workspace {
+/// A path given on the command line: as given, or, when relative and not found there,
+/// from the workspace root (where the commands of the README are run).
+fn resolve(source: &Source, path: PathBuf) -> PathBuf {
+    match source.workspace {
         Some(root) if path.is_relative() && !path.exists() => root.join(path),
         _ => path,
-    };
+    }
+}
+
+/// What one run tests and how: the server, its manifest (given, or the in-tree
+/// server's built-in one), token, revision and time scale. The suite and the recorder
+/// both start from it.
+pub(crate) fn setup(
+    options: &Options,
+    source: &Source,
+    listing: bool,
+) -> Result<(Config, Option<Manifest>), String> {
+    let workspace = source.workspace;
+    let resolve = |path: PathBuf| resolve(source, path);
     let manifest = match (&options.manifest, &options.server, source.in_tree) {
         (Some(path), _, _) => {
             Some(Manifest::load(&resolve(path.clone())).map_err(|e| e.to_string())?)
         }
         (None, None, Some(_)) => Some(Manifest::parse(manifest::IN_TREE)?),
         (None, _, _) => None,
-    };
-    let manifest_file = match &options.manifest {
-        Some(path) => path.display().to_string(),
-        None => "(built in)".to_owned(),
-    };
-    let expectations_file = options.expectations.clone().map(&resolve);
-    let expectations = match &expectations_file {
-        Some(path) => Expectations::load(path)?,
-        None => Expectations::default(),
     };
     let token_file = options
         .token_file
@@ -442,12 +451,38 @@ fn suite(options: Options, source: &Source, listing: bool) -> Result<Suite, Stri
             .unwrap_or(Revision::R2026_08),
         (None, None) => Revision::R2026_08,
     };
+    let config = Config {
+        server,
+        attach: options.attach.clone(),
+        revision,
+        time_scale: options.time_scale.unwrap_or(1.0),
+        include_long: options.include_long,
+        token,
+        token_args: manifest
+            .as_ref()
+            .map(Manifest::token_args)
+            .unwrap_or_default(),
+    };
+    Ok((config, manifest))
+}
+
+fn suite(options: Options, source: &Source, listing: bool) -> Result<Suite, String> {
+    let (config, manifest) = setup(&options, source, listing)?;
+    let manifest_file = match &options.manifest {
+        Some(path) => path.display().to_string(),
+        None => "(built in)".to_owned(),
+    };
+    let expectations_file = options.expectations.clone().map(|path| resolve(source, path));
+    let expectations = match &expectations_file {
+        Some(path) => Expectations::load(path)?,
+        None => Expectations::default(),
+    };
     let level = options.level.unwrap_or_default();
     let run = RunInfo {
         run_id: std::env::var("NEXTEST_RUN_ID")
             .unwrap_or_else(|_| uuid::Uuid::new_v4().to_string()),
         suite_version: env!("CARGO_PKG_VERSION").to_owned(),
-        revision: revision.as_str().to_owned(),
+        revision: config.revision.as_str().to_owned(),
         level: match level {
             GateLevel::Must => "must".into(),
             GateLevel::Should => "should".into(),
@@ -456,25 +491,14 @@ fn suite(options: Options, source: &Source, listing: bool) -> Result<Suite, Stri
         server_info: BTreeMap::new(),
     };
     Ok(Suite {
-        config: Config {
-            server,
-            attach: options.attach.clone(),
-            revision,
-            time_scale: options.time_scale.unwrap_or(1.0),
-            include_long: options.include_long,
-            token,
-            token_args: manifest
-                .as_ref()
-                .map(Manifest::token_args)
-                .unwrap_or_default(),
-        },
+        config,
         manifest,
         expectations,
         expectations_file,
         repeat: options.repeat.unwrap_or(1),
         manifest_file,
         level,
-        report_dir: options.report_dir.clone().map(resolve),
+        report_dir: options.report_dir.clone().map(|path| resolve(source, path)),
         run,
         probes: Default::default(),
         records: Mutex::default(),
