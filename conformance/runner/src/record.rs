@@ -8,7 +8,7 @@
 //! holds a UUID or a temporary path. The server is started and driven by the runner's
 //! own code ([`CaseRun`]), so a recording sees what a replay will.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal as _, Read as _};
 use std::process::ExitCode;
 use std::sync::LazyLock;
@@ -520,6 +520,7 @@ pub(crate) async fn record(script: &str, recording: &Recording) -> Result<Record
         seen: Vec::new(),
         output: OutputBuffer::default(),
         sent_ids: BTreeSet::new(),
+        methods: BTreeMap::new(),
         warnings,
     };
     // Every wait inside is bounded; this bounds the whole, whatever the script holds.
@@ -638,6 +639,8 @@ struct Recorder {
     output: OutputBuffer,
     /// Ids sent by `>>` lines and raw frames (JSON text): a `<<` names these literally.
     sent_ids: BTreeSet<String>,
+    /// The method of each request a `>>` line sent, by id (JSON text).
+    methods: BTreeMap<String, String>,
     warnings: Vec<String>,
 }
 
@@ -667,8 +670,12 @@ impl Recorder {
             Action::Send(message) => {
                 self.check_bound(message)?;
                 self.out.push(format!(">> {}", step.text));
-                self.sent_ids
-                    .extend(message.get("id").map(Value::to_string));
+                if let Some(id) = message.get("id").map(Value::to_string) {
+                    if let Some(method) = method_of(message) {
+                        self.methods.insert(id.clone(), method.to_owned());
+                    }
+                    self.sent_ids.insert(id);
+                }
                 self.run
                     .step(&StepKind::Send(message.clone()))
                     .await
@@ -756,7 +763,8 @@ impl Recorder {
                     .next()
                     .unwrap_or_default()
                     .trim();
-                self.out.push(format!("!! http {request} => {pattern}"));
+                self.out
+                    .push(format!("!! http {request} => {}", render_value(&pattern)));
             }
             StepKind::ReadUntil { .. }
             | StepKind::Send(_)
@@ -908,6 +916,14 @@ impl Recorder {
             message.remove("jsonrpc");
         }
         let id = message.remove("id").unwrap_or(Value::Null);
+        // An initialize result's `capabilities` and `serverInfo` describe the build and
+        // the host (containment, limits, version), not what the script does, and
+        // `meta/manifest-matches-capabilities` grades them: only the session id is kept.
+        if self.methods.get(&id.to_string()).map(String::as_str) == Some("initialize") {
+            if let Some(Value::Object(result)) = message.get_mut("result") {
+                result.retain(|key, _| key == "sessionId");
+            }
+        }
         // `<<` names an id sent literally; a response to anything else is the oldest
         // one with an unknown id, and only on the current connection.
         let id_pattern = match &id {
@@ -979,11 +995,7 @@ impl Recorder {
                 // Closed is a process's last notification: its output is all here.
                 self.flush_output(|key| key.connection == connection && key.process == *process);
             }
-            let line = match pattern {
-                Value::Object(map) => render_line(map),
-                other => other.to_string(),
-            };
-            self.out.push(format!("<~ {line}"));
+            self.out.push(format!("<~ {}", render_value(pattern)));
         }
     }
 
@@ -1046,23 +1058,33 @@ fn id_text(response: &Response) -> String {
         .to_string()
 }
 
-/// One line of JSON, with the envelope's members first (`id`, `method`, `result`,
-/// `error`, `params`), as the shipped transcripts write them.
+/// One line of JSON, the envelope's members first (`id`, `method`, `result`, `error`,
+/// `params`) and a `processId` first in its object, as the shipped transcripts write
+/// them; other keys in order.
 fn render_line(map: &Map<String, Value>) -> String {
-    const FIRST: [&str; 5] = ["id", "method", "result", "error", "params"];
-    let mut parts = Vec::new();
-    let keyed = |key: &str, value: &Value| format!("{}:{value}", Value::String(key.to_owned()));
-    for key in FIRST {
-        if let Some(value) = map.get(key) {
-            parts.push(keyed(key, value));
+    const FIRST: [&str; 6] = ["id", "method", "processId", "result", "error", "params"];
+    let keyed = |key: &str, value: &Value| {
+        format!("{}:{}", Value::String(key.to_owned()), render_value(value))
+    };
+    let first = FIRST
+        .iter()
+        .filter_map(|key| map.get(*key).map(|value| keyed(key, value)));
+    let rest = map
+        .iter()
+        .filter(|(key, _)| !FIRST.contains(&key.as_str()))
+        .map(|(key, value)| keyed(key, value));
+    format!("{{{}}}", first.chain(rest).collect::<Vec<_>>().join(","))
+}
+
+fn render_value(value: &Value) -> String {
+    match value {
+        Value::Object(map) => render_line(map),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(render_value).collect();
+            format!("[{}]", items.join(","))
         }
+        other => other.to_string(),
     }
-    for (key, value) in map {
-        if !FIRST.contains(&key.as_str()) {
-            parts.push(keyed(key, value));
-        }
-    }
-    format!("{{{}}}", parts.join(","))
 }
 
 /// The order to write one collection's `<~` lines in, given each line's pattern and
