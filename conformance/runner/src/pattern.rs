@@ -735,8 +735,12 @@ mod tests {
         let mut bindings = Bindings::from([("tmp".to_owned(), json!("/t/1"))]);
         let pattern = Pattern::compile(&json!("${tmp} is gone")).unwrap();
         assert!(matches!(pattern, Pattern::Template(_)));
-        pattern.matches(&json!("/t/1 is gone"), &mut bindings).unwrap();
-        assert!(pattern.matches(&json!("/t/2 is gone"), &mut bindings).is_err());
+        pattern
+            .matches(&json!("/t/1 is gone"), &mut bindings)
+            .unwrap();
+        assert!(pattern
+            .matches(&json!("/t/2 is gone"), &mut bindings)
+            .is_err());
     }
 
     #[test]

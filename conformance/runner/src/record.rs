@@ -297,11 +297,14 @@ fn parse_script(script: &str, transport: TransportName) -> Result<Vec<ScriptStep
             continue;
         }
         let json = text.strip_prefix(">>").map_or(text, str::trim_start);
-        let value: Value = serde_json::from_str(json)
-            .map_err(|err| at(format!("invalid JSON: {err} (a line is a JSON object, a `!!` step or a `#` comment)")))?;
+        let value: Value = serde_json::from_str(json).map_err(|err| {
+            at(format!(
+                "invalid JSON: {err} (a line is a JSON object, a `!!` step or a `#` comment)"
+            ))
+        })?;
         let Value::Object(mut object) = value else {
             return Err(at(
-                "a message is a JSON object; use `!! raw` for anything else".into()
+                "a message is a JSON object; use `!! raw` for anything else".into(),
             ));
         };
         transcript::check_substitutable(&Value::Object(object.clone()))
@@ -513,12 +516,23 @@ pub(crate) async fn record(script: &str, recording: &Recording) -> Result<Record
         .await
         .map_err(|err| format!("the server did not start: {err}"))?;
     let bindings = runner::initial_bindings(&root, &marker, config.revision);
+    // A UUID the script writes itself (a made-up session id to resume) is the same on
+    // every run: it stays as written, in the answers too.
+    let own: BTreeSet<String> = steps
+        .iter()
+        .filter(|step| !matches!(step.action, Action::Comment))
+        .flat_map(|step| UUID.find_iter(&step.text).map(|m| m.as_str().to_owned()))
+        .collect();
     let mut recorder = Recorder {
-        norm: Normaliser::new(&bindings),
+        norm: Normaliser::new(&bindings, own.clone()),
         run: CaseRun::new(server, bindings.clone(), ttl, NORMAL_WAIT, marker),
         out: Vec::new(),
         seen: Vec::new(),
         output: OutputBuffer::default(),
+        bound_at: ["tmp", "tmpPath", "marker"]
+            .into_iter()
+            .map(|name| (name.to_owned(), 0))
+            .collect(),
         sent_ids: BTreeSet::new(),
         methods: BTreeMap::new(),
         warnings,
@@ -551,7 +565,7 @@ pub(crate) async fn record(script: &str, recording: &Recording) -> Result<Record
         .get("tmpPath")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    refuse_unredacted(&text, &[plain, wire])?;
+    refuse_unredacted(&text, &[plain, wire], &own)?;
     transcript::parse("recorded.xt", &text).map_err(|err| {
         format!("the recorded transcript does not parse (a bug of the recorder): {err}\n{text}")
     })?;
@@ -611,7 +625,11 @@ fn awaited_by_raw(frame: &[u8]) -> Awaited {
 /// The ids a frame carries (its own, or a batch's members'), as JSON text.
 fn ids_in(frame: &[u8]) -> Vec<String> {
     match serde_json::from_slice::<Value>(frame) {
-        Ok(Value::Object(message)) => message.get("id").map(Value::to_string).into_iter().collect(),
+        Ok(Value::Object(message)) => message
+            .get("id")
+            .map(Value::to_string)
+            .into_iter()
+            .collect(),
         Ok(Value::Array(batch)) => batch
             .iter()
             .filter_map(|member| member.get("id").map(Value::to_string))
@@ -637,6 +655,8 @@ struct Recorder {
     /// Per connection (by index), what of its buffers is written.
     seen: Vec<Seen>,
     output: OutputBuffer,
+    /// Where in the body each variable is bound by (the predefined ones: 0).
+    bound_at: BTreeMap<String, usize>,
     /// Ids sent by `>>` lines and raw frames (JSON text): a `<<` names these literally.
     sent_ids: BTreeSet<String>,
     /// The method of each request a `>>` line sent, by id (JSON text).
@@ -904,6 +924,7 @@ impl Recorder {
             ));
         }
         self.sync_bindings();
+        self.output.settle(self.out.len());
     }
 
     fn write_response(&mut self, on_current: bool, response: &Response) {
@@ -999,17 +1020,64 @@ impl Recorder {
         }
     }
 
-    /// Writes the merged output of the keys `which` selects.
+    /// Writes the merged output of the keys `which` selects, each where its last
+    /// chunk had arrived: a replay then reads it before the steps that came after it
+    /// (a prompt before the input it asks for), in one `!! read-until` however the
+    /// chunks fall. Not before a variable it names is bound.
     fn flush_output(&mut self, which: impl Fn(&OutputKey) -> bool) {
-        for (key, bytes) in self.output.take(which) {
-            let lines = read_until_lines(&self.norm, &key, &bytes);
-            self.out.extend(lines);
+        let mut placed: Vec<(usize, usize, Vec<String>)> = Vec::new();
+        for (order, pending) in self.output.take(which).into_iter().enumerate() {
+            let mut lines = Vec::new();
+            if pending.more {
+                lines.push(format!(
+                    "# (only the first {MAX_OUTPUT_BYTES} bytes of this output are read)"
+                ));
+            }
+            lines.extend(read_until_lines(&self.norm, &pending.key, &pending.bytes));
+            let mut used = Vec::new();
+            for line in &lines {
+                pattern::referenced(&Value::String(format!("_{line}")), &mut used);
+                if let Some(process) = line.strip_prefix("!! read-until $") {
+                    used.extend(process.split_whitespace().next().map(str::to_owned));
+                }
+            }
+            let bound = used
+                .iter()
+                .filter_map(|name| self.bound_at.get(name))
+                .max()
+                .copied()
+                .unwrap_or(0);
+            let at = pending.at.unwrap_or(self.out.len()).max(bound);
+            placed.push((at, order, lines));
+        }
+        // From the end, so that each place is still where it was (ties in order).
+        placed.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        for (at, _, lines) in placed {
+            self.insert_lines(at, lines);
         }
     }
 
-    /// Variables the normaliser bound become usable by later `>>` lines.
+    /// Inserts lines into the body; every place kept for later moves with them.
+    fn insert_lines(&mut self, at: usize, lines: Vec<String>) {
+        let at = at.min(self.out.len());
+        let count = lines.len();
+        self.out.splice(at..at, lines);
+        for pending in &mut self.output.pending {
+            if let Some(place) = pending.at.as_mut().filter(|place| **place >= at) {
+                *place += count;
+            }
+        }
+        for place in self.bound_at.values_mut().filter(|place| **place >= at) {
+            *place += count;
+        }
+    }
+
+    /// Variables the normaliser bound become usable by later `>>` lines (and by
+    /// output written from here on).
     fn sync_bindings(&mut self) {
+        let here = self.out.len();
         for (name, value) in self.norm.bindings() {
+            self.bound_at.entry(name.clone()).or_insert(here);
             self.run.bindings.entry(name).or_insert(value);
         }
     }
@@ -1062,7 +1130,15 @@ fn id_text(response: &Response) -> String {
 /// `params`) and a `processId` first in its object, as the shipped transcripts write
 /// them; other keys in order.
 fn render_line(map: &Map<String, Value>) -> String {
-    const FIRST: [&str; 6] = ["id", "method", "processId", "result", "error", "params"];
+    const FIRST: [&str; 7] = [
+        "id",
+        "method",
+        "processId",
+        "status",
+        "result",
+        "error",
+        "params",
+    ];
     let keyed = |key: &str, value: &Value| {
         format!("{}:{}", Value::String(key.to_owned()), render_value(value))
     };
@@ -1131,25 +1207,65 @@ struct OutputKey {
     stream: String,
 }
 
+/// The most output of one process and stream a `!! read-until` text holds: a replay
+/// reads until the text is there, so its beginning is enough, and a flood of output
+/// does not become a transcript of megabytes.
+const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// One process's output on one stream, not yet written.
+#[derive(Debug)]
+struct Pending {
+    key: OutputKey,
+    /// The first [`MAX_OUTPUT_BYTES`].
+    bytes: Vec<u8>,
+    /// Whether there was more.
+    more: bool,
+    /// Where in the body its last chunk had arrived (its `!! read-until` goes there);
+    /// `None` while a collection is still filing chunks.
+    at: Option<usize>,
+}
+
 /// Output not yet written, per connection, process and stream, in the order each
 /// first appeared.
 #[derive(Debug, Default)]
 struct OutputBuffer {
-    pending: Vec<(OutputKey, Vec<u8>)>,
+    pending: Vec<Pending>,
 }
 
 impl OutputBuffer {
     fn append(&mut self, key: OutputKey, bytes: &[u8]) {
-        match self.pending.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, buffer)) => buffer.extend_from_slice(bytes),
-            None => self.pending.push((key, bytes.to_vec())),
+        let index = match self.pending.iter().position(|p| p.key == key) {
+            Some(index) => index,
+            None => {
+                self.pending.push(Pending {
+                    key,
+                    bytes: Vec::new(),
+                    more: false,
+                    at: None,
+                });
+                self.pending.len() - 1
+            }
+        };
+        let pending = &mut self.pending[index];
+        let room = MAX_OUTPUT_BYTES.saturating_sub(pending.bytes.len());
+        pending
+            .bytes
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+        pending.more |= bytes.len() > room;
+        pending.at = None;
+    }
+
+    /// A collection is written: what arrived in it ends at `at`.
+    fn settle(&mut self, at: usize) {
+        for pending in &mut self.pending {
+            pending.at.get_or_insert(at);
         }
     }
 
-    fn take(&mut self, which: impl Fn(&OutputKey) -> bool) -> Vec<(OutputKey, Vec<u8>)> {
+    fn take(&mut self, which: impl Fn(&OutputKey) -> bool) -> Vec<Pending> {
         let (taken, kept) = std::mem::take(&mut self.pending)
             .into_iter()
-            .partition(|(key, _)| which(key));
+            .partition(|p| which(&p.key));
         self.pending = kept;
         taken
     }
@@ -1230,10 +1346,12 @@ pub(crate) struct Normaliser {
     /// Variables and their values, in the order they were bound: the predefined
     /// `$tmpPath`, `$tmp`, `$marker`, then what the recording bound.
     vars: Vec<(String, String)>,
+    /// UUIDs the script itself writes: literal wherever they appear.
+    own: BTreeSet<String>,
 }
 
 impl Normaliser {
-    pub(crate) fn new(bindings: &Bindings) -> Normaliser {
+    pub(crate) fn new(bindings: &Bindings, own: BTreeSet<String>) -> Normaliser {
         let vars = ["tmpPath", "tmp", "marker"]
             .into_iter()
             .filter_map(|name| {
@@ -1241,7 +1359,7 @@ impl Normaliser {
                 Some((name.to_owned(), value.to_owned()))
             })
             .collect();
-        Normaliser { vars }
+        Normaliser { vars, own }
     }
 
     /// Every variable, as the runner's bindings.
@@ -1327,7 +1445,8 @@ impl Normaliser {
     fn string(&mut self, key: Option<&str>, text: &str) -> Value {
         let whole_uuid = UUID
             .find(text)
-            .is_some_and(|found| found.start() == 0 && found.end() == text.len());
+            .is_some_and(|found| found.start() == 0 && found.end() == text.len())
+            && !self.own.contains(text);
         // The session id is `$sid` whatever its shape; any other UUID the server
         // allocates is named after its field.
         let fresh = self.name_of(text).is_none() && !text.is_empty();
@@ -1368,7 +1487,8 @@ impl Normaliser {
     /// Splits `text` at bound values (the longest one where several start) and at
     /// UUIDs no variable holds.
     fn pieces<'t>(&self, text: &'t str, context: Context) -> Vec<Piece<'t>> {
-        let same_tmp = self.value_of("tmp").is_some() && self.value_of("tmp") == self.value_of("tmpPath");
+        let same_tmp =
+            self.value_of("tmp").is_some() && self.value_of("tmp") == self.value_of("tmpPath");
         let candidates: Vec<&(String, String)> = self
             .vars
             .iter()
@@ -1383,6 +1503,7 @@ impl Normaliser {
             .collect();
         let uuids: Vec<(usize, usize)> = UUID
             .find_iter(text)
+            .filter(|found| !self.own.contains(found.as_str()))
             .map(|found| (found.start(), found.end()))
             .collect();
         let mut pieces = Vec::new();
@@ -1424,7 +1545,11 @@ fn is_identifier(name: &str) -> bool {
 /// Numbers that change from run to run, by their field: times (`…Ms`), seqs (`seq`,
 /// `…Seq`: output chunks take seqs, and chunk boundaries vary) and process ids.
 fn volatile_number(key: &str) -> bool {
-    key.ends_with("Ms") || key == "seq" || key.ends_with("Seq") || key == "pid" || key.ends_with("Pid")
+    key.ends_with("Ms")
+        || key == "seq"
+        || key.ends_with("Seq")
+        || key == "pid"
+        || key.ends_with("Pid")
 }
 
 /// `{"$type": …}` of a value.
@@ -1490,11 +1615,11 @@ fn render_pieces(text: &str, pieces: &[Piece]) -> Value {
     Value::String(format!("~/^{body}$/"))
 }
 
-/// Refuses a transcript that still holds a hyphenated UUID or a temporary path (this
-/// recording's `$tmp` in either spelling, or anything under the system's temporary
-/// directory): it would not replay, or would leak the machine's state. Names every
-/// line and value.
-fn refuse_unredacted(text: &str, temporary: &[&str]) -> Result<(), String> {
+/// Refuses a transcript that still holds a hyphenated UUID other than the script's
+/// own (`own`) or a temporary path (this recording's `$tmp` in either spelling, or
+/// anything under the system's temporary directory): it would not replay, or would
+/// leak the machine's state. Names every line and value.
+fn refuse_unredacted(text: &str, temporary: &[&str], own: &BTreeSet<String>) -> Result<(), String> {
     let system = std::env::temp_dir();
     let system = system.to_string_lossy();
     let system = system.trim_end_matches('/');
@@ -1506,7 +1631,10 @@ fn refuse_unredacted(text: &str, temporary: &[&str]) -> Result<(), String> {
     let mut found = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
-        for uuid in UUID.find_iter(line) {
+        for uuid in UUID
+            .find_iter(line)
+            .filter(|uuid| !own.contains(uuid.as_str()))
+        {
             found.push(format!("line {number}: a UUID, {}", uuid.as_str()));
         }
         let mut paths: Vec<&str> = temporary

@@ -758,7 +758,10 @@ impl CaseRun {
 
     /// Makes the request of `!! http` and returns its answer as the pattern sees it,
     /// `{"status": N, "body": "text"}`, and as text.
-    pub(crate) async fn http_answer(&self, http: &HttpStep) -> Result<(Value, String), StepFailure> {
+    pub(crate) async fn http_answer(
+        &self,
+        http: &HttpStep,
+    ) -> Result<(Value, String), StepFailure> {
         let url = self
             .server
             .url()

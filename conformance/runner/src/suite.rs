@@ -472,7 +472,10 @@ fn suite(options: Options, source: &Source, listing: bool) -> Result<Suite, Stri
         Some(path) => path.display().to_string(),
         None => "(built in)".to_owned(),
     };
-    let expectations_file = options.expectations.clone().map(|path| resolve(source, path));
+    let expectations_file = options
+        .expectations
+        .clone()
+        .map(|path| resolve(source, path));
     let expectations = match &expectations_file {
         Some(path) => Expectations::load(path)?,
         None => Expectations::default(),

@@ -1056,7 +1056,10 @@ mod tests {
         let kind = parse_command_line("script", 3, "!! wait 20ms", &bound).unwrap();
         assert!(matches!(kind, StepKind::Wait(d) if d == Duration::from_millis(20)));
         let e = parse_command_line("script", 7, "!! explode", &bound).unwrap_err();
-        assert!(e.to_string().starts_with("script:7:4: unknown command"), "{e}");
+        assert!(
+            e.to_string().starts_with("script:7:4: unknown command"),
+            "{e}"
+        );
         let e = parse_command_line("script", 2, "!! read-until $p \"x\"", &bound).unwrap_err();
         assert!(e.to_string().contains("$p is not bound"), "{e}");
     }
@@ -1064,10 +1067,7 @@ mod tests {
     #[test]
     fn sections_of_the_protocol() {
         let sections = protocol_sections("# t\n## 4. Handshake\n### 6.1 process/start\ntext\n");
-        assert_eq!(
-            sections.into_iter().collect::<Vec<_>>(),
-            ["§4", "§6.1"]
-        );
+        assert_eq!(sections.into_iter().collect::<Vec<_>>(), ["§4", "§6.1"]);
     }
 
     #[test]

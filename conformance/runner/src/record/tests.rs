@@ -13,9 +13,14 @@ const ROOT: &str = "/tmp/exec-conformance-Ab12Cd";
 const MARKER: &str = "exec-conformance-0123456789abcdef0123456789abcdef";
 const SID: &str = "6f1c2b9e-3d4a-4f8e-9b2a-1c7d5e0f3a21";
 const OTHER: &str = "0b5e0c47-2f7d-4c3e-8f61-77a0d2f4c9e1";
+/// A UUID the script writes itself (a made-up session to resume).
+const OWN: &str = "00000000-0000-4000-8000-000000000000";
 
 fn normaliser(revision: Revision) -> Normaliser {
-    Normaliser::new(&runner::initial_bindings(Path::new(ROOT), MARKER, revision))
+    Normaliser::new(
+        &runner::initial_bindings(Path::new(ROOT), MARKER, revision),
+        BTreeSet::from([OWN.to_owned()]),
+    )
 }
 
 /// The pattern matches what it was made from, with the variables bound so far.
@@ -32,11 +37,18 @@ fn session_ids_and_other_uuids_become_variables() {
     let mut norm = normaliser(Revision::R2026_08);
     let first = json!({"result": {"sessionId": SID, "serverInfo": {"name": "x"}}});
     let pattern = norm.value(None, &first);
-    assert_eq!(pattern, json!({"result": {"sessionId": "$sid", "serverInfo": {"name": "x"}}}));
+    assert_eq!(
+        pattern,
+        json!({"result": {"sessionId": "$sid", "serverInfo": {"name": "x"}}})
+    );
     // A resume answers the same id: it is referred to, not bound again.
-    assert_eq!(norm.value(None, &json!({"sessionId": SID})), json!({"sessionId": "$sid"}));
+    assert_eq!(
+        norm.value(None, &json!({"sessionId": SID})),
+        json!({"sessionId": "$sid"})
+    );
     // In a message, a bound one is a template.
-    let refused = json!({"message": format!("session {SID} is already attached to another connection")});
+    let refused =
+        json!({"message": format!("session {SID} is already attached to another connection")});
     let pattern = norm.value(None, &refused);
     assert_eq!(
         pattern,
@@ -46,7 +58,10 @@ fn session_ids_and_other_uuids_become_variables() {
     // A second session binds $sid2; another UUID is named after its field.
     assert_eq!(norm.value(Some("sessionId"), &json!(OTHER)), json!("$sid2"));
     let third = "11111111-2222-4333-8444-555555555555";
-    assert_eq!(norm.value(Some("requestToken"), &json!(third)), json!("$requestToken"));
+    assert_eq!(
+        norm.value(Some("requestToken"), &json!(third)),
+        json!("$requestToken")
+    );
     assert_eq!(norm.value(None, &json!([third])), json!(["$requestToken"]));
     let fourth = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee";
     assert_eq!(norm.value(None, &json!(fourth)), json!("$uuid"));
@@ -55,9 +70,20 @@ fn session_ids_and_other_uuids_become_variables() {
     let text = json!(format!("unknown session id {fifth} (expired)"));
     let pattern = norm.value(Some("message"), &text);
     let regex = pattern.as_str().unwrap();
-    assert!(regex.starts_with("~/^unknown session id ") && !regex.contains(fifth), "{regex}");
+    assert!(
+        regex.starts_with("~/^unknown session id ") && !regex.contains(fifth),
+        "{regex}"
+    );
     replays(&norm, &pattern, &text);
-    replays(&norm, &pattern, &json!(format!("unknown session id {OTHER} (expired)")));
+    replays(
+        &norm,
+        &pattern,
+        &json!(format!("unknown session id {OTHER} (expired)")),
+    );
+    // The script's own UUID is the same on every run: it stays as written.
+    let unknown = json!({"code": -32600, "message": format!("unknown session id {OWN}")});
+    assert_eq!(norm.value(Some("error"), &unknown), unknown);
+    assert_eq!(norm.value(Some("id"), &json!(OWN)), json!(OWN));
 }
 
 #[test]
@@ -70,11 +96,16 @@ fn temporary_paths_become_tmp_and_tmp_path() {
         (json!(ROOT), json!("$tmp")),
         (json!(format!("{ROOT}/real/sub")), json!("$tmp/real/sub")),
         (
-            json!(format!("cannot use cwd {ROOT}/x: No such file or directory (os error 2)")),
+            json!(format!(
+                "cannot use cwd {ROOT}/x: No such file or directory (os error 2)"
+            )),
             json!("cannot use cwd ${tmp}/x: No such file or directory (os error 2)"),
         ),
         (json!(format!("{ROOT} is gone")), json!("${tmp} is gone")),
-        (json!(format!("{ROOT}/{MARKER}.log")), json!("${tmp}/${marker}.log")),
+        (
+            json!(format!("{ROOT}/{MARKER}.log")),
+            json!("${tmp}/${marker}.log"),
+        ),
         (json!(MARKER), json!("$marker")),
     ] {
         let pattern = norm.value(Some("path"), &actual);
@@ -84,8 +115,14 @@ fn temporary_paths_become_tmp_and_tmp_path() {
     // At 2026-06 both spellings are the plain path: `$tmpPath` in fields, `${tmp}` in
     // output (programs print plain paths).
     let mut old = normaliser(Revision::R2026_06);
-    assert_eq!(old.value(Some("path"), &json!(format!("{ROOT}/a"))), json!("$tmpPath/a"));
-    assert_eq!(old.text_template(&format!("{ROOT}\n")), (format!("${{tmp}}\n"), None));
+    assert_eq!(
+        old.value(Some("path"), &json!(format!("{ROOT}/a"))),
+        json!("$tmpPath/a")
+    );
+    assert_eq!(
+        old.text_template(&format!("{ROOT}\n")),
+        (format!("${{tmp}}\n"), None)
+    );
 }
 
 #[test]
@@ -113,7 +150,9 @@ fn times_seqs_and_pids_become_typed_wildcards() {
 #[test]
 fn literal_strings_that_look_like_patterns_are_escaped() {
     let mut norm = normaliser(Revision::R2026_08);
-    for text in ["*", "...", "~/x/", "$HOME", "$$", "a ${b} c", "${b}", "plain"] {
+    for text in [
+        "*", "...", "~/x/", "$HOME", "$$", "a ${b} c", "${b}", "plain",
+    ] {
         let actual = json!([text, "x"]);
         let pattern = norm.value(None, &actual);
         replays(&norm, &pattern, &actual);
@@ -152,7 +191,7 @@ fn output_merges_into_one_read_until_per_process_and_stream() {
     assert_eq!(buffer.pending.len(), 1, "p2's output stays");
     let lines: Vec<String> = taken
         .iter()
-        .flat_map(|(key, bytes)| read_until_lines(&norm, key, bytes))
+        .flat_map(|p| read_until_lines(&norm, &p.key, &p.bytes))
         .collect();
     assert_eq!(
         lines,
@@ -161,6 +200,12 @@ fn output_merges_into_one_read_until_per_process_and_stream() {
             r#"!! read-until p1 stderr "oops\n""#
         ]
     );
+    // A flood is kept up to a bound: the replay reads until its beginning is there.
+    buffer.append(key("p5", "stdout"), &vec![b'y'; MAX_OUTPUT_BYTES - 1]);
+    buffer.append(key("p5", "stdout"), b"yyy");
+    let flood = buffer.take(|k| k.process == "p5");
+    assert_eq!(flood[0].bytes.len(), MAX_OUTPUT_BYTES);
+    assert!(flood[0].more, "it says there was more");
     // What a read-until text cannot hold ends it, with a comment saying why.
     let lines = read_until_lines(&norm, &key("p3", "stdout"), b"cost: ${price}\n");
     assert_eq!(lines.len(), 2, "{lines:?}");
@@ -173,20 +218,31 @@ fn output_merges_into_one_read_until_per_process_and_stream() {
     // Each line parses, and the process id may be a variable.
     let mut bound = norm.clone();
     let name = bound.bind("uuid", OTHER);
-    let lines = read_until_lines(&bound, &key(OTHER, "stdout"), format!("{MARKER}\n").as_bytes());
-    assert_eq!(lines, [format!(r#"!! read-until ${name} stdout "${{marker}}\n""#)]);
+    let lines = read_until_lines(
+        &bound,
+        &key(OTHER, "stdout"),
+        format!("{MARKER}\n").as_bytes(),
+    );
+    assert_eq!(
+        lines,
+        [format!(r#"!! read-until ${name} stdout "${{marker}}\n""#)]
+    );
 }
 
 #[test]
 fn notifications_are_ordered_so_that_no_pattern_takes_another_ones_message() {
-    let exited = |p: &str| json!({"method": "process/exited", "params": {"processId": p, "exitCode": 0}});
+    let exited =
+        |p: &str| json!({"method": "process/exited", "params": {"processId": p, "exitCode": 0}});
     // Distinct patterns: arrival order stays.
     let group = vec![(exited("p2"), exited("p2")), (exited("p1"), exited("p1"))];
     assert_eq!(order_events(&group, &Bindings::new()), [0, 1]);
     // A pattern that also matches a later message goes after that message's line.
     let wide = json!({"method": "m", "params": {"a": 1}});
     let narrow = json!({"method": "m", "params": {"a": 1, "b": 2}});
-    let group = vec![(wide.clone(), wide.clone()), (narrow.clone(), narrow.clone())];
+    let group = vec![
+        (wide.clone(), wide.clone()),
+        (narrow.clone(), narrow.clone()),
+    ];
     assert_eq!(order_events(&group, &Bindings::new()), [1, 0]);
     // Identical patterns: either order replays.
     let group = vec![(wide.clone(), wide.clone()), (wide.clone(), wide)];
@@ -196,18 +252,33 @@ fn notifications_are_ordered_so_that_no_pattern_takes_another_ones_message() {
 #[test]
 fn the_refusal_names_the_line_and_the_value() {
     let clean = "# spec: §4\n>> {\"id\":1,\"method\":\"initialize\",\"params\":{\"clientName\":\"$tmp\"}}\n<< {\"id\":1,\"result\":{\"sessionId\":\"$sid\",\"path\":\"$tmpPath/a\"}}\n";
-    assert!(refuse_unredacted(clean, &[ROOT]).is_ok());
+    let own = BTreeSet::from([OWN.to_owned()]);
+    assert!(refuse_unredacted(clean, &[ROOT], &own).is_ok());
+    let resume = format!(
+        ">> {{\"id\":1,\"method\":\"initialize\",\"params\":{{\"resumeSessionId\":\"{OWN}\"}}}}\n"
+    );
+    assert!(refuse_unredacted(&resume, &[ROOT], &own).is_ok());
+    assert!(refuse_unredacted(&resume, &[ROOT], &BTreeSet::new()).is_err());
     let leaky = format!("# spec: §4\n>> {{\"id\":1}}\n<< {{\"id\":1,\"result\":{{\"sessionId\":\"{SID}\"}}}}\n!! read-until p1 stdout \"{ROOT}/x\\n\"\n");
-    let err = refuse_unredacted(&leaky, &[ROOT]).unwrap_err();
+    let err = refuse_unredacted(&leaky, &[ROOT], &own).unwrap_err();
     assert!(err.contains(&format!("line 3: a UUID, {SID}")), "{err}");
-    assert!(err.contains(&format!("line 4: a temporary path, {ROOT}")), "{err}");
+    assert!(
+        err.contains(&format!("line 4: a temporary path, {ROOT}")),
+        "{err}"
+    );
     let system = std::env::temp_dir();
-    let elsewhere = format!("<< {{\"id\":1,\"result\":{{\"path\":\"{}/other/x\"}}}}\n", system.display());
-    let err = refuse_unredacted(&elsewhere, &[ROOT]).unwrap_err();
+    let elsewhere = format!(
+        "<< {{\"id\":1,\"result\":{{\"path\":\"{}/other/x\"}}}}\n",
+        system.display()
+    );
+    let err = refuse_unredacted(&elsewhere, &[ROOT], &own).unwrap_err();
     assert!(err.contains("line 1: a temporary path"), "{err}");
     // The temporary directory itself (environment/info's tempDir) is not a case's.
-    let bare = format!("<< {{\"id\":1,\"result\":{{\"tempDir\":\"file://{}\"}}}}\n", system.display());
-    assert!(refuse_unredacted(&bare, &[ROOT]).is_ok());
+    let bare = format!(
+        "<< {{\"id\":1,\"result\":{{\"tempDir\":\"file://{}\"}}}}\n",
+        system.display()
+    );
+    assert!(refuse_unredacted(&bare, &[ROOT], &own).is_ok());
 }
 
 #[test]
@@ -216,20 +287,65 @@ fn the_script_is_checked_before_any_server_runs() {
     let steps = parse_script(ok, TransportName::Ws).unwrap();
     assert_eq!(steps.len(), 5);
     assert!(matches!(steps[0].action, Action::Comment));
-    assert!(matches!(&steps[2].action, Action::Send(m) if m["jsonrpc"] == "2.0" && steps[2].text == "{\"method\": \"initialized\"}"));
+    assert!(
+        matches!(&steps[2].action, Action::Send(m) if m["jsonrpc"] == "2.0" && steps[2].text == "{\"method\": \"initialized\"}")
+    );
     assert_eq!(steps[3].line, 5);
-    assert!(matches!(steps[4].action, Action::Command(StepKind::Http(_))));
+    assert!(matches!(
+        steps[4].action,
+        Action::Command(StepKind::Http(_))
+    ));
     let cases = [
-        ("{\"id\": 1,}\n", TransportName::Ws, "<stdin>:1: invalid JSON"),
-        ("!! wait 1s\n[1]\n", TransportName::Ws, "<stdin>:2: a message is a JSON object"),
-        ("<< {\"id\": 1}\n", TransportName::Ws, "<stdin>:1: `<<` and `<~` lines are what the recorder writes"),
-        ("!! read-until p1 \"x\"\n", TransportName::Ws, "<stdin>:1: `!! read-until` is what the recorder writes"),
-        ("!! close-stdin\n", TransportName::Ws, "<stdin>:1: `!! close-stdin` runs only on stdio"),
-        ("\n!! reconnect\n", TransportName::Stdio, "<stdin>:2: `!! reconnect` runs only on ws"),
-        ("# spec: §4\n", TransportName::Ws, "<stdin>:1: `# spec:` is a header"),
-        ("!! explode\n", TransportName::Ws, "<stdin>:1:4: unknown command"),
-        ("{\"id\": 1, \"params\": \"$\"}\n", TransportName::Ws, "<stdin>:1: \"$\" is not a variable"),
-        ("# nothing\n", TransportName::Ws, "<stdin>: the script is empty"),
+        (
+            "{\"id\": 1,}\n",
+            TransportName::Ws,
+            "<stdin>:1: invalid JSON",
+        ),
+        (
+            "!! wait 1s\n[1]\n",
+            TransportName::Ws,
+            "<stdin>:2: a message is a JSON object",
+        ),
+        (
+            "<< {\"id\": 1}\n",
+            TransportName::Ws,
+            "<stdin>:1: `<<` and `<~` lines are what the recorder writes",
+        ),
+        (
+            "!! read-until p1 \"x\"\n",
+            TransportName::Ws,
+            "<stdin>:1: `!! read-until` is what the recorder writes",
+        ),
+        (
+            "!! close-stdin\n",
+            TransportName::Ws,
+            "<stdin>:1: `!! close-stdin` runs only on stdio",
+        ),
+        (
+            "\n!! reconnect\n",
+            TransportName::Stdio,
+            "<stdin>:2: `!! reconnect` runs only on ws",
+        ),
+        (
+            "# spec: §4\n",
+            TransportName::Ws,
+            "<stdin>:1: `# spec:` is a header",
+        ),
+        (
+            "!! explode\n",
+            TransportName::Ws,
+            "<stdin>:1:4: unknown command",
+        ),
+        (
+            "{\"id\": 1, \"params\": \"$\"}\n",
+            TransportName::Ws,
+            "<stdin>:1: \"$\" is not a variable",
+        ),
+        (
+            "# nothing\n",
+            TransportName::Ws,
+            "<stdin>: the script is empty",
+        ),
     ];
     for (script, transport, expected) in cases {
         let err = parse_script(script, transport).unwrap_err();
@@ -245,16 +361,25 @@ fn headers_follow_from_the_script() {
         requirements(&steps, TransportName::Ws),
         ["process.tty", "session.resume", "fs"]
     );
-    assert_eq!(requirements(&steps, TransportName::Stdio), ["process.tty", "fs"]);
+    assert_eq!(
+        requirements(&steps, TransportName::Stdio),
+        ["process.tty", "fs"]
+    );
     assert_eq!(spec_of(None, &steps).unwrap(), "§7");
     assert_eq!(spec_of(Some("6.1"), &steps).unwrap(), "§6.1");
-    assert!(spec_of(Some("§42"), &steps).unwrap_err().contains("no such section"));
+    assert!(spec_of(Some("§42"), &steps)
+        .unwrap_err()
+        .contains("no such section"));
     assert_eq!(
         title_of(None, &steps),
         "recorded: initialize, fs/readFile, process/start"
     );
     assert_eq!(title_of(Some("a read"), &steps), "recorded: a read");
-    let handshake = parse_script("{\"id\":1,\"method\":\"initialize\",\"params\":{}}\n", TransportName::Ws).unwrap();
+    let handshake = parse_script(
+        "{\"id\":1,\"method\":\"initialize\",\"params\":{}}\n",
+        TransportName::Ws,
+    )
+    .unwrap();
     assert_eq!(spec_of(None, &handshake).unwrap(), "§4");
 }
 
@@ -262,16 +387,31 @@ fn headers_follow_from_the_script() {
 fn the_command_line() {
     let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let (recording, options) = parse_args(args(&[
-        "--server", "./srv -v", "--transport=stdio", "--spec", "§6.1", "--revision", "2026-06",
+        "--server",
+        "./srv -v",
+        "--transport=stdio",
+        "--spec",
+        "§6.1",
+        "--revision",
+        "2026-06",
     ]))
     .unwrap();
     assert_eq!(recording.transport, TransportName::Stdio);
     assert_eq!(recording.spec.as_deref(), Some("§6.1"));
-    assert_eq!(options.server, Some(vec!["./srv".to_owned(), "-v".to_owned()]));
+    assert_eq!(
+        options.server,
+        Some(vec!["./srv".to_owned(), "-v".to_owned()])
+    );
     assert_eq!(options.revision, Some(Revision::R2026_06));
-    assert!(parse_args(args(&["--transport", "tcp"])).unwrap_err().contains("ws or stdio"));
-    assert!(parse_args(args(&["--report-dir", "x"])).unwrap_err().contains("not of record"));
-    assert!(parse_args(args(&["--exact", "x"])).unwrap_err().contains("unknown argument"));
+    assert!(parse_args(args(&["--transport", "tcp"]))
+        .unwrap_err()
+        .contains("ws or stdio"));
+    assert!(parse_args(args(&["--report-dir", "x"]))
+        .unwrap_err()
+        .contains("not of record"));
+    assert!(parse_args(args(&["--exact", "x"]))
+        .unwrap_err()
+        .contains("unknown argument"));
 }
 
 /// A recording of the in-tree server on `transport`, and its replay by the runner.
@@ -301,7 +441,12 @@ async fn record_then_replay(script: &str, transport: TransportName) -> String {
         revision_given: false,
     };
     let recorded = record(script, &recording).await.unwrap();
-    assert!(recorded.warnings.is_empty(), "{:?}\n{}", recorded.warnings, recorded.text);
+    assert!(
+        recorded.warnings.is_empty(),
+        "{:?}\n{}",
+        recorded.warnings,
+        recorded.text
+    );
     let case = transcript::parse("recorded.xt", &recorded.text).unwrap();
     let outcome = runner::run_case(&case, transport, &config, &manifest.profile(transport)).await;
     assert_eq!(
@@ -360,8 +505,30 @@ async fn a_recording_on_ws_replays() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_recording_on_stdio_replays() {
-    let script = "{\"id\":1,\"method\":\"initialize\",\"params\":{\"clientName\":\"recorder\"}}\n{\"method\":\"initialized\"}\n{\"id\":2,\"method\":\"process/start\",\"params\":{\"processId\":\"p1\",\"argv\":[\"/bin/sh\",\"-c\",\"printf 'a\\\\nb\\\\n'; echo $0\",\"$marker\"],\"cwd\":\"$tmpPath\",\"env\":{\"PATH\":\"/usr/bin:/bin\",\"XT_MARKER\":\"$marker\"}}}\n{\"id\":3,\"method\":\"environment/status\"}\n!! no-orphans\n";
+    let script = r#"{"id":1,"method":"initialize","params":{"clientName":"recorder"}}
+{"method":"initialized"}
+{"id":2,"method":"process/start","params":{"processId":"p1","argv":["/bin/sh","-c","printf 'a\\nb\\n'; echo $0; sleep 0.3; echo late; sleep 600","$marker"],"cwd":"$tmpPath","env":{"PATH":"/usr/bin:/bin","XT_MARKER":"$marker"}}}
+!! wait 600ms
+{"id":3,"method":"environment/status"}
+{"id":4,"method":"process/terminate","params":{"processId":"p1"}}
+!! no-orphans
+"#;
     let text = record_then_replay(script, TransportName::Stdio).await;
     assert!(text.contains("# transports: stdio\n"), "{text}");
-    assert!(text.contains(r#"!! read-until p1 stdout "a\nb\n${marker}\n""#), "{text}");
+    // The output is one read-until, where its last chunk had arrived: before the
+    // requests that came after it, not where the process closed.
+    assert!(
+        text.contains(concat!(
+            "!! wait 600ms\n",
+            r#"!! read-until p1 stdout "a\nb\n${marker}\nlate\n""#,
+            "\n>> {\"id\":3,"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"<~ {"method":"process/exited","params":{"processId":"p1","exitCode":137,"#
+        ),
+        "{text}"
+    );
 }
