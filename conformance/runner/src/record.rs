@@ -1051,7 +1051,7 @@ impl Recorder {
             placed.push((at, order, lines));
         }
         // From the end, so that each place is still where it was (ties in order).
-        placed.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        placed.sort_by_key(|(at, order, _)| std::cmp::Reverse((*at, *order)));
         for (at, _, lines) in placed {
             self.insert_lines(at, lines);
         }
@@ -1489,17 +1489,16 @@ impl Normaliser {
     fn pieces<'t>(&self, text: &'t str, context: Context) -> Vec<Piece<'t>> {
         let same_tmp =
             self.value_of("tmp").is_some() && self.value_of("tmp") == self.value_of("tmpPath");
+        // When both spellings are one path, which name it gets depends on where it is.
+        let other_spelling = match context {
+            Context::Json => "tmp",
+            Context::Text => "tmpPath",
+        };
         let candidates: Vec<&(String, String)> = self
             .vars
             .iter()
-            .filter(|(name, value)| {
-                !value.is_empty()
-                    && !(same_tmp
-                        && match context {
-                            Context::Json => name == "tmp",
-                            Context::Text => name == "tmpPath",
-                        })
-            })
+            .filter(|(_, value)| !value.is_empty())
+            .filter(|(name, _)| !same_tmp || name != other_spelling)
             .collect();
         let uuids: Vec<(usize, usize)> = UUID
             .find_iter(text)

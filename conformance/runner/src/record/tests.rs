@@ -121,7 +121,7 @@ fn temporary_paths_become_tmp_and_tmp_path() {
     );
     assert_eq!(
         old.text_template(&format!("{ROOT}\n")),
-        (format!("${{tmp}}\n"), None)
+        ("${tmp}\n".to_owned(), None)
     );
 }
 
