@@ -72,6 +72,13 @@ const SUITE_ONLY: [&str; 9] = [
 /// stdout. Exit 0 with a transcript, 1 when the recording failed or was refused, 2 for
 /// a bad command line.
 pub(crate) fn main(args: Vec<String>, source: &Source) -> ExitCode {
+    if args
+        .iter()
+        .any(|arg| matches!(arg.as_str(), "-h" | "--help"))
+    {
+        println!("{USAGE}\n\nPlays the script (requests as JSON lines, `!!` steps) against a server of its own\nand writes a transcript that replays it; see conformance/README.md, \"Recording a case\".");
+        return ExitCode::SUCCESS;
+    }
     let (recording, options) = match parse_args(args) {
         Ok(parsed) => parsed,
         Err(err) => {
@@ -163,9 +170,6 @@ fn parse_args(args: Vec<String>) -> Result<(Recording, Options), String> {
             }
             _ => (arg.clone(), None),
         };
-        if matches!(name.as_str(), "-h" | "--help") {
-            return Err(USAGE.to_owned());
-        }
         if SUITE_ONLY.contains(&name.as_str()) {
             return Err(format!(
                 "{name} is an option of a suite run, not of record\n{USAGE}"
@@ -962,13 +966,28 @@ impl Recorder {
             );
             return;
         };
-        let Value::Object(body) = self.norm.value(None, &Value::Object(message)) else {
-            return;
-        };
         let mut line = Map::new();
         line.insert("id".into(), id_pattern);
-        line.extend(body);
+        line.extend(self.message_pattern(message));
         self.out.push(format!("<< {}", render_line(&line)));
+    }
+
+    /// The pattern of a whole message: each member normalised. A member whose name
+    /// starts with `$` would read as an operator: it is left out (a pattern checks
+    /// only the members it lists), with a warning.
+    fn message_pattern(&mut self, message: Map<String, Value>) -> Map<String, Value> {
+        let mut pattern = Map::new();
+        for (key, value) in message {
+            if key.starts_with('$') {
+                self.warnings.push(format!(
+                    "a message member named {key:?} is left out (it would read as a pattern operator)"
+                ));
+                continue;
+            }
+            let normalised = self.norm.value(Some(&key), &value);
+            pattern.insert(key, normalised);
+        }
+        pattern
     }
 
     /// Notifications of the current connection: output is merged per process and
@@ -993,13 +1012,16 @@ impl Recorder {
                     continue;
                 }
             }
-            let mut message = event.message();
-            if let Some(object) = message.as_object_mut() {
-                if object.get("jsonrpc") == Some(&json!("2.0")) {
-                    object.remove("jsonrpc");
-                }
+            let message = event.message();
+            let Value::Object(mut members) = message.clone() else {
+                self.warnings
+                    .push("a notification that is not a JSON object was left out".into());
+                continue;
+            };
+            if members.get("jsonrpc") == Some(&json!("2.0")) {
+                members.remove("jsonrpc");
             }
-            let pattern = self.norm.value(None, &message);
+            let pattern = Value::Object(self.message_pattern(members));
             let closes = (event.method == "process/closed")
                 .then(|| event.process_id().map(str::to_owned))
                 .flatten();
