@@ -12,6 +12,7 @@ mod hygiene;
 pub mod manifest;
 pub mod pattern;
 mod profile;
+mod record;
 pub mod report;
 pub mod runner;
 pub mod suite;
