@@ -145,7 +145,7 @@ def main():
 
     failures = []
     width = max(len(trial) for trials in plan.values() for trial in trials)
-    print(f"{'fault':<28} {'case':<{width}} verdict")
+    print(f"{'fault':<28} {'trial':<{width}} verdict")
     for fault in chosen:
         verdicts, seconds, log = results[fault]
         if verdicts is None:
@@ -159,7 +159,7 @@ def main():
             print(f"{fault:<28} {trial:<{width}} {verdict:<11} {mark}")
             if not caught:
                 failures.append(f"fault {fault}: case {trial} did not catch it ({verdict})")
-        print(f"{fault:<28} {'':<{width}} {len(plan[fault])} cases in {seconds:.1f}s")
+        print(f"{fault:<28} {'':<{width}} {len(plan[fault])} trials in {seconds:.1f}s")
     elapsed = time.monotonic() - started
     trials = sum(len(p) for p in plan.values())
     print(f"negative controls: {len(chosen)} faults, {trials} trials, {elapsed:.0f}s; "
