@@ -1,13 +1,13 @@
 //! Negative controls (issue 17): deliberate faults that prove conformance cases can
 //! fail. With the `faults` cargo feature, the `broken-server` binary turns on exactly
-//! one [`Fault`] for the life of the process ([`set`]), and the hooks in the server ask
+//! one [`Fault`] for the life of the process (`set`), and the hooks in the server ask
 //! [`active`] whether to misbehave. Without the feature [`active`] is a constant `false`,
 //! so every hook is a branch the compiler removes and a release build of `exec-server`
 //! carries none of them. A leaf module: it imports nothing of the crate.
 //!
 //! Which cases must catch each fault is `fixtures/negative-controls.toml`; the CI step
 //! `scripts/negative-controls.py` checks it. To add a fault: a variant here, its line in
-//! [`FAULTS`] (the name `--fault` takes; the conformance-runner test reads the names
+//! `FAULTS` (the name `--fault` takes; the conformance-runner test reads the names
 //! from this file), one small hook where the behaviour lives, and its cases in the TOML.
 
 /// One way to break the server; each breaks one behaviour of docs/protocol.md and
