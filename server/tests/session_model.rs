@@ -31,7 +31,7 @@ mod model;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -98,6 +98,17 @@ impl ModelConfig {
             Some(words) => words.join(" "),
             None => env!("CARGO_BIN_EXE_exec-server").to_owned(),
         }
+    }
+
+    /// [`describe`](Self::describe) with the program's directory left out (for a
+    /// transcript that may be committed).
+    fn program_and_args(&self) -> String {
+        let described = self.describe();
+        let (program, args) = described.split_once(' ').unwrap_or((&described, ""));
+        let name = Path::new(program)
+            .file_name()
+            .map_or(program.into(), |name| name.to_string_lossy());
+        format!("{name} {args}").trim_end().to_owned()
     }
 }
 
@@ -618,15 +629,24 @@ fn sessions_keep_output_write_ids_and_expiry_as_the_model_says() {
     let inconclusive = AtomicUsize::new(0);
     let started = std::time::Instant::now();
     let mut runner = TestRunner::new(proptest);
+    // Set at the first failure: from then on proptest is shrinking it.
+    let shrinking = AtomicBool::new(false);
     let result = runner.run(&ops::ops(MAX_OPS), |ops| {
         let plan = Plan::of(&ops);
-        match runtime().block_on(execute(&plan, &config)) {
+        let mut outcome = runtime().block_on(execute(&plan, &config));
+        if matches!(outcome, Outcome::Pass) && shrinking.load(Ordering::Relaxed) {
+            // A simpler case that passed is dropped for good: a failure that depends
+            // on timing gets a second chance before its simplification is.
+            outcome = runtime().block_on(execute(&plan, &config));
+        }
+        match outcome {
             Outcome::Pass => Ok(()),
             Outcome::Inconclusive(why) => {
                 inconclusive.fetch_add(1, Ordering::Relaxed);
                 Err(TestCaseError::reject(why))
             }
             Outcome::Fail(failure) => {
+                shrinking.store(true, Ordering::Relaxed);
                 let text = format!("{failure}\n{}", failure.report);
                 failures
                     .lock()
@@ -651,7 +671,7 @@ fn sessions_keep_output_write_ids_and_expiry_as_the_model_says() {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&format!("{ops:?}"));
-            let (ops, failure) = delete_more(ops, failure, &config);
+            let (ops, failure) = simplify_more(ops, failure, &config);
             let ops_text = format!("{ops:?}");
             let (check, message) = match &failure {
                 Some(failure) => (failure.check, failure.to_string()),
@@ -659,7 +679,11 @@ fn sessions_keep_output_write_ids_and_expiry_as_the_model_says() {
             };
             let plan = Plan::of(&ops);
             let dir = transcript_dir();
-            let written = xt::write(&dir, &plan, &ops_text, check, &message);
+            let found = xt::Found {
+                server: &config.program_and_args(),
+                failure: &message,
+            };
+            let written = xt::write(&dir, &plan, &ops_text, check, &found);
             let replay = match &written {
                 Ok(path) => format!(
                     "The transcript {} replays it:\n  cargo build -p conformance --bins &&\n  \
@@ -680,11 +704,37 @@ fn sessions_keep_output_write_ids_and_expiry_as_the_model_says() {
 /// Runs the executor may spend after proptest's shrinking.
 const EXTRA_SHRINK_RUNS: usize = 60;
 
-/// Deletes ops from a failing case for as long as it still fails at the same check.
+/// Simpler variants of `ops`, the likelier to replay first: each lost write made one
+/// whose echo is seen (its outcome then does not depend on when the drop came), then
+/// each op deleted.
+fn simpler(ops: &[Op]) -> Vec<Vec<Op>> {
+    let mut variants = Vec::new();
+    for index in 0..ops.len() {
+        if let Op::WriteLost {
+            echo_unseen: true, ..
+        } = ops[index]
+        {
+            let mut variant = ops.to_vec();
+            if let Op::WriteLost { echo_unseen, .. } = &mut variant[index] {
+                *echo_unseen = false;
+            }
+            variants.push(variant);
+        }
+    }
+    for index in 0..ops.len() {
+        let mut variant = ops.to_vec();
+        variant.remove(index);
+        variants.push(variant);
+    }
+    variants
+}
+
+/// Simplifies a failing case further, for as long as it still fails at the same check.
 /// proptest tries deleting each op once, in order; but ops pick sessions and processes
 /// by index, so a deletion renumbers what later ops pick, and an op that could not go
-/// early may go once later ones were simplified.
-fn delete_more(
+/// early may go once later ones were simplified. A failure that depends on timing may
+/// also have kept a lost write whose echo is not awaited.
+fn simplify_more(
     mut ops: Vec<Op>,
     mut failure: Option<Failure>,
     config: &ModelConfig,
@@ -694,16 +744,14 @@ fn delete_more(
     };
     let mut runs = 0;
     'again: while runs < EXTRA_SHRINK_RUNS {
-        for index in 0..ops.len() {
+        for variant in simpler(&ops) {
             if runs >= EXTRA_SHRINK_RUNS {
                 break 'again;
             }
             runs += 1;
-            let mut fewer = ops.clone();
-            fewer.remove(index);
-            if let Outcome::Fail(found) = runtime().block_on(execute(&Plan::of(&fewer), config)) {
+            if let Outcome::Fail(found) = runtime().block_on(execute(&Plan::of(&variant), config)) {
                 if found.check == check {
-                    ops = fewer;
+                    ops = variant;
                     failure = Some(found);
                     continue 'again;
                 }
@@ -806,7 +854,10 @@ fn replay(dir: &Path, check: Check) -> String {
         &reports.path().to_string_lossy(),
         "--test-threads",
         "1",
-        "--quiet",
+        // The runner prints straight to stdout, past the test's capture; and a FAIL
+        // that is the point of the test must not read as one in the test's output.
+        "--logfile",
+        &reports.path().join("log.txt").to_string_lossy(),
         "--exact",
         &trial,
     ]
@@ -846,7 +897,10 @@ fn the_writer_writes_a_case_the_runner_parses() {
         &plan,
         &format!("{ops:?}"),
         Check::WriteIdOnce,
-        Some("a failure\nspec: a line that looks like a header"),
+        Some(&xt::Found {
+            server: "exec-server --fault x",
+            failure: "a failure\nspec: a line that looks like a header",
+        }),
     );
     let case = conformance_runner::transcript::parse("model.xt", &text)
         .unwrap_or_else(|err| panic!("{err}\n{text}"));
@@ -886,19 +940,23 @@ fn a_written_case_replays_and_a_model_server_disagreement_fails_it() {
         Outcome::Inconclusive(why) => panic!("inconclusive with a 30 s TTL: {why}"),
     }
     let dir = tempfile::tempdir().expect("a transcript directory");
+    let found = xt::Found {
+        server: "(none: a test of the writer)",
+        failure: "(none)",
+    };
     xt::write(
         dir.path(),
         &honest,
         &format!("{ops:?}"),
         Check::OutputOnce,
-        "none",
+        &found,
     )
     .expect("write the transcript");
     let verdict = replay(dir.path(), Check::OutputOnce);
     assert!(verdict.starts_with("PASS"), "{verdict}");
 
-    // The disagreement: the final full read of the first process that printed anything
-    // expects its first chunk twice.
+    // The disagreement: the model expects the first chunk of the last process read back
+    // whole that printed anything to come twice.
     let mut wrong = honest.clone();
     let doubled = wrong.steps.iter_mut().rev().find_map(|step| match step {
         Step::Call(call) if call.method == "process/read" && call.params["afterSeq"] == 0 => {
@@ -920,7 +978,7 @@ fn a_written_case_replays_and_a_model_server_disagreement_fails_it() {
         &wrong,
         &format!("{ops:?}"),
         Check::OutputOnce,
-        "injected",
+        &found,
     )
     .expect("write the transcript");
     let verdict = replay(dir.path(), Check::OutputOnce);

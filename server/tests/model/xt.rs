@@ -23,20 +23,28 @@ pub fn case_id(check: Check) -> String {
     format!("session/model-{}", check.slug())
 }
 
-/// Writes the transcript of `plan` (which `ops` made, and whose run failed `check`
-/// with `failure`) under `dir`; returns its path.
+/// How the model's run went, kept as comments in the transcript.
+pub struct Found<'a> {
+    /// The server command line it ran against.
+    pub server: &'a str,
+    /// Its failure message.
+    pub failure: &'a str,
+}
+
+/// Writes the transcript of `plan` (which `ops` made, and whose run failed `check`)
+/// under `dir`; returns its path.
 pub fn write(
     dir: &Path,
     plan: &Plan,
     ops: &str,
     check: Check,
-    failure: &str,
+    found: &Found,
 ) -> std::io::Result<PathBuf> {
     let path = path_in(dir, check);
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&path, render(plan, ops, check, Some(failure)))?;
+    std::fs::write(&path, render(plan, ops, check, Some(found)))?;
     Ok(path)
 }
 
@@ -54,8 +62,8 @@ pub fn timing_sensitive(plan: &Plan) -> bool {
     plan.uses_ttl && plan.longest_detach_ms > SAFE_DETACH_MS
 }
 
-/// The transcript text. `failure` (the model's failure message) is kept as comments.
-pub fn render(plan: &Plan, ops: &str, check: Check, failure: Option<&str>) -> String {
+/// The transcript text; what the model's run `found` is kept as comments.
+pub fn render(plan: &Plan, ops: &str, check: Check, found: Option<&Found>) -> String {
     let mut requires = vec!["session.resume"];
     if plan.uses_ttl {
         requires.push("session.ttl");
@@ -75,7 +83,7 @@ pub fn render(plan: &Plan, ops: &str, check: Check, failure: Option<&str>) -> St
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# title: model-based sessions: {} (a shrunk failure of server/tests/session_model.rs)",
+        "# title: {} (found by the session model, server/tests/session_model.rs)",
         check.claim()
     );
     let _ = writeln!(out, "# spec: {}", check.spec());
@@ -86,7 +94,9 @@ pub fn render(plan: &Plan, ops: &str, check: Check, failure: Option<&str>) -> St
     if waited > NORMAL_CLASS_MS {
         out.push_str("# class: long\n");
     }
-    out.push_str("#\n# Written by the session model (server/tests/session_model.rs) for the ops\n");
+    out.push_str(
+        "#\n# Written by the session model for the ops (indices pick modulo what exists)\n",
+    );
     for line in wrap(ops, 84) {
         let _ = writeln!(out, "#   {line}");
     }
@@ -102,9 +112,13 @@ pub fn render(plan: &Plan, ops: &str, check: Check, failure: Option<&str>) -> St
             plan.longest_detach_ms, RUNNER_TTL_MS
         );
     }
-    if let Some(failure) = failure {
-        out.push_str("# The model's run failed with\n");
-        for line in failure.lines().take(12) {
+    if let Some(found) = found {
+        let _ = writeln!(
+            out,
+            "# The model's run against {} failed with",
+            found.server
+        );
+        for line in found.failure.lines().take(12) {
             // `| ` first: a comment must not read as a `key:` header.
             let _ = writeln!(out, "# | {line}");
         }
