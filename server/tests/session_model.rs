@@ -171,7 +171,10 @@ fn failed(check: Check) -> impl Fn(HarnessError) -> StepError {
 
 /// One case being executed.
 struct Run {
+    server: ExecServer,
     conn: Connection,
+    /// Earlier connections: closed, or holding a session the plan no longer uses.
+    held: Vec<Connection>,
     /// Every process of the case carries `XT_MARKER=<marker>-s<session>`.
     marker: String,
     /// What `$tmpPath` stands for: the processes' working directory.
@@ -228,7 +231,9 @@ async fn execute(plan: &Plan, config: &ModelConfig) -> Outcome {
     };
     let marker = format!("exec-model-{}", uuid::Uuid::new_v4().simple());
     let mut run = Run {
+        server,
         conn,
+        held: Vec::new(),
         marker: marker.clone(),
         cwd: tmp.0.to_string_lossy().into_owned(),
         ttl: config.ttl,
@@ -252,7 +257,7 @@ async fn execute(plan: &Plan, config: &ModelConfig) -> Outcome {
                     op,
                     check,
                     message,
-                    report: run.conn.failure_report(),
+                    report: run.report(),
                 });
                 break;
             }
@@ -262,14 +267,23 @@ async fn execute(plan: &Plan, config: &ModelConfig) -> Outcome {
             }
         }
     }
-    drop(run);
     // Stopping the server kills every tree it holds; a faulty one may leave some.
-    drop(server);
+    drop(run);
     reap(&marker).await;
     outcome
 }
 
 impl Run {
+    /// The wire trace of every connection, oldest first, and the server's stderr tail.
+    fn report(&self) -> String {
+        let connections = self.held.iter().chain([&self.conn]);
+        connections
+            .enumerate()
+            .map(|(index, conn)| format!("connection {}:\n{}", index + 1, conn.failure_report()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     fn marker_of(&self, session: usize) -> String {
         format!("{}-s{session}", self.marker)
     }
@@ -296,7 +310,18 @@ impl Run {
                 self.detached();
                 Ok(())
             }
-            Step::Reconnect => self.conn.reconnect().await.map_err(failed(Check::Protocol)),
+            Step::Reconnect => {
+                // As a transcript's `!! reconnect`: the old connection stays as it is.
+                let new = self
+                    .server
+                    .connect()
+                    .await
+                    .map_err(failed(Check::Protocol))?;
+                let old = std::mem::replace(&mut self.conn, new);
+                self.held.push(old);
+                self.current = None;
+                Ok(())
+            }
             Step::Call(call) => self.call(call).await,
             Step::WaitPastTtl => {
                 // Waiting for the TTL is the point; what expiry did is then polled for.
@@ -338,9 +363,11 @@ impl Run {
                 let of_expired = alive.iter().any(|(_, marker, _)| {
                     self.expired.iter().any(|&s| *marker == self.marker_of(s))
                 });
+                // Every process of a live session was terminated (or closed with nothing
+                // in the background) before this step.
                 let check = match of_expired {
                     true => Check::ExpiryKills,
-                    false => Check::Protocol,
+                    false => Check::TreeKilled,
                 };
                 Err(StepError::Fail(
                     check,
@@ -409,7 +436,7 @@ impl Run {
                 Ok(())
             }
             Init::Resume => self.resume(session, check).await,
-            Init::Expired => {
+            Init::Expired | Init::Attached => {
                 let sid = self.sid(session);
                 let answer = self
                     .request(
@@ -418,10 +445,17 @@ impl Run {
                         check,
                     )
                     .await?;
-                pattern::matches(&json!({"error": {"code": -32600}}), &answer).map_err(|why| {
+                let (code, why) = match init {
+                    Init::Expired => (-32600, "expired, was not refused as unknown"),
+                    _ => (
+                        -32010,
+                        "attached to another connection, was not refused as such",
+                    ),
+                };
+                pattern::matches(&json!({"error": {"code": code}}), &answer).map_err(|mismatch| {
                     StepError::Fail(
                         check,
-                        format!("the resume of {sid}, expired, was not refused as unknown ({why}): {answer}"),
+                        format!("the resume of {sid}, {why} ({mismatch}): {answer}"),
                     )
                 })
             }
@@ -768,6 +802,7 @@ fn sample_ops() -> Vec<Op> {
         Op::Start {
             session: 0,
             ticker: None,
+            background: true,
         },
         Op::Start {
             session: 0,
@@ -775,6 +810,7 @@ fn sample_ops() -> Vec<Op> {
                 delay_ms: 30,
                 lines: 3,
             }),
+            background: false,
         },
         Op::Write {
             session: 0,
@@ -792,6 +828,7 @@ fn sample_ops() -> Vec<Op> {
         Op::Start {
             session: 1,
             ticker: None,
+            background: true,
         },
         Op::WriteLost {
             session: 1,
@@ -918,6 +955,22 @@ fn the_writer_writes_a_case_the_runner_parses() {
         [conformance_runner::transcript::Revision::R2026_08]
     );
     assert!(text.contains("!! wait-ttl 250%"), "{text}");
+    // Each check's section is a heading of docs/protocol.md, read as the cases test
+    // (conformance/runner/tests/cases.rs) reads them.
+    let protocol = std::fs::read_to_string(workspace().join("docs/protocol.md")).expect("docs");
+    let sections: HashSet<String> = protocol
+        .lines()
+        .filter(|line| line.starts_with("## ") || line.starts_with("### "))
+        .filter_map(|line| line.trim_start_matches('#').split_whitespace().next())
+        .map(|number| format!("§{}", number.trim_end_matches('.')))
+        .collect();
+    for check in Check::ALL {
+        assert!(
+            sections.contains(check.spec()),
+            "{check:?} cites {}",
+            check.spec()
+        );
+    }
     assert!(text.contains("\"resumeSessionId\":\"$sid1\""), "{text}");
     assert!(!xt::timing_sensitive(&plan), "{text}");
 }
@@ -999,6 +1052,10 @@ fn kind(step: &Step) -> &'static str {
             init: Init::Expired,
             ..
         } => "refused resume",
+        Step::Initialize {
+            init: Init::Attached,
+            ..
+        } => "resume of an attached session",
         Step::Disconnect => "disconnect",
         Step::Reset => "reset",
         Step::Reconnect => "reconnect",
@@ -1063,6 +1120,7 @@ fn random_plans_cover_every_step_and_write_valid_transcripts() {
         "new session",
         "resume",
         "refused resume",
+        "resume of an attached session",
         "disconnect",
         "reset",
         "reconnect",

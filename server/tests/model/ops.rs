@@ -14,8 +14,14 @@ pub enum Op {
     /// disconnected first: a transcript has one current connection).
     NewSession,
     /// `process/start` of a `cat` (stdin piped, echoes what it is written) or, with
-    /// `ticker`, of a process that prints one block after a delay and then sleeps.
-    Start { session: u8, ticker: Option<Ticker> },
+    /// `ticker`, of a process that prints one block after a delay and then sleeps. With
+    /// `background`, it first starts a grandchild that sleeps in the background (its
+    /// output elsewhere), which only a kill of the whole tree ends.
+    Start {
+        session: u8,
+        ticker: Option<Ticker>,
+        background: bool,
+    },
     /// `process/write` with a fresh `writeId`.
     Write {
         session: u8,
@@ -45,6 +51,9 @@ pub enum Op {
     Resume { session: u8 },
     /// Waits past the session TTL: every detached session expires.
     WaitPastTtl,
+    /// Resumes the current session from a second connection while the first holds it
+    /// (refused); the first is kept open and no longer used.
+    ResumeAttached,
     /// `process/terminate`.
     Terminate { session: u8, process: u8 },
 }
@@ -63,16 +72,22 @@ impl fmt::Debug for Op {
             Op::NewSession => write!(f, "NewSession"),
             Op::Start {
                 session,
-                ticker: None,
-            } => write!(f, "StartEcho(s{session})"),
-            Op::Start {
-                session,
-                ticker: Some(t),
-            } => write!(
-                f,
-                "StartTicker(s{session}, {}ms, {} lines)",
-                t.delay_ms, t.lines
-            ),
+                ticker,
+                background,
+            } => {
+                match ticker {
+                    None => write!(f, "StartEcho(s{session}")?,
+                    Some(t) => write!(
+                        f,
+                        "StartTicker(s{session}, {}ms, {} lines",
+                        t.delay_ms, t.lines
+                    )?,
+                }
+                match background {
+                    true => write!(f, ", background)"),
+                    false => write!(f, ")"),
+                }
+            }
             Op::Write {
                 session,
                 process,
@@ -100,6 +115,7 @@ impl fmt::Debug for Op {
             Op::Disconnect { reset: true } => write!(f, "Reset"),
             Op::Resume { session } => write!(f, "Resume(s{session})"),
             Op::WaitPastTtl => write!(f, "WaitPastTtl"),
+            Op::ResumeAttached => write!(f, "ResumeAttached"),
             Op::Terminate { session, process } => write!(f, "Terminate(s{session}/p{process})"),
         }
     }
@@ -115,11 +131,18 @@ pub fn op() -> impl Strategy<Value = Op> {
     let index = || 0u8..8;
     prop_oneof![
         2 => Just(Op::NewSession),
-        4 => index().prop_map(|session| Op::Start { session, ticker: None }),
-        2 => (index(), 0u8..=100, 1u8..=8).prop_map(|(session, delay_ms, lines)| Op::Start {
+        4 => (index(), any::<bool>()).prop_map(|(session, background)| Op::Start {
             session,
-            ticker: Some(Ticker { delay_ms, lines }),
+            ticker: None,
+            background,
         }),
+        2 => (index(), 0u8..=100, 1u8..=8, any::<bool>()).prop_map(
+            |(session, delay_ms, lines, background)| Op::Start {
+                session,
+                ticker: Some(Ticker { delay_ms, lines }),
+                background,
+            }
+        ),
         8 => (index(), index(), data())
             .prop_map(|(session, process, data)| Op::Write { session, process, data }),
         4 => (index(), index(), data(), any::<bool>(), any::<bool>()).prop_map(
@@ -136,6 +159,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         4 => any::<bool>().prop_map(|reset| Op::Disconnect { reset }),
         4 => index().prop_map(|session| Op::Resume { session }),
         2 => Just(Op::WaitPastTtl),
+        1 => Just(Op::ResumeAttached),
         2 => (index(), index()).prop_map(|(session, process)| Op::Terminate { session, process }),
     ]
 }

@@ -13,7 +13,13 @@
 //!   when terminated after its block was read);
 //! - a process is terminated or written only after what it owes was read, so `running`
 //!   and `stdinClosed` are known;
-//! - a session is either resumed well within the TTL or after waiting well past it.
+//! - a session is either resumed well within the TTL or after waiting well past it;
+//! - a background grandchild has its output elsewhere, so it delays nothing; only a
+//!   kill of its tree (terminate, expiry) ends it, which the end of the run checks.
+//!
+//! A transcript has one current connection and cannot return to an older one, and so
+//! neither can a plan: acting on another session detaches the current one (a Close
+//! frame) and resumes the other on a new connection.
 
 use std::collections::VecDeque;
 
@@ -46,8 +52,12 @@ pub enum Check {
     ResumeWithinTtl,
     /// A session past its TTL cannot be resumed.
     ExpiredRefused,
+    /// A session attached to a connection cannot be resumed from another.
+    AttachedRefused,
     /// An expired session leaves no process behind.
     ExpiryKills,
+    /// A terminated process leaves nothing of its tree behind.
+    TreeKilled,
     /// Every new session gets an id no other session had.
     SessionIdsDistinct,
     /// Anything else the protocol answers (starts, write statuses, terminate).
@@ -55,6 +65,18 @@ pub enum Check {
 }
 
 impl Check {
+    pub const ALL: [Check; 9] = [
+        Check::OutputOnce,
+        Check::WriteIdOnce,
+        Check::ResumeWithinTtl,
+        Check::ExpiredRefused,
+        Check::AttachedRefused,
+        Check::ExpiryKills,
+        Check::TreeKilled,
+        Check::SessionIdsDistinct,
+        Check::Protocol,
+    ];
+
     /// A file-name slug: what the transcript checks.
     pub fn slug(self) -> &'static str {
         match self {
@@ -62,7 +84,9 @@ impl Check {
             Check::WriteIdOnce => "resent-write-id-reaches-child-once",
             Check::ResumeWithinTtl => "resume-within-ttl-keeps-session",
             Check::ExpiredRefused => "resume-after-ttl-refused",
+            Check::AttachedRefused => "resume-of-attached-session-refused",
             Check::ExpiryKills => "expiry-leaves-no-processes",
+            Check::TreeKilled => "terminate-leaves-no-processes",
             Check::SessionIdsDistinct => "session-ids-distinct",
             Check::Protocol => "answers-as-specified",
         }
@@ -75,8 +99,10 @@ impl Check {
             Check::WriteIdOnce => "§6.4",
             Check::ResumeWithinTtl
             | Check::ExpiredRefused
+            | Check::AttachedRefused
             | Check::ExpiryKills
             | Check::SessionIdsDistinct => "§5",
+            Check::TreeKilled => "§6.5",
             Check::Protocol => "§6",
         }
     }
@@ -92,7 +118,11 @@ impl Check {
             }
             Check::ResumeWithinTtl => "a session resumed within its TTL keeps its processes",
             Check::ExpiredRefused => "a session detached past its TTL cannot be resumed",
+            Check::AttachedRefused => {
+                "a session attached to one connection cannot be resumed from another"
+            }
             Check::ExpiryKills => "an expired session leaves no process behind",
+            Check::TreeKilled => "a terminated process leaves nothing of its tree behind",
             Check::SessionIdsDistinct => "every new session gets an id no session had before",
             Check::Protocol => "process requests are answered as specified",
         }
@@ -108,6 +138,8 @@ pub enum Init {
     Resume,
     /// A resume of `$sidN` that must be refused with -32600: the session expired.
     Expired,
+    /// A resume of `$sidN` that must be refused with -32010: another connection holds it.
+    Attached,
 }
 
 /// One request on the current connection.
@@ -143,7 +175,8 @@ pub enum Step {
     Disconnect,
     /// Drop the current connection with a TCP reset.
     Reset,
-    /// Open a new connection; it becomes the current one.
+    /// Open a new connection; it becomes the current one. The old one is left as it is
+    /// (closed already, or holding a session the client no longer uses).
     Reconnect,
     /// Let the server notice the last drop before a resume.
     Settle,
@@ -180,6 +213,9 @@ enum State {
     Attached,
     Detached,
     Expired,
+    /// Attached to a connection the client no longer uses (after a refused resume from
+    /// another one): a transcript cannot go back to an older connection.
+    Held,
 }
 
 /// What the process owes the client, in seq order.
@@ -207,6 +243,10 @@ struct Process {
     running: bool,
     /// Its close was read.
     closed: bool,
+    /// It started a background grandchild, which outlives its close.
+    background: bool,
+    /// Its tree was killed (terminate, or its session expired).
+    tree_killed: bool,
     /// The last seq read.
     after: u64,
     /// The seq the next event will get.
@@ -224,9 +264,9 @@ impl Process {
         seq
     }
 
-    /// Whether a process of it may still be running.
+    /// Whether a process of its tree may still be running.
     fn may_run(&self) -> bool {
-        !self.closed
+        !self.closed || (self.background && !self.tree_killed)
     }
 }
 
@@ -309,14 +349,23 @@ impl Builder {
                 format!("a new session (there are {MAX_SESSIONS} already, so nothing)")
             }
             Op::NewSession => format!("a new session, $sid{}", self.sessions.len() + 1),
-            Op::Start { session: s, ticker } => {
+            Op::Start {
+                session: s,
+                ticker,
+                background,
+            } => {
                 let what = match ticker {
                     None => "cat".to_owned(),
                     Some(Ticker { delay_ms, lines }) => {
                         format!("a ticker ({lines} lines after {delay_ms} ms)")
                     }
                 };
-                format!("start {what} in {}", session(*s))
+                let with = if *background {
+                    " with a background grandchild"
+                } else {
+                    ""
+                };
+                format!("start {what}{with} in {}", session(*s))
             }
             Op::Write {
                 session: s,
@@ -351,6 +400,17 @@ impl Builder {
             Op::Disconnect { reset: true } => "disconnect with a TCP reset".to_owned(),
             Op::Resume { session: s } => format!("resume {}", session(*s)),
             Op::WaitPastTtl => "wait past the TTL".to_owned(),
+            Op::ResumeAttached => match self.conn {
+                Conn::Attached(s) if !self.sessions[s].processes.iter().any(Process::may_run) => {
+                    format!("resume $sid{}, attached, from a second connection", s + 1)
+                }
+                Conn::Attached(s) => format!(
+                    "resume $sid{}, attached, from a second connection (it has processes, so nothing)",
+                    s + 1
+                ),
+                _ => "resume the attached session from a second connection (none is, so nothing)"
+                    .to_owned(),
+            },
             Op::Terminate {
                 session: s,
                 process: p,
@@ -361,9 +421,13 @@ impl Builder {
     fn op(&mut self, op: &Op) {
         match op {
             Op::NewSession => self.new_session(),
-            Op::Start { session, ticker } => {
+            Op::Start {
+                session,
+                ticker,
+                background,
+            } => {
                 let session = self.pick_session(*session);
-                self.start(session, *ticker);
+                self.start(session, *ticker, *background);
             }
             Op::Write {
                 session,
@@ -401,6 +465,7 @@ impl Builder {
                 self.resume(session);
             }
             Op::WaitPastTtl => self.wait_past_ttl(),
+            Op::ResumeAttached => self.resume_attached(),
             Op::Terminate { session, process } => {
                 if let Some((s, p)) = self.pick_process(*session, *process) {
                     self.terminate(s, p);
@@ -479,7 +544,7 @@ impl Builder {
     /// another session is current); false if it expired.
     fn attach(&mut self, s: usize) -> bool {
         match self.sessions[s].state {
-            State::Expired => false,
+            State::Expired | State::Held => false,
             State::Attached => true,
             State::Detached => {
                 self.fresh_connection();
@@ -516,7 +581,7 @@ impl Builder {
         self.conn = Conn::Attached(s);
     }
 
-    fn start(&mut self, s: usize, ticker: Option<Ticker>) {
+    fn start(&mut self, s: usize, ticker: Option<Ticker>, background: bool) {
         if self.sessions[s].processes.len() >= MAX_PROCESSES || !self.attach(s) {
             return;
         }
@@ -527,13 +592,15 @@ impl Builder {
             stdin_open: ticker.is_none(),
             running: true,
             closed: false,
+            background,
+            tree_killed: false,
             after: 0,
             next_seq: 1,
             owed: VecDeque::new(),
             chunks: Vec::new(),
             lost: None,
         };
-        let script = match ticker {
+        let mut script = match ticker {
             // `exec`: the marker stays in its environment, and a kill reaches it.
             None => "exec cat".to_owned(),
             Some(Ticker { delay_ms, lines }) => {
@@ -551,6 +618,12 @@ impl Builder {
                 format!("{sleep}printf '{format}'; exec sleep 600")
             }
         };
+        if background {
+            // As fixtures/README.md has it: the marker in argv too; `; :` keeps the
+            // shell. Its output goes elsewhere, so it holds none of the process's pipes
+            // (and is no reason to delay `closed`); only a kill of the tree ends it.
+            script = format!("sh -c 'sleep 600; :' \"$0\" >/dev/null 2>&1 & {script}");
+        }
         self.call(
             s,
             "process/start",
@@ -742,6 +815,8 @@ impl Builder {
         let process = &mut self.sessions[s].processes[p];
         let id = process.id.clone();
         let running = process.running;
+        // Whenever the process is known, what is left of its tree is killed (§6.5).
+        process.tree_killed = true;
         if running {
             process.running = false;
             process.stdin_open = false;
@@ -765,16 +840,48 @@ impl Builder {
     }
 
     fn resume(&mut self, s: usize) {
-        if self.sessions[s].state == State::Expired {
-            self.fresh_connection();
-            self.push(Step::Initialize {
-                session: s,
-                init: Init::Expired,
-                check: Check::ExpiredRefused,
-            });
-        } else {
-            self.attach(s);
+        match self.sessions[s].state {
+            State::Expired => {
+                self.fresh_connection();
+                self.push(Step::Initialize {
+                    session: s,
+                    init: Init::Expired,
+                    check: Check::ExpiredRefused,
+                });
+            }
+            State::Held => {
+                self.fresh_connection();
+                self.push(Step::Initialize {
+                    session: s,
+                    init: Init::Attached,
+                    check: Check::AttachedRefused,
+                });
+            }
+            State::Attached | State::Detached => {
+                self.attach(s);
+            }
         }
+    }
+
+    /// A resume of the current session from a second connection, while the first
+    /// holds it: refused. The session stays with the first connection, which the
+    /// client keeps open and no longer uses; so only a session with nothing left to
+    /// run (the run must end with nothing running).
+    fn resume_attached(&mut self) {
+        let Conn::Attached(s) = self.conn else {
+            return;
+        };
+        if self.sessions[s].processes.iter().any(Process::may_run) {
+            return;
+        }
+        self.push(Step::Reconnect);
+        self.conn = Conn::Fresh;
+        self.push(Step::Initialize {
+            session: s,
+            init: Init::Attached,
+            check: Check::AttachedRefused,
+        });
+        self.sessions[s].state = State::Held;
     }
 
     fn wait_past_ttl(&mut self) {
@@ -795,6 +902,7 @@ impl Builder {
                 process.lost = None;
                 process.running = false;
                 process.closed = true;
+                process.tree_killed = true;
             }
         }
         let others_quiet = self
@@ -830,7 +938,7 @@ impl Builder {
             }
         }
         for s in 0..self.sessions.len() {
-            if self.sessions[s].state == State::Expired {
+            if matches!(self.sessions[s].state, State::Expired | State::Held) {
                 continue;
             }
             for p in 0..self.sessions[s].processes.len() {
@@ -841,6 +949,11 @@ impl Builder {
                     self.terminate(s, p);
                 }
                 self.read_owed(s, p, Check::OutputOnce);
+                let process = &self.sessions[s].processes[p];
+                if process.background && !process.tree_killed {
+                    // Closed, but its grandchild still runs.
+                    self.terminate(s, p);
+                }
                 let process = &self.sessions[s].processes[p];
                 let chunks: Vec<Value> = process
                     .chunks

@@ -153,7 +153,7 @@ fn render_step(out: &mut String, step: &Step, id: &mut u64) {
             let k = next_id();
             let params = match init {
                 Init::Fresh => json!({"clientName": "model"}),
-                Init::Resume | Init::Expired => {
+                Init::Resume | Init::Expired | Init::Attached => {
                     json!({"clientName": "model", "resumeSessionId": sid(*session)})
                 }
             };
@@ -161,9 +161,10 @@ fn render_step(out: &mut String, step: &Step, id: &mut u64) {
             let answer = match init {
                 Init::Fresh | Init::Resume => json!({"result": {"sessionId": sid(*session)}}),
                 Init::Expired => json!({"error": {"code": -32600}}),
+                Init::Attached => json!({"error": {"code": -32010}}),
             };
             expect(out, k, &answer);
-            if *init != Init::Expired {
+            if matches!(init, Init::Fresh | Init::Resume) {
                 out.push_str(">> {\"method\":\"initialized\"}\n");
             }
         }
