@@ -907,13 +907,21 @@ fn replay(dir: &Path, check: Check) -> String {
             in_tree: None,
         },
     );
-    let records = conformance_runner::report::read_records(reports.path())
-        .unwrap_or_else(|err| panic!("the runner's report: {err}"));
-    let record = records
-        .iter()
-        .find(|record| record.trial == trial)
-        .unwrap_or_else(|| panic!("no {trial} in the report: {records:?}"));
-    format!("{} {}", record.verdict, record.detail)
+    // report.json is the runner's documented output (conformance/report.schema.json).
+    let path = reports.path().join("report.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("the runner's report {}: {err}", path.display()));
+    let report: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|err| panic!("the runner's report {}: {err}", path.display()));
+    let record = report["cases"]
+        .as_array()
+        .and_then(|cases| cases.iter().find(|case| case["trial"] == trial.as_str()))
+        .unwrap_or_else(|| panic!("no {trial} in the report: {text}"));
+    format!(
+        "{} {}",
+        record["verdict"].as_str().unwrap_or("?"),
+        record["detail"].as_str().unwrap_or("")
+    )
 }
 
 #[test]
