@@ -71,9 +71,11 @@ code=0
 [ "$code" = 101 ] || { echo "check-adoption: a broken case exited $code" >&2; exit 1; }
 grep -q HARNESS-ERROR "$work/out"
 python3 scripts/validate-reports.py "$work/r5" fail
-# --update-expectations: from nothing to an entry, and the next run passes.
-: > "$work/update.toml"
-run 101 adopt/wrong --expectations "$work/update.toml" --report-dir "$work/r3" --update-expectations
+# A revision the manifest does not declare would skip everything: refused (exit 2).
+run 2 --manifest examples/python-server/manifest.toml --revision 2026-06
+grep -q "declares 2026-08 only" "$work/out"
+# --update-expectations: from no file to an entry, and the next run passes.
+run 101 adopt/wrong --expectations "$work/update.toml" --update-expectations
 grep -q 'case = "ws/adopt/wrong-shell"' "$work/update.toml"
 run 0 adopt/wrong --expectations "$work/update.toml"
 echo "check-adoption: expectations, levels, exit codes and reports as documented"

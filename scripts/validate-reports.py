@@ -3,7 +3,7 @@
 junit.xml against conformance/junit.xsd, and that summary.md, report.json and junit.xml
 agree on the counts. Needs the PyPI packages jsonschema and xmlschema.
 
-usage: scripts/validate-reports.py REPORT_DIR [EXPECTED_GATE]
+usage: scripts/validate-reports.py REPORT_DIR [EXPECTED_GATE [EXPECTED_TRIALS]]
 """
 import json
 import pathlib
@@ -30,5 +30,7 @@ summary = (report_dir / "summary.md").read_text()
 assert ("gate passed" in summary) == (report["gate"] == "pass"), "summary gate"
 if len(sys.argv) > 2:
     assert report["gate"] == sys.argv[2], f"gate {report['gate']}, expected {sys.argv[2]}"
+if len(sys.argv) > 3:
+    assert len(cases) == int(sys.argv[3]), f"{len(cases)} trials, expected {sys.argv[3]}"
 print(f"{report_dir}: report.json, junit.xml and summary.md valid; "
       f"{len(cases)} trials, gate {report['gate']}, totals {report['totals']}")

@@ -262,22 +262,29 @@ class Process:
         self._wake()
 
     def _on_exit(self):
-        status = self.popen.poll()  # reaps the child
-        if status is None:
+        # WNOWAIT: the leader stays an unreaped zombie until destroy(). While it exists
+        # its pid, and so its process group id, cannot be handed out again, so
+        # kill_tree() never signals a stranger's group.
+        try:
+            info = os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            info = None
+        if info is None:
+            return
+        if self.gone:  # destroyed while it ran: only reap it
+            self._reap()
             return
         self.loop.remove_reader(self.pidfd)
-        os.close(self.pidfd)
-        self.pidfd = None
         self.exited = True
         params = {"processId": self.id}
-        if status < 0:  # killed by signal N: 128 + N (§6.2)
-            self.exit_code = 128 - status
+        if info.si_code == os.CLD_EXITED:
+            self.exit_code = info.si_status
+        else:  # killed by signal N: 128 + N (§6.2)
+            self.exit_code = 128 + info.si_status
             try:
-                params["signal"] = signal.Signals(-status).name
+                params["signal"] = signal.Signals(info.si_status).name
             except ValueError:
                 pass
-        else:
-            self.exit_code = status
         self.exited_seq = self._take_seq()
         params.update({"seq": self.exited_seq, "exitCode": self.exit_code, "sandboxDenied": False})
         self.session.notify("process/exited", params)
@@ -367,6 +374,14 @@ class Process:
         except (ProcessLookupError, PermissionError):
             pass
 
+    def _reap(self):
+        if self.pidfd is None:
+            return
+        self.loop.remove_reader(self.pidfd)
+        self.popen.wait()  # it has exited: this does not block
+        os.close(self.pidfd)
+        self.pidfd = None
+
     def resize(self, rows, cols):
         if self.pty_master is None:
             raise RpcError(INVALID_REQUEST, f"process {self.id} is not attached to a pty")
@@ -381,14 +396,10 @@ class Process:
         self.kill_tree()
         if self.evict_handle:
             self.evict_handle.cancel()
-        if self.pidfd is not None:
-            self.loop.remove_reader(self.pidfd)
-            os.close(self.pidfd)
-            self.pidfd = None
-            try:
-                self.popen.wait(timeout=1)  # killed: reap it
-            except subprocess.TimeoutExpired:
-                pass
+        # An exited leader is a zombie: reap it now. One still running was just killed:
+        # its pidfd reader reaps it when it dies, without blocking the loop here.
+        if self.exited:
+            self._reap()
         for fd in list(self.out_fds):
             self._close_stream(fd)
         if self.stdin is not None:

@@ -393,11 +393,12 @@ async def run_stdio(server, stop):
 
 
 async def run_ws(server, host, port, stop):
-    from wstransport import WebSocketListener
+    from wstransport import MAX_HEAD, WebSocketListener
 
     listener = WebSocketListener(server, lambda send: Connection(server, send), MAX_MESSAGE)
     # asyncio sets TCP_NODELAY on every accepted socket.
-    tcp = await asyncio.start_server(listener.handle, host, port, limit=1 << 16)
+    # The stream limit bounds the request head (readuntil); frames are read by size.
+    tcp = await asyncio.start_server(listener.handle, host, port, limit=MAX_HEAD)
     sock_host, sock_port = tcp.sockets[0].getsockname()[:2]
     shown = f"[{sock_host}]" if ":" in sock_host else sock_host
     listener.bound(shown, sock_port, ipaddress.ip_address(sock_host).is_loopback)

@@ -48,7 +48,11 @@ class WebSocketListener:
         try:
             try:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
-            except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            except asyncio.LimitOverrunError:  # the reader's limit is MAX_HEAD
+                writer.write(http_response(431, "Request Header Fields Too Large",
+                                           b"the request head is over 16 KiB\n"))
+                return
+            except (asyncio.TimeoutError, asyncio.IncompleteReadError):
                 return
             await self.route(head, reader, writer)
         except (ConnectionError, OSError) as exc:

@@ -160,12 +160,14 @@ pub fn split_args(
         Some("should") => Some(GateLevel::Should),
         Some(other) => return Err(format!("--level {other:?}: must or should")),
     };
-    if options.update_expectations
-        && (options.expectations.is_none() || options.report_dir.is_none())
-    {
+    if options.update_expectations && options.expectations.is_none() {
         return Err(
-            "--update-expectations rewrites --expectations FILE from the report in --report-dir DIR: give both".into(),
+            "--update-expectations rewrites --expectations FILE from this run: give the file"
+                .into(),
         );
+    }
+    if options.update_expectations && env("NEXTEST_RUN_ID").is_some() {
+        return Err("--update-expectations needs the whole run in one process: use cargo test or exec-conformance, not nextest".into());
     }
     Ok((options, rest))
 }

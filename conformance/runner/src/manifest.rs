@@ -163,13 +163,14 @@ impl Manifest {
         }
     }
 
-    /// The arguments that give the server its token file, if it needs one.
-    pub fn token_args(&self) -> Vec<String> {
-        match (&self.token_file, &self.token_arg) {
-            (Some(file), Some(template)) => {
+    /// The arguments that give the server token file `file` (the manifest's, or the
+    /// runner's `--token-file`), if the server takes one.
+    pub fn token_args(&self, file: &Path) -> Vec<String> {
+        match &self.token_arg {
+            Some(template) => {
                 crate::profile::instantiate(template, "{file}", &file.to_string_lossy())
             }
-            _ => Vec::new(),
+            None => Vec::new(),
         }
     }
 }

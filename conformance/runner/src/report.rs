@@ -26,6 +26,8 @@ pub struct Record {
     pub detail: String,
     /// What the expectations said: `known_failing`, `known_flaky`, `contradicted`.
     pub expectation: Option<String>,
+    /// The reason of the expectations entry the trial matched.
+    pub reason: Option<String>,
     /// Whether it fails the gate (after expectations and `--level`).
     pub fails_gate: bool,
     /// Wall time in milliseconds.
@@ -106,17 +108,6 @@ pub fn write(dir: &Path, run: &RunInfo, records: &[Record]) -> io::Result<()> {
     replace(&dir.join("summary.md"), &summary(&info, &all))?;
     drop(lock);
     Ok(())
-}
-
-/// Reads the trials of a `report.json` (for `--update-expectations`).
-pub fn read_records(dir: &Path) -> Result<Vec<Record>, String> {
-    let path = dir.join("report.json");
-    let text =
-        std::fs::read_to_string(&path).map_err(|err| format!("{}: {err}", path.display()))?;
-    let report: Value =
-        serde_json::from_str(&text).map_err(|err| format!("{}: {err}", path.display()))?;
-    serde_json::from_value(report["cases"].clone())
-        .map_err(|err| format!("{}: {err}", path.display()))
 }
 
 fn replace(path: &Path, text: &str) -> io::Result<()> {
@@ -248,6 +239,18 @@ fn summary(run: &RunInfo, records: &[Record]) -> String {
         })
         .count();
     let _ = writeln!(out, "\n{expected} trials matched their expectations entry.");
+    let known: Vec<&Record> = records.iter().filter(|r| r.reason.is_some()).collect();
+    if !known.is_empty() {
+        out.push_str("\n### Known failures and flaky trials\n\n| trial | verdict | reason |\n|---|---|---|\n");
+        for record in known {
+            let reason = record.reason.as_deref().unwrap_or("").replace('|', "\\|");
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {reason} |",
+                record.trial, record.verdict
+            );
+        }
+    }
     if !gate_failures.is_empty() {
         out.push_str(
             "\n### Failing the gate\n\n| trial | verdict | spec | what |\n|---|---|---|---|\n",
@@ -273,12 +276,24 @@ fn summary(run: &RunInfo, records: &[Record]) -> String {
 mod tests {
     use super::*;
 
+    /// Reads the trials of a `report.json`.
+    fn read_records(dir: &Path) -> Result<Vec<Record>, String> {
+        let path = dir.join("report.json");
+        let text =
+            std::fs::read_to_string(&path).map_err(|err| format!("{}: {err}", path.display()))?;
+        let report: Value =
+            serde_json::from_str(&text).map_err(|err| format!("{}: {err}", path.display()))?;
+        serde_json::from_value(report["cases"].clone())
+            .map_err(|err| format!("{}: {err}", path.display()))
+    }
+
     fn record(trial: &str, verdict: &str, fails_gate: bool) -> Record {
         Record {
             trial: trial.into(),
             verdict: verdict.into(),
             detail: format!("{trial}: what <happened> & why"),
             expectation: None,
+            reason: None,
             fails_gate,
             duration_ms: 12,
             spec: "§5".into(),

@@ -340,8 +340,9 @@ async fn run_case_inner(
     }
     .mul_f64(config.time_scale);
     let played = tokio::time::timeout(budget, run.play(case)).await;
+    // Line 0 is no step: the first connection failed.
     let line = match &played {
-        Ok(Err((line, _))) => Some(*line),
+        Ok(Err((line, _))) if *line > 0 => Some(*line),
         _ => None,
     };
     let mut verdict = match played {

@@ -108,7 +108,15 @@ impl Suite {
         case: &Transcript,
         transport: TransportName,
     ) -> Result<Completion, Failed> {
-        let outcome = Self::runtime()?.block_on(self.grade(case, transport));
+        let runtime = match Self::runtime() {
+            Ok(runtime) => runtime,
+            Err(failed) => {
+                return self
+                    .record_rule(name, &case.spec, &case.file, Instant::now(), Err(failed))
+                    .map(|()| Completion::Completed)
+            }
+        };
+        let outcome = runtime.block_on(self.grade(case, transport));
         let label = match &outcome.verdict {
             Verdict::Skipped(_) => "SKIPPED".to_owned(),
             other => other.label(),
@@ -145,6 +153,12 @@ impl Suite {
                 Judgement::AllowedFlaky(_) => Some("known_flaky".into()),
                 Judgement::Contradicted(_) => Some("contradicted".into()),
             },
+            reason: match &judgement {
+                Judgement::ExpectedFailure(reason) | Judgement::AllowedFlaky(reason) => {
+                    Some(reason.clone())
+                }
+                Judgement::Unlisted | Judgement::Contradicted(_) => None,
+            },
             fails_gate: gate_failure.is_some(),
             duration_ms: outcome.duration.as_millis() as u64,
             spec: case.spec.clone(),
@@ -155,7 +169,7 @@ impl Suite {
                 _ => outcome.report.clone(),
             },
         };
-        self.record(record);
+        self.record(record)?;
         match (gate_failure, outcome.verdict) {
             (Some(why), _) => {
                 let title = case.title.as_deref().unwrap_or("");
@@ -169,12 +183,57 @@ impl Suite {
         }
     }
 
-    fn record(&self, record: Record) {
+    /// Keeps a trial's record; under nextest (a process per trial) writes it at once,
+    /// and a report that cannot be written fails the trial.
+    fn record(&self, record: Record) -> Result<(), Failed> {
         let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
         records.push(record.clone());
-        // Under nextest this process runs one trial: write its part now.
-        if std::env::var_os("NEXTEST_RUN_ID").is_some() {
-            self.write_reports(&[record]);
+        drop(records);
+        match under_nextest() {
+            true => self.write_reports(&[record]).map_err(Failed::from),
+            false => Ok(()),
+        }
+    }
+
+    /// Runs one trial's body so that it always leaves a record: under nextest a record
+    /// saying it did not finish is written first (a process killed by nextest's timeout
+    /// or a signal leaves that one), and a panic becomes a HARNESS-ERROR.
+    fn guarded(
+        &self,
+        name: &str,
+        spec: &str,
+        file: &str,
+        body: impl FnOnce() -> Result<Completion, Failed>,
+    ) -> Result<Completion, Failed> {
+        let started = Instant::now();
+        if under_nextest() {
+            let unfinished = Record {
+                trial: name.to_owned(),
+                verdict: "TIMEOUT".to_owned(),
+                detail: "the trial did not finish: its process was killed (nextest's timeout, or a signal)".to_owned(),
+                expectation: None,
+                reason: None,
+                fails_gate: true,
+                duration_ms: 0,
+                spec: spec.to_owned(),
+                file: file.to_owned(),
+                line: None,
+                report: String::new(),
+            };
+            self.write_reports(&[unfinished]).map_err(Failed::from)?;
+        }
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+            Ok(result) => result,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("(no message)");
+                let failed = Failed::from(format!("HARNESS-ERROR the runner panicked: {message}"));
+                self.record_rule(name, spec, file, started, Err(failed))
+                    .map(|()| Completion::Completed)
+            }
         }
     }
 
@@ -202,29 +261,30 @@ impl Suite {
             verdict: verdict.to_owned(),
             detail,
             expectation: None,
+            reason: None,
             fails_gate: result.is_err(),
             duration_ms: started.elapsed().as_millis() as u64,
             spec: spec.to_owned(),
             file: file.to_owned(),
             line: None,
             report: String::new(),
-        });
+        })?;
         result
     }
 
-    fn write_reports(&self, records: &[Record]) {
-        if let Some(dir) = &self.report_dir {
-            let mut run = self.run.clone();
-            for transport in TransportName::ALL {
-                if let Some(Ok(probed)) = self.probes[transport as usize].get() {
-                    run.server_info
-                        .insert(transport.as_str().to_owned(), probed.server_info.clone());
-                }
-            }
-            if let Err(err) = report::write(dir, &run, records) {
-                eprintln!("exec-conformance: --report-dir {}: {err}", dir.display());
+    fn write_reports(&self, records: &[Record]) -> Result<(), String> {
+        let Some(dir) = &self.report_dir else {
+            return Ok(());
+        };
+        let mut run = self.run.clone();
+        for transport in TransportName::ALL {
+            if let Some(Ok(probed)) = self.probes[transport as usize].get() {
+                run.server_info
+                    .insert(transport.as_str().to_owned(), probed.server_info.clone());
             }
         }
+        report::write(dir, &run, records)
+            .map_err(|err| format!("--report-dir {}: {err}", dir.display()))
     }
 
     /// `meta/manifest-matches-capabilities`: on each declared transport, what the
@@ -258,6 +318,10 @@ impl Suite {
             ))),
         }
     }
+}
+
+fn under_nextest() -> bool {
+    std::env::var_os("NEXTEST_RUN_ID").is_some()
 }
 
 /// Whether a trial fails the gate, and the first line to say why: a contradicted
@@ -319,13 +383,13 @@ fn run(args: impl IntoIterator<Item = String>, source: Source) -> Result<ExitCod
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    if std::env::var_os("NEXTEST_RUN_ID").is_none() {
-        suite.write_reports(&records);
-    }
     print_tally(&suite, &records);
+    if !under_nextest() {
+        suite.write_reports(&records)?;
+    }
     if options.update_expectations {
         let trials: Vec<String> = trials_of(&cases).collect();
-        update_expectations(&suite, &trials)?;
+        update_expectations(&suite, &records, &trials)?;
     }
     Ok(conclusion.exit_code())
 }
@@ -349,6 +413,8 @@ fn suite(options: Options, source: &Source, listing: bool) -> Result<Suite, Stri
     };
     let expectations_file = options.expectations.clone().map(&resolve);
     let expectations = match &expectations_file {
+        // `--update-expectations` may start the file.
+        Some(path) if options.update_expectations && !path.exists() => Expectations::default(),
         Some(path) => Expectations::load(path)?,
         None => Expectations::default(),
     };
@@ -391,6 +457,16 @@ fn suite(options: Options, source: &Source, listing: bool) -> Result<Suite, Stri
             .unwrap_or(Revision::R2026_08),
         (None, None) => Revision::R2026_08,
     };
+    if let Some(manifest) = &manifest {
+        if !manifest.revisions.iter().any(|r| r == revision.as_str()) {
+            return Err(format!(
+                "--revision {}: the manifest {:?} declares {} only, so every case would be skipped",
+                revision.as_str(),
+                manifest.name,
+                manifest.revisions.join(", ")
+            ));
+        }
+    }
     let level = options.level.unwrap_or_default();
     let run = RunInfo {
         run_id: std::env::var("NEXTEST_RUN_ID")
@@ -412,10 +488,12 @@ fn suite(options: Options, source: &Source, listing: bool) -> Result<Suite, Stri
             time_scale: options.time_scale.unwrap_or(1.0),
             include_long: options.include_long,
             token,
-            token_args: manifest
-                .as_ref()
-                .map(Manifest::token_args)
-                .unwrap_or_default(),
+            // One token for both ends: `--token-file` replaces the manifest's file in
+            // what the server is given too.
+            token_args: match (&manifest, &token_file) {
+                (Some(manifest), Some(file)) => manifest.token_args(file),
+                _ => Vec::new(),
+            },
         },
         manifest,
         expectations,
@@ -492,7 +570,9 @@ fn trials(suite: &Arc<Suite>, cases: &Cases) -> Vec<Trial> {
                     let name = format!("{}/{id}", transport.as_str());
                     let shown = name.clone();
                     trials.push(Trial::ignorable_test(name, move || {
-                        suite.trial(&shown, &case, transport)
+                        suite.guarded(&shown, &case.spec, &case.file, || {
+                            suite.trial(&shown, &case, transport)
+                        })
                     }));
                 }
             }
@@ -515,9 +595,15 @@ fn trials(suite: &Arc<Suite>, cases: &Cases) -> Vec<Trial> {
         let suite = Arc::clone(suite);
         let name = "meta/manifest-matches-capabilities";
         trials.push(Trial::test(name, move || {
-            let started = Instant::now();
-            let result = suite.manifest_matches(&manifest);
-            suite.record_rule(name, "§9", &suite.manifest_file, started, result)
+            suite
+                .guarded(name, "§9", &suite.manifest_file, || {
+                    let started = Instant::now();
+                    let result = suite.manifest_matches(&manifest);
+                    suite
+                        .record_rule(name, "§9", &suite.manifest_file, started, result)
+                        .map(|()| Completion::Completed)
+                })
+                .map(|_| ())
         }));
     }
     if !suite.expectations.known_failing.is_empty() || !suite.expectations.known_flaky.is_empty() {
@@ -547,17 +633,16 @@ fn trials(suite: &Arc<Suite>, cases: &Cases) -> Vec<Trial> {
 
 /// `--update-expectations`: the expectations file rewritten from the report just
 /// written.
-fn update_expectations(suite: &Suite, trials: &[String]) -> Result<(), String> {
-    let (Some(path), Some(dir)) = (&suite.expectations_file, &suite.report_dir) else {
+fn update_expectations(suite: &Suite, records: &[Record], trials: &[String]) -> Result<(), String> {
+    let Some(path) = &suite.expectations_file else {
         return Ok(());
     };
-    let records = report::read_records(dir)?;
     let results: Vec<(String, String, Option<usize>)> = records
-        .into_iter()
-        .map(|r| (r.trial, r.verdict, r.line))
+        .iter()
+        .map(|r| (r.trial.clone(), r.verdict.clone(), r.line))
         .collect();
     let next = suite.expectations.updated(&results, trials);
-    std::fs::write(path, next.to_toml()).map_err(|err| format!("{}: {err}", path.display()))?;
+    std::fs::write(path, next.to_toml()?).map_err(|err| format!("{}: {err}", path.display()))?;
     eprintln!(
         "exec-conformance: rewrote {} ({} known_failing, {} known_flaky)",
         path.display(),

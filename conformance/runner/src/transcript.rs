@@ -814,7 +814,19 @@ fn build(
         let list = || items.clone();
         match key.as_str() {
             "title" => transcript.title = Some(value.clone()),
-            "spec" => transcript.spec = value.clone(),
+            "spec" => {
+                let section = value.strip_prefix('§').unwrap_or("");
+                let numbered = !section.is_empty()
+                    && section
+                        .split('.')
+                        .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                if !numbered {
+                    return bad(format!(
+                        "spec is a docs/protocol.md section number such as §6.2, got {value:?}"
+                    ));
+                }
+                transcript.spec = value.clone()
+            }
             "level" => {
                 transcript.level = match value.as_str() {
                     "MUST" => Level::Must,
@@ -1046,6 +1058,14 @@ mod tests {
             (
                 "!! wait 1s\n".to_owned(),
                 "case.xt:1:1: missing header `# spec:",
+            ),
+            (
+                "# spec: §7.1 (environment)\n!! wait 1s\n".to_owned(),
+                "case.xt:1:9: spec is a docs/protocol.md section number",
+            ),
+            (
+                "# spec: §7.\n!! wait 1s\n".to_owned(),
+                "case.xt:1:9: spec is a docs/protocol.md section number",
             ),
             (HEAD.to_owned(), "case.xt:1:1: no steps"),
             (
