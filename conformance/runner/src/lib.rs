@@ -15,5 +15,6 @@ mod profile;
 mod record;
 pub mod report;
 pub mod runner;
+mod setup;
 pub mod suite;
 pub mod transcript;

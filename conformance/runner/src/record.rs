@@ -25,7 +25,7 @@ use crate::manifest::Manifest;
 use crate::pattern::{self, Bindings, JsonType, Pattern};
 use crate::profile::{Profile, SHORT_TTL};
 use crate::runner::{self, CaseRun, Config, StepFailure, Verdict, NORMAL_WAIT, STOP_GRACE};
-use crate::suite::{setup, Source};
+use crate::setup::{setup, Source};
 use crate::transcript::{
     self, Class, Level, Revision, StepKind, Transcript, TransportName, FEATURES, HEADER_KEYS,
     PREDEFINED, TTL_FEATURE,
