@@ -271,6 +271,12 @@ pub(crate) async fn send_call<P: Call + 'static>(
         );
         (id, frame)
     };
+    // `close` marks the link before it takes the pending calls: a call added after that
+    // take would wait out its whole deadline (a stdio child that exits at once closes
+    // the link before `initialize` is even sent).
+    if closed_reason(inner).is_some() && inner.state().pending.remove(&id).is_some() {
+        return Err(ClientError::Disconnected);
+    }
     let exchange = async {
         if send_frame(inner, &frame).await.is_err() {
             connection_lost(inner, SENDING_FAILED, true);
