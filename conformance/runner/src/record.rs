@@ -24,7 +24,7 @@ use crate::hygiene;
 use crate::manifest::Manifest;
 use crate::pattern::{self, Bindings, JsonType, Pattern};
 use crate::profile::{Profile, SHORT_TTL};
-use crate::runner::{self, CaseRun, Config, StepFailure, Verdict, NORMAL_WAIT, STOP_GRACE};
+use crate::runner::{self, ids_in, CaseRun, Config, StepFailure, Verdict, NORMAL_WAIT, STOP_GRACE};
 use crate::setup::{setup, Source};
 use crate::transcript::{
     self, Class, Level, Revision, StepKind, Transcript, TransportName, FEATURES, HEADER_KEYS,
@@ -199,15 +199,7 @@ fn parse_args(args: Vec<String>) -> Result<(Recording, Options), String> {
         return Err(format!("unknown argument {unknown:?}\n{USAGE}"));
     }
     let recording = Recording {
-        config: Config {
-            server: Vec::new(),
-            attach: None,
-            revision: Revision::R2026_08,
-            time_scale: 1.0,
-            include_long: false,
-            token: None,
-            token_args: Vec::new(),
-        },
+        config: Config::default(),
         manifest: None,
         transport,
         spec,
@@ -623,22 +615,6 @@ fn awaited_by_raw(frame: &[u8]) -> Awaited {
     match serde_json::from_slice::<Value>(frame) {
         Ok(message @ Value::Object(_)) => awaited_by(&message),
         _ => Awaited::AnyResponse,
-    }
-}
-
-/// The ids a frame carries (its own, or a batch's members'), as JSON text.
-fn ids_in(frame: &[u8]) -> Vec<String> {
-    match serde_json::from_slice::<Value>(frame) {
-        Ok(Value::Object(message)) => message
-            .get("id")
-            .map(Value::to_string)
-            .into_iter()
-            .collect(),
-        Ok(Value::Array(batch)) => batch
-            .iter()
-            .filter_map(|member| member.get("id").map(Value::to_string))
-            .collect(),
-        _ => Vec::new(),
     }
 }
 

@@ -62,6 +62,22 @@ pub(crate) struct Config {
     pub token_args: Vec<String>,
 }
 
+impl Default for Config {
+    /// No server command (the in-process in-tree server, for the crate's own tests),
+    /// revision 2026-08, waits unscaled, no token.
+    fn default() -> Config {
+        Config {
+            server: Vec::new(),
+            attach: None,
+            revision: Revision::R2026_08,
+            time_scale: 1.0,
+            include_long: false,
+            token: None,
+            token_args: Vec::new(),
+        }
+    }
+}
+
 /// A case's grade.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
@@ -424,23 +440,28 @@ struct Ledger {
     last_sender: HashMap<String, usize>,
 }
 
+/// The ids a frame carries (its own, or a batch's members'), as JSON text; a frame that
+/// is not JSON carries none.
+pub(crate) fn ids_in(frame: &[u8]) -> Vec<String> {
+    match serde_json::from_slice::<Value>(frame) {
+        Ok(Value::Object(message)) => message
+            .get("id")
+            .map(Value::to_string)
+            .into_iter()
+            .collect(),
+        Ok(Value::Array(batch)) => batch
+            .iter()
+            .filter_map(|member| member.get("id").map(Value::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 impl Ledger {
     /// Records the requests in a frame sent on `connection`: its `id`, or the ids of a
     /// batch's members. A frame that is not JSON carries none.
     fn record(&mut self, connection: usize, frame: &[u8]) {
-        let ids: Vec<String> = match serde_json::from_slice::<Value>(frame) {
-            Ok(Value::Object(message)) => message
-                .get("id")
-                .map(Value::to_string)
-                .into_iter()
-                .collect(),
-            Ok(Value::Array(batch)) => batch
-                .iter()
-                .filter_map(|member| member.get("id").map(Value::to_string))
-                .collect(),
-            _ => Vec::new(),
-        };
-        for id in ids {
+        for id in ids_in(frame) {
             *self.sent.entry((connection, id.clone())).or_default() += 1;
             self.last_sender.insert(id, connection);
         }

@@ -422,15 +422,7 @@ fn the_command_line() {
 /// the test depend on what was built before. The path through a real binary is the
 /// runner's own (`exec-conformance record --server …`, checked by hand and in CI).
 async fn record_then_replay(script: &str, transport: TransportName) -> String {
-    let config = Config {
-        server: Vec::new(),
-        attach: None,
-        revision: Revision::R2026_08,
-        time_scale: 1.0,
-        include_long: false,
-        token: None,
-        token_args: Vec::new(),
-    };
+    let config = Config::default();
     let manifest = Manifest::parse(manifest::IN_TREE).unwrap();
     let recording = Recording {
         config: config.clone(),
