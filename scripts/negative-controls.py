@@ -4,7 +4,10 @@ fixtures/negative-controls.toml can fail. For each fault it runs the standalone 
 with only that fault's cases against `broken-server --fault NAME`, reads the verdicts
 from the run's report.json, and checks that every listed case caught the fault: its
 verdict is FAIL, NON-STRICT, TIMEOUT or CRASH (PASS, SKIPPED and HARNESS-ERROR do not
-count). Prints a fault x case table and the number of uncovered cases; exits 1 naming
+count, nor does a CRASH because the broken server did not start, unless the fault is
+one of start-up). Before its cases, each fault's server must answer `initialize` on
+stdio: a broken server that does not run at all would fail every case and prove
+nothing.  Prints a fault x case table and the number of uncovered cases; exits 1 naming
 every fault and case that was not caught.
 
 Run from the workspace root after
@@ -18,7 +21,9 @@ import concurrent.futures
 import json
 import os
 import pathlib
+import select
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +36,11 @@ TRANSCRIPTS = ROOT / "fixtures" / "transcripts"
 MANIFEST = ROOT / "conformance" / "exec-server.manifest.toml"
 CAUGHT = {"FAIL", "NON-STRICT", "TIMEOUT", "CRASH"}
 TRANSPORTS = ("ws", "stdio")
+# Faults that keep the server from starting as the runner starts it: for them a CRASH
+# "the server did not start" is the catch. For any other fault it is not (a
+# broken-server that fails to start would make every case look as if it caught it).
+START_UP_FAULTS = {"no-readyz"}
+NOT_STARTED = "the server did not start"
 
 
 def target_dir():
@@ -73,8 +83,55 @@ def all_trials(runner):
     return [line.rsplit(": ", 1)[0] for line in listed.splitlines() if line.endswith(": test")]
 
 
+INITIALIZE = (b'{"jsonrpc":"2.0","id":1,"method":"initialize",'
+              b'"params":{"clientName":"negative-controls"}}\n')
+
+
+def answers_initialize(broken, fault, seconds=10.0):
+    """Whether `broken-server --fault FAULT --listen stdio` answers `initialize` with a
+    result within `seconds` (stdout lines that are not the answer are passed over)."""
+    with subprocess.Popen([str(broken), "--fault", fault, "--listen", "stdio"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, start_new_session=True) as proc:
+        try:
+            proc.stdin.write(INITIALIZE)
+            proc.stdin.flush()
+            deadline = time.monotonic() + seconds
+            pending = b""
+            while (left := deadline - time.monotonic()) > 0:
+                if not select.select([proc.stdout], [], [], left)[0]:
+                    return False
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    return False
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    try:
+                        message = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(message, dict) and message.get("id") == 1 and "result" in message:
+                        return True
+            return False
+        finally:
+            # SIGTERM lets it clean up; then its process group (start_new_session) goes,
+            # whatever the fault left in it.
+            proc.terminate()
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def run_fault(fault, trials, every_trial, runner, broken, work):
-    """Runs `trials` against the fault; returns ({trial: verdict}, seconds, log tail)."""
+    """Runs `trials` against the fault; returns ({trial: (verdict, detail)}, seconds,
+    log tail), or no verdicts when its server does not run at all."""
+    if not answers_initialize(broken, fault):
+        return None, 0.0, f"broken-server --fault {fault} did not answer initialize on stdio"
     report_dir = work / fault
     # libtest-mimic takes one filter only: every other trial is skipped by its exact name.
     skips = [arg for trial in every_trial if trial not in trials for arg in ("--skip", trial)]
@@ -92,7 +149,8 @@ def run_fault(fault, trials, every_trial, runner, broken, work):
     report = report_dir / "report.json"
     if not report.is_file():
         return None, seconds, (done.stdout + done.stderr)[-3000:]
-    verdicts = {case["trial"]: case["verdict"] for case in json.loads(report.read_text())["cases"]}
+    verdicts = {case["trial"]: (case["verdict"], case.get("detail") or "")
+                for case in json.loads(report.read_text())["cases"]}
     return verdicts, seconds, ""
 
 
@@ -153,8 +211,11 @@ def main():
             print(f"{fault:<28} {'(no report)':<{width}} -")
             continue
         for trial in plan[fault]:
-            verdict = verdicts.get(trial, "MISSING")
+            verdict, detail = verdicts.get(trial, ("MISSING", ""))
             caught = verdict in CAUGHT
+            if verdict == "CRASH" and detail.startswith(NOT_STARTED) and fault not in START_UP_FAULTS:
+                caught = False
+                verdict = "NOT-STARTED"
             mark = "caught" if caught else "NOT CAUGHT"
             print(f"{fault:<28} {trial:<{width}} {verdict:<11} {mark}")
             if not caught:

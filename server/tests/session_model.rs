@@ -19,8 +19,9 @@
 //! (default: a new temporary directory, printed): it replays the failure through the
 //! normal runner, and a correct server passes it.
 //!
-//! Knobs (environment): `PROPTEST_CASES` (default 6, for CI; more by hand),
-//! `PROPTEST_MAX_SHRINK_ITERS` (default 400), `EXEC_MODEL_SERVER` (a command line to
+//! Knobs (environment): `PROPTEST_CASES` (default 24, about 15 s; more by hand),
+//! `PROPTEST_MAX_SHRINK_ITERS` (default 400), `PROPTEST_MAX_SHRINK_TIME` (ms, default
+//! 120 000: a failure in CI is shrunk for at most two minutes), `EXEC_MODEL_SERVER` (a command line to
 //! test instead of the in-tree binary, e.g. `target/debug/broken-server --fault
 //! ignore-write-id`; `--listen` and `--session-ttl` are appended), `EXEC_MODEL_TTL_MS`
 //! (default 800, times `EXEC_HARNESS_TIME_SCALE` like every deadline).
@@ -36,6 +37,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::{exec_server_bin, CLIENT};
+use exec_protocol::code;
 use exec_server_harness::{json, process_alive, Connection, ExecServer, HarnessError, Value};
 use model::ops::{self, Op, Ticker};
 use model::plan::{Call, Check, Init, Plan, Step};
@@ -47,6 +49,8 @@ use tokio::time::Instant;
 const DEFAULT_CASES: u32 = 24;
 /// Shrink steps unless `PROPTEST_MAX_SHRINK_ITERS` says otherwise: each is a server run.
 const DEFAULT_SHRINK_ITERS: u32 = 400;
+/// Milliseconds of shrinking unless `PROPTEST_MAX_SHRINK_TIME` says otherwise.
+const DEFAULT_SHRINK_TIME_MS: u32 = 120_000;
 /// Ops per case, at most.
 const MAX_OPS: usize = 24;
 /// The server's `--session-ttl` (× the time scale) unless `EXEC_MODEL_TTL_MS` says
@@ -256,7 +260,7 @@ async fn execute(plan: &Plan, config: &ModelConfig) -> Outcome {
                     step: index,
                     op,
                     check,
-                    message,
+                    message: run.redact(&message),
                     report: run.report(),
                 });
                 break;
@@ -274,6 +278,19 @@ async fn execute(plan: &Plan, config: &ModelConfig) -> Outcome {
 }
 
 impl Run {
+    /// `text` with this run's session ids, marker and directory as the transcript names
+    /// them (`$sidN`, `$marker`, `$tmp`): a failure message goes into a committed
+    /// transcript, which must hold nothing of one run.
+    fn redact(&self, text: &str) -> String {
+        let mut text = text
+            .replace(&self.cwd, "$tmp")
+            .replace(&self.marker, "$marker");
+        for (index, sid) in self.sids.iter().enumerate() {
+            text = text.replace(sid.as_str(), &format!("$sid{}", index + 1));
+        }
+        text
+    }
+
     /// The wire trace of every connection, oldest first, and the server's stderr tail.
     fn report(&self) -> String {
         let connections = self.held.iter().chain([&self.conn]);
@@ -446,9 +463,9 @@ impl Run {
                     )
                     .await?;
                 let (code, why) = match init {
-                    Init::Expired => (-32600, "expired, was not refused as unknown"),
+                    Init::Expired => (code::INVALID_REQUEST, "expired, was not refused as unknown"),
                     _ => (
-                        -32010,
+                        code::SESSION_ALREADY_ATTACHED,
                         "attached to another connection, was not refused as such",
                     ),
                 };
@@ -486,9 +503,9 @@ impl Run {
                 return Ok(());
             }
             let code = answer["error"]["code"].as_i64();
-            let message = answer["error"]["message"].as_str().unwrap_or_default();
-            // The server notices a drop asynchronously (a reset, above all).
-            let attached = code == Some(-32010) || message.contains("already attached");
+            // The server notices a drop asynchronously (a reset, above all). The model
+            // speaks revision 2026-08, where this refusal has its own code.
+            let attached = code == Some(code::SESSION_ALREADY_ATTACHED);
             if attached && Instant::now() < deadline {
                 tokio::time::sleep(RETRY).await;
                 continue;
@@ -657,7 +674,11 @@ fn sessions_keep_output_write_ids_and_expiry_as_the_model_says() {
     if std::env::var_os("PROPTEST_MAX_SHRINK_ITERS").is_none() {
         proptest.max_shrink_iters = DEFAULT_SHRINK_ITERS;
     }
+    if std::env::var_os("PROPTEST_MAX_SHRINK_TIME").is_none() {
+        proptest.max_shrink_time = DEFAULT_SHRINK_TIME_MS;
+    }
     let cases = proptest.cases;
+    let runs = AtomicUsize::new(0);
     // Each failure's details, by its ops: the runner hands back only the minimal ops.
     let failures: Mutex<HashMap<String, Failure>> = Mutex::default();
     let inconclusive = AtomicUsize::new(0);
@@ -666,6 +687,7 @@ fn sessions_keep_output_write_ids_and_expiry_as_the_model_says() {
     // Set at the first failure: from then on proptest is shrinking it.
     let shrinking = AtomicBool::new(false);
     let result = runner.run(&ops::ops(MAX_OPS), |ops| {
+        runs.fetch_add(1, Ordering::Relaxed);
         let plan = Plan::of(&ops);
         let mut outcome = runtime().block_on(execute(&plan, &config));
         if matches!(outcome, Outcome::Pass) && shrinking.load(Ordering::Relaxed) {
@@ -691,7 +713,8 @@ fn sessions_keep_output_write_ids_and_expiry_as_the_model_says() {
         }
     });
     eprintln!(
-        "session model: {cases} cases against {} (TTL {:?}) in {:.1?}, {} inconclusive (rejected)",
+        "session model: {} case runs ({cases} cases wanted; a failure ends the search and its shrinking adds runs) against {} (TTL {:?}) in {:.1?}, {} inconclusive (rejected)",
+        runs.load(Ordering::Relaxed),
         config.describe(),
         config.ttl,
         started.elapsed(),
@@ -963,15 +986,9 @@ fn the_writer_writes_a_case_the_runner_parses() {
         [conformance_runner::transcript::Revision::R2026_08]
     );
     assert!(text.contains("!! wait-ttl 250%"), "{text}");
-    // Each check's section is a heading of docs/protocol.md, read as the cases test
-    // (conformance/runner/tests/cases.rs) reads them.
+    // Each check's section is a heading of docs/protocol.md, as a case's must be.
     let protocol = std::fs::read_to_string(workspace().join("docs/protocol.md")).expect("docs");
-    let sections: HashSet<String> = protocol
-        .lines()
-        .filter(|line| line.starts_with("## ") || line.starts_with("### "))
-        .filter_map(|line| line.trim_start_matches('#').split_whitespace().next())
-        .map(|number| format!("§{}", number.trim_end_matches('.')))
-        .collect();
+    let sections = conformance_runner::transcript::protocol_sections(&protocol);
     for check in Check::ALL {
         assert!(
             sections.contains(check.spec()),
@@ -980,6 +997,11 @@ fn the_writer_writes_a_case_the_runner_parses() {
         );
     }
     assert!(text.contains("\"resumeSessionId\":\"$sid1\""), "{text}");
+    // A second session's id is bound and must differ from the first's.
+    assert!(
+        text.contains(r#"{"$allOf":["$sid2",{"$not":{"$oneOf":["$sid1"]}}]}"#),
+        "{text}"
+    );
     assert!(!xt::timing_sensitive(&plan), "{text}");
 }
 

@@ -11,6 +11,8 @@
 //!   pattern string holding one is compared after substitution;
 //! - `{"$b64": "text"}` matches the standard base64 of `text` (`${name}` substituted);
 //! - `{"$oneOf": [p, q, …]}` matches when any alternative matches;
+//! - `{"$allOf": [p, q, …]}` matches when every pattern matches, in order (what the
+//!   first binds, the later see: `{"$allOf": ["$sid2", {"$not": "$sid1"}]}`);
 //! - `{"$not": p}` matches anything `p` does not (and binds nothing);
 //! - `{"$eq": value}` matches exactly `value` (no rules inside: an escape);
 //! - `{"$type": "integer"}` matches any value of that JSON type (`string`, `number`,
@@ -45,6 +47,8 @@ pub enum Pattern {
     Template(String),
     /// `{"$oneOf": [...]}`.
     OneOf(Vec<Pattern>),
+    /// `{"$allOf": [...]}`: every pattern, in order, with the bindings of the earlier.
+    AllOf(Vec<Pattern>),
     /// `{"$not": p}`: anything `p` does not match (binds nothing).
     Not(Box<Pattern>),
     /// A scalar, or `{"$eq": value}`.
@@ -225,6 +229,18 @@ impl Pattern {
                                 quoted(op),
                             )),
                         },
+                        "$allOf" => match operand {
+                            Value::Array(items) if !items.is_empty() => Ok(Pattern::AllOf(
+                                items
+                                    .iter()
+                                    .map(Pattern::compile)
+                                    .collect::<Result<_, _>>()?,
+                            )),
+                            _ => Err(PatternError::new(
+                                "$allOf takes a non-empty array of patterns",
+                                quoted(op),
+                            )),
+                        },
                         "$eq" => Ok(Pattern::Exact(operand.clone())),
                         "$type" => operand
                             .as_str()
@@ -241,7 +257,7 @@ impl Pattern {
                         "$not" => Ok(Pattern::Not(Box::new(Pattern::compile(operand)?))),
                         _ => Err(PatternError::new(
                             format!(
-                                "unknown pattern operator {op} (known: $b64, $oneOf, $not, $eq, $type)"
+                                "unknown pattern operator {op} (known: $b64, $oneOf, $allOf, $not, $eq, $type)"
                             ),
                             quoted(op),
                         )),
@@ -299,7 +315,7 @@ impl Pattern {
             Pattern::Template(text) | Pattern::Base64(text) => {
                 referenced(&Value::String(text.clone()), out)
             }
-            Pattern::OneOf(items) | Pattern::Array { items, .. } => {
+            Pattern::OneOf(items) | Pattern::AllOf(items) | Pattern::Array { items, .. } => {
                 items.iter().for_each(|p| p.references(out))
             }
             Pattern::Object(entries) => entries.iter().for_each(|(_, p)| p.references(out)),
@@ -311,7 +327,7 @@ impl Pattern {
     pub fn variables(&self, out: &mut Vec<String>) {
         match self {
             Pattern::Var { name, .. } => out.push(name.clone()),
-            Pattern::OneOf(items) | Pattern::Array { items, .. } => {
+            Pattern::OneOf(items) | Pattern::AllOf(items) | Pattern::Array { items, .. } => {
                 items.iter().for_each(|p| p.variables(out))
             }
             Pattern::Object(entries) => entries.iter().for_each(|(_, p)| p.variables(out)),
@@ -390,6 +406,9 @@ impl Pattern {
                 Ok(()) => mismatch(format!("anything but {}", inner.render())),
                 Err(_) => Ok(()),
             },
+            Pattern::AllOf(items) => items
+                .iter()
+                .try_for_each(|item| item.match_at(actual, bindings, path)),
             Pattern::OneOf(options) => {
                 for option in options {
                     let mut scratch = bindings.clone();
@@ -462,6 +481,9 @@ impl Pattern {
             Pattern::Not(inner) => serde_json::json!({ "$not": inner.render() }),
             Pattern::OneOf(items) => {
                 serde_json::json!({"$oneOf": items.iter().map(Pattern::render).collect::<Vec<_>>()})
+            }
+            Pattern::AllOf(items) => {
+                serde_json::json!({"$allOf": items.iter().map(Pattern::render).collect::<Vec<_>>()})
             }
             Pattern::Exact(value) => value.clone(),
             Pattern::Type(kind) => serde_json::json!({ "$type": kind.as_str() }),
@@ -723,6 +745,13 @@ mod tests {
         assert!(check(json!({"$not": {"$oneOf": [1, 2]}}), json!(2)).is_err());
         assert!(check(json!({"$b64": "hi"}), json!("aGkK")).is_err());
         assert!(check(json!({"$oneOf": [-32600, -32010]}), json!(-32010)).is_ok());
+        // $allOf: every pattern, the later ones seeing what the earlier bound.
+        let fresh = Pattern::compile(&json!({"$allOf": ["$b", {"$not": "$a"}]})).unwrap();
+        let mut bindings = Bindings::new();
+        bindings.insert("a".into(), json!("x"));
+        assert!(fresh.matches(&json!("x"), &mut bindings.clone()).is_err());
+        assert!(fresh.matches(&json!("y"), &mut bindings).is_ok());
+        assert_eq!(bindings.get("b"), Some(&json!("y")));
         assert!(check(json!({"$oneOf": [-32600, -32010]}), json!(-32601)).is_err());
         assert!(check(json!({"$eq": "*"}), json!("*")).is_ok());
         assert!(check(json!({"$eq": "*"}), json!("x")).is_err());
@@ -769,6 +798,7 @@ mod tests {
             json!("~/abc"),
             json!({"$nope": 1}),
             json!({"$oneOf": []}),
+            json!({"$allOf": []}),
             json!({"$b64": 1}),
             json!({"$eq": 1, "x": 2}),
             json!("$1abc"),

@@ -49,6 +49,13 @@ const UUID_SOURCE: &str =
 static UUID: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(UUID_SOURCE).expect("the UUID regex is valid"));
 
+/// A UUID in its simple form (32 hex digits, no hyphens) with RFC 9562's version and
+/// variant digits, as `Uuid::simple()` writes one: never bound, always refused.
+static SIMPLE_UUID: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\b[0-9a-fA-F]{12}[1-8][0-9a-fA-F]{3}[89abAB][0-9a-fA-F]{15}\b")
+        .expect("the simple UUID regex is valid")
+});
+
 /// Fields whose strings are base64 (a file's bytes, a block): written as `{"$b64":
 /// "text"}` when the bytes are text, so that paths in them can be templated.
 const BASE64_KEYS: [&str; 2] = ["dataBase64", "chunk"];
@@ -1612,8 +1619,8 @@ fn render_pieces(text: &str, pieces: &[Piece]) -> Value {
     Value::String(format!("~/^{body}$/"))
 }
 
-/// Refuses a transcript that still holds a hyphenated UUID other than the script's
-/// own (`own`) or a temporary path (this recording's `$tmp` in either spelling, or
+/// Refuses a transcript that still holds a UUID (hyphenated, other than the script's
+/// own, `own`; or in the simple form) or a temporary path (this recording's `$tmp` in either spelling, or
 /// anything under the system's temporary directory): it would not replay, or would
 /// leak the machine's state. Names every line and value.
 fn refuse_unredacted(text: &str, temporary: &[&str], own: &BTreeSet<String>) -> Result<(), String> {
@@ -1633,6 +1640,12 @@ fn refuse_unredacted(text: &str, temporary: &[&str], own: &BTreeSet<String>) -> 
             .filter(|uuid| !own.contains(uuid.as_str()))
         {
             found.push(format!("line {number}: a UUID, {}", uuid.as_str()));
+        }
+        for uuid in SIMPLE_UUID.find_iter(line) {
+            found.push(format!(
+                "line {number}: a UUID (simple form), {}",
+                uuid.as_str()
+            ));
         }
         let mut paths: Vec<&str> = temporary
             .iter()

@@ -264,7 +264,7 @@ pub const FEATURES: [&str; 9] = [
 ];
 
 /// The output streams of `process/output` (§6.2), as `!! read-until` names them.
-pub const STREAMS: [&str; 3] = ["stdout", "stderr", "pty"];
+const STREAMS: [&str; 3] = ["stdout", "stderr", "pty"];
 
 /// The sections of docs/protocol.md a `spec:` header may cite: `§2.1` for a heading
 /// `### 2.1 WebSocket`, `§7` for `## 7. File system`.

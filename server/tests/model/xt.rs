@@ -118,7 +118,7 @@ pub fn render(plan: &Plan, ops: &str, check: Check, found: Option<&Found>) -> St
             "# The model's run against {} failed with",
             found.server
         );
-        for line in found.failure.lines().take(12) {
+        for line in without_uuids(found.failure).lines().take(12) {
             // `| ` first: a comment must not read as a `key:` header.
             let _ = writeln!(out, "# | {line}");
         }
@@ -133,6 +133,18 @@ pub fn render(plan: &Plan, ops: &str, check: Check, found: Option<&Found>) -> St
 
 fn sid(session: usize) -> String {
     format!("$sid{}", session + 1)
+}
+
+/// A new session's id: bound to `$sidN`, and unlike every earlier session's (sessions
+/// are numbered as they are created).
+fn fresh_sid(session: usize) -> Value {
+    match session {
+        0 => json!(sid(0)),
+        _ => {
+            let earlier: Vec<String> = (0..session).map(sid).collect();
+            json!({"$allOf": [sid(session), {"$not": {"$oneOf": earlier}}]})
+        }
+    }
 }
 
 fn render_step(out: &mut String, step: &Step, id: &mut u64) {
@@ -159,7 +171,8 @@ fn render_step(out: &mut String, step: &Step, id: &mut u64) {
             };
             send(out, k, "initialize", &params);
             let answer = match init {
-                Init::Fresh | Init::Resume => json!({"result": {"sessionId": sid(*session)}}),
+                Init::Fresh => json!({"result": {"sessionId": fresh_sid(*session)}}),
+                Init::Resume => json!({"result": {"sessionId": sid(*session)}}),
                 Init::Expired => json!({"error": {"code": -32600}}),
                 Init::Attached => json!({"error": {"code": -32010}}),
             };
@@ -239,4 +252,50 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
         }
     }
     lines
+}
+
+/// `text` with every hyphenated UUID left in it (a session id the model did not bind,
+/// say) as `<uuid>`.
+fn without_uuids(text: &str) -> String {
+    const GROUPS: [usize; 5] = [8, 4, 4, 4, 12];
+    const LEN: usize = 36;
+    let is_uuid = |candidate: &[u8]| {
+        candidate.len() == LEN
+            && candidate
+                .split(|&byte| byte == b'-')
+                .map(|group| {
+                    group
+                        .iter()
+                        .all(u8::is_ascii_hexdigit)
+                        .then_some(group.len())
+                })
+                .eq(GROUPS.map(Some))
+    };
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if at + LEN <= bytes.len()
+            && text.is_char_boundary(at + LEN)
+            && is_uuid(&bytes[at..at + LEN])
+        {
+            out.push_str("<uuid>");
+            at += LEN;
+        } else {
+            let next = text[at..].chars().next().map_or(1, char::len_utf8);
+            out.push_str(&text[at..at + next]);
+            at += next;
+        }
+    }
+    out
+}
+
+#[test]
+fn failure_text_keeps_no_uuid() {
+    assert_eq!(
+        without_uuids("the resume of 1a361e4d-d41c-4892-8f6e-0123456789ab (é) failed"),
+        "the resume of <uuid> (é) failed"
+    );
+    let not_one = "1a361e4d-d41c-4892-8f6e-0123456789a";
+    assert_eq!(without_uuids(not_one), not_one);
 }

@@ -279,6 +279,12 @@ fn the_refusal_names_the_line_and_the_value() {
         system.display()
     );
     assert!(refuse_unredacted(&bare, &[ROOT], &own).is_ok());
+    // A UUID without its hyphens is one too; other long hex (a digest) is not.
+    let simple = "!! read-until p1 stdout \"7a226961dda64f3e9c1b0d2e3f405162\"\n";
+    let err = refuse_unredacted(simple, &[ROOT], &own).unwrap_err();
+    assert!(err.contains("line 1: a UUID (simple form), 7a22"), "{err}");
+    let digest = "!! read-until p1 stdout \"d41d8cd98f00b204e9800998ecf8427e\"\n";
+    assert!(refuse_unredacted(digest, &[ROOT], &own).is_ok());
 }
 
 #[test]
