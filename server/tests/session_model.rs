@@ -21,10 +21,11 @@
 //!
 //! Knobs (environment): `PROPTEST_CASES` (default 24, about 15 s; more by hand),
 //! `PROPTEST_MAX_SHRINK_ITERS` (default 400), `PROPTEST_MAX_SHRINK_TIME` (ms, default
-//! 120 000: a failure in CI is shrunk for at most two minutes), `EXEC_MODEL_SERVER` (a command line to
-//! test instead of the in-tree binary, e.g. `target/debug/broken-server --fault
-//! ignore-write-id`; `--listen` and `--session-ttl` are appended), `EXEC_MODEL_TTL_MS`
-//! (default 800, times `EXEC_HARNESS_TIME_SCALE` like every deadline).
+//! 120 000: a failure in CI is shrunk for at most two minutes), `EXEC_MODEL_SERVER`
+//! (a command line to test instead of the in-tree binary, a relative program path
+//! being the workspace's, e.g. `target/debug/broken-server --fault ignore-write-id`;
+//! `--listen` and `--session-ttl` are appended), `EXEC_MODEL_TTL_MS` (default 800,
+//! times `EXEC_HARNESS_TIME_SCALE` like every deadline).
 
 mod common;
 mod model;
@@ -79,9 +80,16 @@ impl ModelConfig {
             .ok()
             .filter(|command| !command.trim().is_empty())
             .map(|command| {
-                shlex::split(&command)
+                let mut words = shlex::split(&command)
                     .filter(|words| !words.is_empty())
-                    .unwrap_or_else(|| panic!("EXEC_MODEL_SERVER={command:?}: not a command line"))
+                    .unwrap_or_else(|| panic!("EXEC_MODEL_SERVER={command:?}: not a command line"));
+                // cargo runs the test in server/: a relative path is the workspace's,
+                // as the conformance runner reads one.
+                let program = Path::new(&words[0]);
+                if program.is_relative() && program.components().count() > 1 {
+                    words[0] = workspace().join(program).to_string_lossy().into_owned();
+                }
+                words
             });
         let ttl_ms = std::env::var("EXEC_MODEL_TTL_MS")
             .ok()
