@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The adoption path end to end, with the standalone runner against our release server:
 # expectations (known failure, unexpected pass, stale entry, --update-expectations round
-# trip), --level and exit codes, and the three report files validated against their
+# trip), --level and exit codes, --repeat and FLAKY, and the three report files validated against their
 # schemas. Run from the workspace root after
 # `cargo build --release -p exec-server && cargo build -p conformance --bins`.
 set -euo pipefail
@@ -71,6 +71,30 @@ code=0
 [ "$code" = 101 ] || { echo "check-adoption: a broken case exited $code" >&2; exit 1; }
 grep -q HARNESS-ERROR "$work/out"
 python3 scripts/validate-reports.py "$work/r5" fail
+# --repeat: a case that fails its first run only is FLAKY, reported separately; a
+# known_flaky entry allowing both verdicts lets the gate pass.
+mkdir -p "$work/flaky/adopt"
+cat > "$work/flaky/adopt/first-run-fails.xt" <<XT
+# spec: §6.2
+# level: MUST
+# transports: stdio
+>> {"id":1,"method":"initialize","params":{"clientName":"adopt"}}
+<< {"id":1,"result":{"sessionId":"\$sid"}}
+>> {"method":"initialized"}
+>> {"id":2,"method":"process/start","params":{"processId":"p1","argv":["/bin/sh","-c","[ -e $work/ran ] || { touch $work/ran; exit 1; }"],"cwd":"\$tmpPath","env":{"PATH":"/usr/bin:/bin"}}}
+<< {"id":2,"result":{"processId":"p1"}}
+<~ {"method":"process/exited","params":{"processId":"p1","exitCode":0}}
+XT
+code=0
+"$runner" --server "$server" --transcripts "$work/flaky" adopt/ --repeat 3 --report-dir "$work/r6" >"$work/out" 2>&1 || code=$?
+[ "$code" = 101 ] || { echo "check-adoption: a flaky case exited $code" >&2; tail -30 "$work/out" >&2; exit 1; }
+grep -q "FLAKY stdio/adopt/first-run-fails: verdicts over 3 runs: PASS 2, TIMEOUT 1" "$work/out"
+python3 scripts/validate-reports.py "$work/r6" fail
+grep -q "### Flaky" "$work/r6/summary.md"
+rm "$work/ran"
+printf '[[known_flaky]]\ncase = "adopt/first-run-fails"\nallowed = ["PASS", "TIMEOUT"]\nreason = "r"\n' > "$work/flaky.toml"
+"$runner" --server "$server" --transcripts "$work/flaky" adopt/ --repeat 3 --expectations "$work/flaky.toml" >"$work/out" 2>&1 \
+  || { echo "check-adoption: an allowed flaky case failed the run" >&2; tail -30 "$work/out" >&2; exit 1; }
 # A revision the manifest does not declare would skip everything: refused (exit 2).
 run 2 --manifest examples/python-server/manifest.toml --revision 2026-06
 grep -q "declares 2026-08 only" "$work/out"

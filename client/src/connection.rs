@@ -271,6 +271,12 @@ pub(crate) async fn send_call<P: Call + 'static>(
         );
         (id, frame)
     };
+    // `close` marks the link before it takes the pending calls: a call added after that
+    // take would wait out its whole deadline (a stdio child that exits at once closes
+    // the link before `initialize` is even sent).
+    if closed_reason(inner).is_some() && inner.state().pending.remove(&id).is_some() {
+        return Err(ClientError::Disconnected);
+    }
     let exchange = async {
         if send_frame(inner, &frame).await.is_err() {
             connection_lost(inner, SENDING_FAILED, true);
@@ -447,6 +453,32 @@ mod tests {
     use exec_protocol::TerminateParams;
 
     use super::*;
+
+    /// The link closes (a stdio child that exits at once) before a call is added to
+    /// the pending ones: the call fails at once instead of waiting out its deadline.
+    #[tokio::test]
+    async fn a_call_after_the_link_closed_fails_at_once() {
+        let (ours, theirs) = tokio::io::duplex(1024);
+        let (writer, _reader) = crate::wire::lines(Box::new(tokio::io::empty()), Box::new(ours));
+        let transport = ExecServerTransport::StdioCommand {
+            program: "exec-server".into(),
+            args: Vec::new(),
+            env: Default::default(),
+            cwd: None,
+        };
+        let inner = Arc::new(Inner::new(transport, Default::default(), writer, None));
+        close(&inner, crate::error::SERVER_CLOSED);
+        let call = send_call(&inner, &exec_protocol::EnvironmentInfoParams {}, None);
+        let outcome = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("the call waited although the link had closed");
+        assert!(
+            matches!(outcome, Err(ClientError::Disconnected)),
+            "{outcome:?}"
+        );
+        assert!(inner.state().pending.is_empty());
+        drop(theirs);
+    }
 
     #[test]
     fn only_reads_add_their_wait_to_the_deadline() {

@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::faults::{self, Fault};
 use crate::handlers;
 use crate::ordering::{Turn, Turns};
 use crate::outbound::{Outbound, ReplyRoom};
@@ -142,6 +143,12 @@ pub async fn serve(
         let replies_wait = connection.outbound.has_waiting_replies();
         tokio::select! {
             frame = source.next_frame(), if !replies_wait => match frame {
+                // Negative control: a frame that is not JSON ends the connection unanswered.
+                Some(InboundFrame::Message(text))
+                    if faults::active(Fault::CloseOnMalformed) && parse_frame(&text).is_err() =>
+                {
+                    break Ending::Disconnect
+                }
                 Some(frame) => connection.on_frame(frame).await,
                 None => break Ending::Disconnect,
             },
@@ -154,7 +161,10 @@ pub async fn serve(
     };
     if ending == Ending::Disconnect && !resumable {
         let grace_ends = tokio::time::Instant::now() + EOF_GRACE;
-        connection.answer_what_was_read(grace_ends).await;
+        // Negative control: no grace, what was read is cancelled below.
+        if !faults::active(Fault::CancelAtEof) {
+            connection.answer_what_was_read(grace_ends).await;
+        }
         connection.settle(grace_ends).await;
     }
     // Cancel in-flight requests first, so a resume is never held up by them, and wait
@@ -166,8 +176,10 @@ pub async fn serve(
         &connection.phase
     {
         let registry = &connection.state.registry;
-        // At shutdown nothing will be resumed, and no reaper would get to run.
-        if resumable && !connection.state.shutdown.is_triggered() {
+        // At shutdown nothing will be resumed, and no reaper would get to run. (Negative
+        // control: a disconnect ends the session as on stdio.)
+        let detach = resumable && !faults::active(Fault::KillOnDisconnect);
+        if detach && !connection.state.shutdown.is_triggered() {
             registry.connection_ended(session, *generation);
         } else {
             registry.destroy(session);
@@ -369,6 +381,11 @@ impl Connection {
             None => registry.create(self.outbound.clone())?,
         };
         tracing::info!(client = %params.client_name, session_id = session.id(), "handshake");
+        // Negative control: a log line where only protocol frames may go.
+        if faults::active(Fault::StdoutLogLine) {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stdout(), "handshake: session {}", session.id());
+        }
         let result = handlers::initialize::result(&self.state, session.id(), self.resumable);
         self.phase = Phase::AwaitingInitialized(session, generation);
         Ok(result)
@@ -418,6 +435,10 @@ impl Connection {
         let Ok(permits) = permits else {
             return;
         };
+        // Negative control: the reader waits for each request to be done.
+        if faults::active(Fault::SerialRequests) {
+            return work.await;
+        }
         self.tasks.spawn(async move {
             work.await;
             drop(permits);

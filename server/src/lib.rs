@@ -7,6 +7,8 @@
 //! `handlers` (one module per method family, the only place that maps domain errors to
 //! JSON-RPC errors) → `state` → `session` → `process` / `fs` (domain, no JSON-RPC) →
 //! `ordering`, `outbound`, `limits`, `containment`, `watchdog` and the other leaves.
+//! `faults` (negative controls, public only with the `faults` feature) is a leaf that
+//! any module may ask.
 //! `server/tests/module_graph.rs` checks that no two modules import each other.
 //!
 //! The public surface is what an embedder needs: [`Server`] and its options (with the
@@ -15,10 +17,21 @@
 //! for the command line, [`start_up`], the binary's start-up sequence, and [`run`], which
 //! serves from a binary's `main`.
 
+// A server that can be broken on purpose must never be an optimised build someone
+// might ship: the `faults` feature is for debug builds (the negative-controls step).
+#[cfg(all(feature = "faults", not(debug_assertions)))]
+compile_error!("the `faults` feature (negative controls) is for debug builds only");
+
 mod cgroup;
 pub mod cli;
 mod connection;
 mod containment;
+// Negative controls: `broken-server` needs `faults::set`; without the feature the
+// module is private and its hooks compile to nothing.
+#[cfg(feature = "faults")]
+pub mod faults;
+#[cfg(not(feature = "faults"))]
+mod faults;
 mod fs;
 mod handlers;
 mod limits;

@@ -34,6 +34,8 @@ pub struct Options {
     pub report_dir: Option<PathBuf>,
     /// `--update-expectations`.
     pub update_expectations: bool,
+    /// `--repeat N` / `EXEC_CONFORMANCE_REPEAT`: runs of each trial.
+    pub repeat: Option<u32>,
 }
 
 /// What fails the gate: MUST failures only, or SHOULD failures (NON-STRICT) too.
@@ -64,6 +66,7 @@ pub fn split_args(
     let mut token_file = None;
     let mut level = None;
     let mut report_dir = None;
+    let mut repeat = None;
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((name, value)) if name.starts_with("--") => {
@@ -83,6 +86,7 @@ pub fn split_args(
             "--token-file",
             "--level",
             "--report-dir",
+            "--repeat",
         ];
         if name == "--include-long" && inline.is_none() {
             options.include_long = true;
@@ -111,6 +115,7 @@ pub fn split_args(
             "--token-file" => token_file = Some(value),
             "--level" => level = Some(value),
             "--report-dir" => report_dir = Some(value),
+            "--repeat" => repeat = Some(value),
             "--attach" => {
                 if !value.starts_with("ws://") {
                     return Err(format!("--attach {value:?}: a websocket URL, ws://IP:PORT"));
@@ -143,6 +148,15 @@ pub fn split_args(
             .filter(|s| s.is_finite() && *s > 0.0 && *s <= 1000.0)
             .ok_or_else(|| format!("--time-scale {scale:?}: a positive number up to 1000"))?;
         options.time_scale = Some(parsed);
+    }
+    let repeat = repeat.or_else(|| env("EXEC_CONFORMANCE_REPEAT").filter(|s| !s.is_empty()));
+    if let Some(repeat) = repeat {
+        let parsed = repeat
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| format!("--repeat {repeat:?}: a number of runs from 1 to 1000"))?;
+        options.repeat = Some(parsed);
     }
     let from_env = |value: Option<String>, var: &str| {
         value
@@ -246,6 +260,9 @@ mod tests {
         assert!(split_args(strings(&["p", "--revision", "2027-01"]), |_| None).is_err());
         assert!(split_args(strings(&["p", "--server"]), |_| None).is_err());
         assert!(split_args(strings(&["p", "--server", "'open"]), |_| None).is_err());
+        let (options, _) = split_args(strings(&["p", "--repeat=20"]), |_| None).unwrap();
+        assert_eq!(options.repeat, Some(20));
+        assert!(split_args(strings(&["p", "--repeat", "0"]), |_| None).is_err());
     }
 
     #[test]

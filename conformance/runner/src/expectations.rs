@@ -167,6 +167,42 @@ impl Expectations {
         Judgement::Unlisted
     }
 
+    /// What the entries say about a trial whose runs (`--repeat N`) ended in
+    /// different verdicts, `labels`: a flaky entry must allow every one of them; a
+    /// known_failing entry is contradicted (the case does not always fail).
+    pub fn judge_flaky(&self, trial: &str, labels: &[String]) -> Judgement {
+        if let Some(entry) = self
+            .known_flaky
+            .iter()
+            .find(|entry| names(&entry.case, trial))
+        {
+            let outside: Vec<&str> = labels
+                .iter()
+                .filter(|label| !entry.allowed.contains(label))
+                .map(String::as_str)
+                .collect();
+            return match outside.is_empty() {
+                true => Judgement::AllowedFlaky(entry.reason.clone()),
+                false => Judgement::Contradicted(format!(
+                    "{trial} is known_flaky with {:?}, but was also {}",
+                    entry.allowed,
+                    outside.join(", ")
+                )),
+            };
+        }
+        if self
+            .known_failing
+            .iter()
+            .any(|entry| names(&entry.case, trial))
+        {
+            return Judgement::Contradicted(format!(
+                "{trial} is listed as known_failing, but its runs ended in {}: list it under known_flaky with those verdicts instead",
+                labels.join(", ")
+            ));
+        }
+        Judgement::Unlisted
+    }
+
     /// The entries that name none of `trials`: stale.
     pub fn stale<'a>(&'a self, trials: &[String]) -> Vec<&'a str> {
         self.known_failing
@@ -181,7 +217,7 @@ impl Expectations {
     /// over every trial the suite has (`trials`). Per trial: one that failed gets a
     /// known_failing entry (an old entry's reason kept, its `:LINE` moved to the line it
     /// failed at now; a new one gets a reason still to be written); one that passed gets
-    /// none; one not graded this time (filtered out, skipped, HARNESS-ERROR) keeps the
+    /// none; one not graded this time (filtered out, skipped, HARNESS-ERROR, FLAKY) keeps the
     /// entry it had. Entries that name no trial are dropped; flaky entries are kept.
     pub fn updated(
         &self,
@@ -198,7 +234,7 @@ impl Expectations {
             }
             let old = self.known_failing.iter().find(|e| names(&e.case, trial));
             let graded = results.iter().find(|(t, label, _)| {
-                t == trial && !matches!(label.as_str(), "SKIPPED" | "HARNESS-ERROR")
+                t == trial && !matches!(label.as_str(), "SKIPPED" | "HARNESS-ERROR" | "FLAKY")
             });
             // Per trial from now on: an entry for both transports may hold for one only.
             let entry = match (graded, old) {
@@ -389,6 +425,32 @@ reason = "slow spawns"
     }
 
     #[test]
+    fn flaky_runs() {
+        let e = Expectations::parse(FILE).unwrap();
+        let labels = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(matches!(
+            e.judge_flaky("stdio/concurrency/pipelined", &labels(&["PASS", "TIMEOUT"])),
+            Judgement::AllowedFlaky(_)
+        ));
+        let Judgement::Contradicted(text) =
+            e.judge_flaky("stdio/concurrency/pipelined", &labels(&["PASS", "CRASH"]))
+        else {
+            panic!()
+        };
+        assert!(text.contains("CRASH") && !text.contains("PASS,"), "{text}");
+        let Judgement::Contradicted(text) =
+            e.judge_flaky("ws/process/arg0", &labels(&["PASS", "FAIL"]))
+        else {
+            panic!()
+        };
+        assert!(text.contains("known_flaky"), "{text}");
+        assert_eq!(
+            e.judge_flaky("ws/process/echo", &labels(&["PASS", "FAIL"])),
+            Judgement::Unlisted
+        );
+    }
+
+    #[test]
     fn skipped_and_broken_trials_meet_no_entry() {
         let e = Expectations::parse(FILE).unwrap();
         assert_eq!(
@@ -431,10 +493,11 @@ reason = "slow spawns"
         .map(String::from)
         .to_vec();
         // Only ws/fs/walk graded (a filtered run), failing at another line now;
-        // stdio/process/arg0 skipped.
+        // stdio/process/arg0 skipped, ws/process/arg0 FLAKY under --repeat.
         let results = vec![
             ("ws/fs/walk".to_owned(), "FAIL".to_owned(), Some(14)),
             ("stdio/process/arg0".to_owned(), "SKIPPED".to_owned(), None),
+            ("ws/process/arg0".to_owned(), "FLAKY".to_owned(), None),
         ];
         let next = e.updated(&results, &trials);
         let cases: Vec<(&str, &str)> = next

@@ -11,8 +11,13 @@
 //!   pattern string holding one is compared after substitution;
 //! - `{"$b64": "text"}` matches the standard base64 of `text` (`${name}` substituted);
 //! - `{"$oneOf": [p, q, …]}` matches when any alternative matches;
+//! - `{"$allOf": [p, q, …]}` matches when every pattern matches, in order (what the
+//!   first binds, the later see: `{"$allOf": ["$sid2", {"$not": "$sid1"}]}`);
 //! - `{"$not": p}` matches anything `p` does not (and binds nothing);
 //! - `{"$eq": value}` matches exactly `value` (no rules inside: an escape);
+//! - `{"$type": "integer"}` matches any value of that JSON type (`string`, `number`,
+//!   `integer`, `boolean`, `array`, `object`, `null`): for values that differ from run
+//!   to run, such as times and seqs (recorded cases use it);
 //! - `"$$…"` is the literal string `$…`.
 
 use std::collections::BTreeMap;
@@ -42,10 +47,14 @@ pub enum Pattern {
     Template(String),
     /// `{"$oneOf": [...]}`.
     OneOf(Vec<Pattern>),
+    /// `{"$allOf": [...]}`: every pattern, in order, with the bindings of the earlier.
+    AllOf(Vec<Pattern>),
     /// `{"$not": p}`: anything `p` does not match (binds nothing).
     Not(Box<Pattern>),
     /// A scalar, or `{"$eq": value}`.
     Exact(Value),
+    /// `{"$type": "integer"}`: any value of this JSON type.
+    Type(JsonType),
     /// An object: every listed key must match.
     Object(Vec<(String, Pattern)>),
     /// An array, element-wise; `open` when the pattern ended in `"..."`.
@@ -55,6 +64,72 @@ pub enum Pattern {
         /// More elements may follow.
         open: bool,
     },
+}
+
+/// A JSON type a `{"$type": …}` pattern accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonType {
+    /// `"string"`.
+    String,
+    /// `"number"`: any number, integer or not.
+    Number,
+    /// `"integer"`: a number without a fractional part (as JSON writes it: `1`, not `1.0`).
+    Integer,
+    /// `"boolean"`.
+    Boolean,
+    /// `"array"`.
+    Array,
+    /// `"object"`.
+    Object,
+    /// `"null"`.
+    Null,
+}
+
+impl JsonType {
+    /// Every type, in the order error messages list them.
+    pub const ALL: [JsonType; 7] = [
+        JsonType::String,
+        JsonType::Number,
+        JsonType::Integer,
+        JsonType::Boolean,
+        JsonType::Array,
+        JsonType::Object,
+        JsonType::Null,
+    ];
+
+    /// As written in a pattern.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JsonType::String => "string",
+            JsonType::Number => "number",
+            JsonType::Integer => "integer",
+            JsonType::Boolean => "boolean",
+            JsonType::Array => "array",
+            JsonType::Object => "object",
+            JsonType::Null => "null",
+        }
+    }
+
+    /// The type of `value`, the narrowest one (`integer` rather than `number`).
+    pub fn of(value: &Value) -> JsonType {
+        match value {
+            Value::String(_) => JsonType::String,
+            Value::Number(n) if n.is_i64() || n.is_u64() => JsonType::Integer,
+            Value::Number(_) => JsonType::Number,
+            Value::Bool(_) => JsonType::Boolean,
+            Value::Array(_) => JsonType::Array,
+            Value::Object(_) => JsonType::Object,
+            Value::Null => JsonType::Null,
+        }
+    }
+
+    /// Whether `value` is of this type.
+    pub fn accepts(self, value: &Value) -> bool {
+        match self {
+            JsonType::Number => value.is_number(),
+            narrow => JsonType::of(value) == narrow,
+        }
+    }
 }
 
 /// Why a pattern (or a message to send) is not valid. `token` is the JSON text the
@@ -154,11 +229,35 @@ impl Pattern {
                                 quoted(op),
                             )),
                         },
+                        "$allOf" => match operand {
+                            Value::Array(items) if !items.is_empty() => Ok(Pattern::AllOf(
+                                items
+                                    .iter()
+                                    .map(Pattern::compile)
+                                    .collect::<Result<_, _>>()?,
+                            )),
+                            _ => Err(PatternError::new(
+                                "$allOf takes a non-empty array of patterns",
+                                quoted(op),
+                            )),
+                        },
                         "$eq" => Ok(Pattern::Exact(operand.clone())),
+                        "$type" => operand
+                            .as_str()
+                            .and_then(|name| JsonType::ALL.into_iter().find(|t| t.as_str() == name))
+                            .map(Pattern::Type)
+                            .ok_or_else(|| {
+                                let known: Vec<&str> =
+                                    JsonType::ALL.iter().map(|t| t.as_str()).collect();
+                                PatternError::new(
+                                    format!("$type takes a type name ({})", known.join(", ")),
+                                    quoted(op),
+                                )
+                            }),
                         "$not" => Ok(Pattern::Not(Box::new(Pattern::compile(operand)?))),
                         _ => Err(PatternError::new(
                             format!(
-                                "unknown pattern operator {op} (known: $b64, $oneOf, $not, $eq)"
+                                "unknown pattern operator {op} (known: $b64, $oneOf, $allOf, $not, $eq, $type)"
                             ),
                             quoted(op),
                         )),
@@ -181,7 +280,8 @@ impl Pattern {
         if let Some(literal) = text.strip_prefix("$$") {
             return Ok(Pattern::Exact(Value::String(format!("${literal}"))));
         }
-        if text.starts_with('$') {
+        // `${name}…` is a template (below), as in a message to send.
+        if text.starts_with('$') && !text.starts_with("${") {
             return match parse_var(text) {
                 Some((name, suffix)) => Ok(Pattern::Var { name, suffix }),
                 None => Err(PatternError::new(
@@ -215,7 +315,7 @@ impl Pattern {
             Pattern::Template(text) | Pattern::Base64(text) => {
                 referenced(&Value::String(text.clone()), out)
             }
-            Pattern::OneOf(items) | Pattern::Array { items, .. } => {
+            Pattern::OneOf(items) | Pattern::AllOf(items) | Pattern::Array { items, .. } => {
                 items.iter().for_each(|p| p.references(out))
             }
             Pattern::Object(entries) => entries.iter().for_each(|(_, p)| p.references(out)),
@@ -227,7 +327,7 @@ impl Pattern {
     pub fn variables(&self, out: &mut Vec<String>) {
         match self {
             Pattern::Var { name, .. } => out.push(name.clone()),
-            Pattern::OneOf(items) | Pattern::Array { items, .. } => {
+            Pattern::OneOf(items) | Pattern::AllOf(items) | Pattern::Array { items, .. } => {
                 items.iter().for_each(|p| p.variables(out))
             }
             Pattern::Object(entries) => entries.iter().for_each(|(_, p)| p.variables(out)),
@@ -306,6 +406,9 @@ impl Pattern {
                 Ok(()) => mismatch(format!("anything but {}", inner.render())),
                 Err(_) => Ok(()),
             },
+            Pattern::AllOf(items) => items
+                .iter()
+                .try_for_each(|item| item.match_at(actual, bindings, path)),
             Pattern::OneOf(options) => {
                 for option in options {
                     let mut scratch = bindings.clone();
@@ -319,6 +422,10 @@ impl Pattern {
             Pattern::Exact(want) => match json_equal(want, actual) {
                 true => Ok(()),
                 false => mismatch(want.to_string()),
+            },
+            Pattern::Type(kind) => match kind.accepts(actual) {
+                true => Ok(()),
+                false => mismatch(format!("any {}", kind.as_str())),
             },
             Pattern::Object(entries) => {
                 let Some(object) = actual.as_object() else {
@@ -375,7 +482,11 @@ impl Pattern {
             Pattern::OneOf(items) => {
                 serde_json::json!({"$oneOf": items.iter().map(Pattern::render).collect::<Vec<_>>()})
             }
+            Pattern::AllOf(items) => {
+                serde_json::json!({"$allOf": items.iter().map(Pattern::render).collect::<Vec<_>>()})
+            }
             Pattern::Exact(value) => value.clone(),
+            Pattern::Type(kind) => serde_json::json!({ "$type": kind.as_str() }),
             Pattern::Object(entries) => Value::Object(
                 entries
                     .iter()
@@ -634,11 +745,50 @@ mod tests {
         assert!(check(json!({"$not": {"$oneOf": [1, 2]}}), json!(2)).is_err());
         assert!(check(json!({"$b64": "hi"}), json!("aGkK")).is_err());
         assert!(check(json!({"$oneOf": [-32600, -32010]}), json!(-32010)).is_ok());
+        // $allOf: every pattern, the later ones seeing what the earlier bound.
+        let fresh = Pattern::compile(&json!({"$allOf": ["$b", {"$not": "$a"}]})).unwrap();
+        let mut bindings = Bindings::new();
+        bindings.insert("a".into(), json!("x"));
+        assert!(fresh.matches(&json!("x"), &mut bindings.clone()).is_err());
+        assert!(fresh.matches(&json!("y"), &mut bindings).is_ok());
+        assert_eq!(bindings.get("b"), Some(&json!("y")));
         assert!(check(json!({"$oneOf": [-32600, -32010]}), json!(-32601)).is_err());
         assert!(check(json!({"$eq": "*"}), json!("*")).is_ok());
         assert!(check(json!({"$eq": "*"}), json!("x")).is_err());
         assert!(check(json!("$$x"), json!("$x")).is_ok());
         assert!(check(json!(1), json!(1.0)).is_ok());
+    }
+
+    #[test]
+    fn a_template_may_start_with_a_variable() {
+        let mut bindings = Bindings::from([("tmp".to_owned(), json!("/t/1"))]);
+        let pattern = Pattern::compile(&json!("${tmp} is gone")).unwrap();
+        assert!(matches!(pattern, Pattern::Template(_)));
+        pattern
+            .matches(&json!("/t/1 is gone"), &mut bindings)
+            .unwrap();
+        assert!(pattern
+            .matches(&json!("/t/2 is gone"), &mut bindings)
+            .is_err());
+    }
+
+    #[test]
+    fn typed_wildcards() {
+        assert!(check(json!({"$type": "integer"}), json!(17)).is_ok());
+        assert!(check(json!({"$type": "integer"}), json!(-3)).is_ok());
+        assert!(check(json!({"$type": "integer"}), json!(1.5)).is_err());
+        assert!(check(json!({"$type": "integer"}), json!("17")).is_err());
+        assert!(check(json!({"$type": "number"}), json!(1.5)).is_ok());
+        assert!(check(json!({"$type": "number"}), json!(2)).is_ok());
+        assert!(check(json!({"$type": "string"}), json!("x")).is_ok());
+        assert!(check(json!({"$type": "null"}), json!(null)).is_ok());
+        assert!(check(json!({"$type": "array"}), json!({})).is_err());
+        let miss = check(json!({"a": {"$type": "boolean"}}), json!({"a": 0})).unwrap_err();
+        assert_eq!(miss.expected, "any boolean");
+        let pattern = Pattern::compile(&json!({"$type": "object"})).unwrap();
+        assert_eq!(pattern.render(), json!({"$type": "object"}));
+        assert!(Pattern::compile(&json!({"$type": "int"})).is_err());
+        assert!(Pattern::compile(&json!({"$type": 1})).is_err());
     }
 
     #[test]
@@ -648,6 +798,7 @@ mod tests {
             json!("~/abc"),
             json!({"$nope": 1}),
             json!({"$oneOf": []}),
+            json!({"$allOf": []}),
             json!({"$b64": 1}),
             json!({"$eq": 1, "x": 2}),
             json!("$1abc"),

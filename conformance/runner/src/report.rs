@@ -20,7 +20,8 @@ use serde_json::Value;
 pub struct Record {
     /// `ws/session/resume-after-disconnect`.
     pub trial: String,
-    /// The verdict's name: PASS, NON-STRICT, FAIL, TIMEOUT, CRASH, SKIPPED, HARNESS-ERROR.
+    /// The verdict's name: PASS, NON-STRICT, FAIL, TIMEOUT, CRASH, SKIPPED, HARNESS-ERROR,
+    /// FLAKY (`--repeat`: the runs did not all end alike).
     pub verdict: String,
     /// Why it was skipped, or what failed (the mismatch).
     pub detail: String,
@@ -248,6 +249,21 @@ fn summary(run: &RunInfo, records: &[Record]) -> String {
                 out,
                 "| `{}` | {} | {reason} |",
                 record.trial, record.verdict
+            );
+        }
+    }
+    let flaky: Vec<&Record> = records.iter().filter(|r| r.verdict == "FLAKY").collect();
+    if !flaky.is_empty() {
+        out.push_str(
+            "\n### Flaky (the verdict changed between runs)\n\n| trial | runs |\n|---|---|\n",
+        );
+        for record in flaky {
+            let first = record.detail.split(';').next().unwrap_or("");
+            let _ = writeln!(
+                out,
+                "| `{}` | {} |",
+                record.trial,
+                first.replace('|', "\\|")
             );
         }
     }

@@ -21,7 +21,7 @@ use crate::transcript::{
 };
 
 /// How long each wait of a case may take (logical, × time scale), by its class.
-const NORMAL_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const NORMAL_WAIT: Duration = Duration::from_secs(5);
 const LONG_WAIT: Duration = Duration::from_secs(60);
 
 /// The session TTL §1 gives a server by default: the one TTL cases run with, under
@@ -34,7 +34,7 @@ const SETTLE: Duration = Duration::from_millis(50);
 
 /// How long a server gets to exit after SIGTERM at the end of a case, and its
 /// processes to be gone after it did (logical, × time scale).
-const STOP_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// How long `!! no-orphans` lets a dying process finish (logical, × time scale).
 const ORPHAN_GRACE: Duration = Duration::from_secs(1);
@@ -62,6 +62,22 @@ pub(crate) struct Config {
     pub token_args: Vec<String>,
 }
 
+impl Default for Config {
+    /// No server command (the in-process in-tree server, for the crate's own tests),
+    /// revision 2026-08, waits unscaled, no token.
+    fn default() -> Config {
+        Config {
+            server: Vec::new(),
+            attach: None,
+            revision: Revision::R2026_08,
+            time_scale: 1.0,
+            include_long: false,
+            token: None,
+            token_args: Vec::new(),
+        }
+    }
+}
+
 /// A case's grade.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
@@ -79,6 +95,9 @@ pub enum Verdict {
     Skipped(String),
     /// The suite itself is wrong (e.g. a bad transcript).
     HarnessError(String),
+    /// Under `--repeat N`, the runs of one trial did not all end alike (the tally, then
+    /// the first failing run's verdict).
+    Flaky(String),
 }
 
 impl Verdict {
@@ -92,6 +111,21 @@ impl Verdict {
             Verdict::Crash(_) => "CRASH".into(),
             Verdict::Skipped(reason) => format!("SKIPPED({reason})"),
             Verdict::HarnessError(_) => "HARNESS-ERROR".into(),
+            Verdict::Flaky(_) => "FLAKY".into(),
+        }
+    }
+
+    /// What it says beyond its name: why it was skipped, or what did not hold.
+    pub fn detail(&self) -> &str {
+        match self {
+            Verdict::Pass => "",
+            Verdict::Skipped(text)
+            | Verdict::NonStrict(text)
+            | Verdict::Fail(text)
+            | Verdict::Timeout(text)
+            | Verdict::Crash(text)
+            | Verdict::HarnessError(text)
+            | Verdict::Flaky(text) => text,
         }
     }
 
@@ -242,8 +276,10 @@ pub(crate) async fn probe(transport: TransportName, config: &Config) -> Result<P
 }
 
 /// Starts (or attaches to) a server. It does not get the case's marker: the server and
-/// its helpers are not the case's processes; the case marks what it starts.
-async fn start(
+/// its helpers are not the case's processes; the case marks what it starts. An empty
+/// command (and no `--attach`) is the in-tree server in-process, as the harness runs
+/// it: the crate's own tests record and replay against it without a binary to build.
+pub(crate) async fn start(
     transport: TransportName,
     config: &Config,
     args: &[String],
@@ -254,6 +290,12 @@ async fn start(
     }
     builder = match &config.attach {
         Some(url) => builder.attach(url.clone()),
+        None if config.server.is_empty() => builder
+            .transport(match transport {
+                TransportName::Ws => Transport::WebSocket,
+                TransportName::Stdio => Transport::Stdio,
+            })
+            .args(config.token_args.iter().chain(args).cloned()),
         None => builder
             .transport(match transport {
                 TransportName::Ws => Transport::WebSocket,
@@ -279,33 +321,37 @@ pub(crate) async fn run_case(
     outcome
 }
 
+/// A case's `$tmp`: a fresh directory (removed when the handle drops) and its
+/// canonical path. `$tmp` is compared with `pwd -P` and `fs/canonicalize`: no symlink
+/// in it.
+pub(crate) fn case_dir() -> Result<(tempfile::TempDir, PathBuf), String> {
+    let tmp = tempfile::Builder::new()
+        .prefix("exec-conformance-")
+        .tempdir()
+        .map_err(|err| format!("temporary directory: {err}"))?;
+    let root = tmp
+        .path()
+        .canonicalize()
+        .map_err(|err| format!("temporary directory: {err}"))?;
+    Ok((tmp, root))
+}
+
+/// A case's `$marker`: unique, so that hygiene finds this case's processes only.
+pub(crate) fn new_marker() -> String {
+    format!("exec-conformance-{}", uuid::Uuid::new_v4().simple())
+}
+
 async fn run_case_inner(
     case: &Transcript,
     transport: TransportName,
     config: &Config,
     profile: &Profile,
 ) -> Outcome {
-    // `$tmp` is compared with `pwd -P` and `fs/canonicalize`: no symlink in it.
-    let tmp = match tempfile::Builder::new()
-        .prefix("exec-conformance-")
-        .tempdir()
-    {
-        Ok(tmp) => tmp,
-        Err(err) => {
-            return Outcome::without_run(Verdict::HarnessError(format!(
-                "temporary directory: {err}"
-            )))
-        }
+    let (tmp, root) = match case_dir() {
+        Ok(dir) => dir,
+        Err(err) => return Outcome::without_run(Verdict::HarnessError(err)),
     };
-    let root = match tmp.path().canonicalize() {
-        Ok(root) => root,
-        Err(err) => {
-            return Outcome::without_run(Verdict::HarnessError(format!(
-                "temporary directory: {err}"
-            )))
-        }
-    };
-    let marker = format!("exec-conformance-{}", uuid::Uuid::new_v4().simple());
+    let marker = new_marker();
     let needs_ttl = case.requires.iter().any(|f| f == TTL_FEATURE);
     let settable_ttl = profile.features.contains(TTL_FEATURE);
     // A TTL that cannot be set is waited out at its default: a long case.
@@ -323,17 +369,9 @@ async fn run_case_inner(
             return Outcome::without_run(Verdict::Crash(format!("the server did not start: {err}")))
         }
     };
-    let mut run = CaseRun {
-        server,
-        connections: Vec::new(),
-        requests: Ledger::default(),
-        closed: HashSet::new(),
-        bindings: initial_bindings(&root, &marker, config.revision),
-        ttl,
-        wait: if long { LONG_WAIT } else { NORMAL_WAIT },
-        marker,
-        exit_expected: false,
-    };
+    let bindings = initial_bindings(&root, &marker, config.revision);
+    let wait = if long { LONG_WAIT } else { NORMAL_WAIT };
+    let mut run = CaseRun::new(server, bindings, ttl, wait, marker);
     let budget = match long {
         false => Duration::from_secs(30),
         true => Duration::from_secs(180) + ttl * 3,
@@ -402,23 +440,28 @@ struct Ledger {
     last_sender: HashMap<String, usize>,
 }
 
+/// The ids a frame carries (its own, or a batch's members'), as JSON text; a frame that
+/// is not JSON carries none.
+pub(crate) fn ids_in(frame: &[u8]) -> Vec<String> {
+    match serde_json::from_slice::<Value>(frame) {
+        Ok(Value::Object(message)) => message
+            .get("id")
+            .map(Value::to_string)
+            .into_iter()
+            .collect(),
+        Ok(Value::Array(batch)) => batch
+            .iter()
+            .filter_map(|member| member.get("id").map(Value::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 impl Ledger {
     /// Records the requests in a frame sent on `connection`: its `id`, or the ids of a
     /// batch's members. A frame that is not JSON carries none.
     fn record(&mut self, connection: usize, frame: &[u8]) {
-        let ids: Vec<String> = match serde_json::from_slice::<Value>(frame) {
-            Ok(Value::Object(message)) => message
-                .get("id")
-                .map(Value::to_string)
-                .into_iter()
-                .collect(),
-            Ok(Value::Array(batch)) => batch
-                .iter()
-                .filter_map(|member| member.get("id").map(Value::to_string))
-                .collect(),
-            _ => Vec::new(),
-        };
-        for id in ids {
+        for id in ids_in(frame) {
             *self.sent.entry((connection, id.clone())).or_default() += 1;
             self.last_sender.insert(id, connection);
         }
@@ -441,7 +484,7 @@ fn id_key(id: &RequestId) -> String {
 }
 
 /// `$tmp`, `$tmpPath` (by revision: a plain path, or a `file:` URI) and `$marker`.
-fn initial_bindings(root: &Path, marker: &str, revision: Revision) -> Bindings {
+pub(crate) fn initial_bindings(root: &Path, marker: &str, revision: Revision) -> Bindings {
     let plain = root.to_string_lossy().into_owned();
     let wire = match revision {
         Revision::R2026_06 => plain.clone(),
@@ -457,13 +500,22 @@ fn initial_bindings(root: &Path, marker: &str, revision: Revision) -> Bindings {
 }
 
 /// Why a step failed, before it becomes a verdict.
-enum StepFailure {
+pub(crate) enum StepFailure {
     Mismatch(String),
     Timeout(String),
     Harness(String),
 }
 
 impl StepFailure {
+    /// What went wrong, without the verdict.
+    pub(crate) fn text(&self) -> &str {
+        match self {
+            StepFailure::Mismatch(text)
+            | StepFailure::Timeout(text)
+            | StepFailure::Harness(text) => text,
+        }
+    }
+
     fn verdict(self, at: String) -> Verdict {
         match self {
             StepFailure::Mismatch(text) => Verdict::Fail(format!("{at}: {text}")),
@@ -483,31 +535,57 @@ impl From<HarnessError> for StepFailure {
 }
 
 /// One case being played: its server, its connections (the last one is current), and
-/// what it has bound.
-struct CaseRun {
-    server: ExecServer,
-    connections: Vec<Connection>,
+/// what it has bound. The recorder drives one too, step by step.
+pub(crate) struct CaseRun {
+    pub(crate) server: ExecServer,
+    pub(crate) connections: Vec<Connection>,
     /// The requests sent and the answers taken, per connection.
     requests: Ledger,
     /// Connections the case itself closed.
     closed: HashSet<usize>,
-    bindings: Bindings,
+    pub(crate) bindings: Bindings,
     ttl: Duration,
     /// The deadline of each wait (logical).
-    wait: Duration,
-    marker: String,
+    pub(crate) wait: Duration,
+    pub(crate) marker: String,
     /// Set once the case closes stdin or expects the server to exit.
     exit_expected: bool,
 }
 
 impl CaseRun {
+    pub(crate) fn new(
+        server: ExecServer,
+        bindings: Bindings,
+        ttl: Duration,
+        wait: Duration,
+        marker: String,
+    ) -> CaseRun {
+        CaseRun {
+            server,
+            connections: Vec::new(),
+            requests: Ledger::default(),
+            closed: HashSet::new(),
+            bindings,
+            ttl,
+            wait,
+            marker,
+            exit_expected: false,
+        }
+    }
+
+    /// Opens the case's first connection.
+    pub(crate) async fn open_first(&mut self) -> Result<(), StepFailure> {
+        let connection = self
+            .server
+            .connect()
+            .await
+            .map_err(|err| StepFailure::Mismatch(format!("cannot connect: {err}")))?;
+        self.connections.push(connection);
+        Ok(())
+    }
+
     async fn play(&mut self, case: &Transcript) -> Result<(), (usize, StepFailure)> {
-        self.connections.push(
-            self.server
-                .connect()
-                .await
-                .map_err(|err| (0, StepFailure::Mismatch(format!("cannot connect: {err}"))))?,
-        );
+        self.open_first().await.map_err(|failure| (0, failure))?;
         for step in &case.steps {
             self.step(&step.kind)
                 .await
@@ -522,7 +600,7 @@ impl CaseRun {
             .expect("play opens the first connection")
     }
 
-    async fn step(&mut self, kind: &StepKind) -> Result<(), StepFailure> {
+    pub(crate) async fn step(&mut self, kind: &StepKind) -> Result<(), StepFailure> {
         match kind {
             StepKind::Send(message) => {
                 let message = substitute(message, &self.bindings)
@@ -583,8 +661,7 @@ impl CaseRun {
                 self.current().disconnect().await?;
             }
             StepKind::ExpectExit(code) => {
-                self.exit_expected = true;
-                let status = self.server.wait_exit_within(self.wait).await?;
+                let status = self.wait_exit().await?;
                 if let Some(code) = code {
                     if status.code() != Some(*code) {
                         return Err(StepFailure::Mismatch(format!(
@@ -627,9 +704,20 @@ impl CaseRun {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
-            StepKind::ReadUntil { process, text } => self.read_until(process, text).await?,
+            StepKind::ReadUntil {
+                process,
+                stream,
+                text,
+            } => self.read_until(process, stream.as_deref(), text).await?,
         }
         Ok(())
+    }
+
+    /// Waits (one step's deadline) for the server process to exit, which is then not
+    /// a crash.
+    pub(crate) async fn wait_exit(&mut self) -> Result<std::process::ExitStatus, StepFailure> {
+        self.exit_expected = true;
+        Ok(self.server.wait_exit_within(self.wait).await?)
     }
 
     async fn expect_response(
@@ -678,6 +766,24 @@ impl CaseRun {
     }
 
     async fn http(&mut self, http: &HttpStep) -> Result<(), StepFailure> {
+        let (actual, text) = self.http_answer(http).await?;
+        http.pattern
+            .matches(&actual, &mut self.bindings)
+            .map_err(|mismatch| {
+                StepFailure::Mismatch(format!(
+                    "HTTP answer does not match\n  expected: {}\n  actual:   {}\n  {mismatch}",
+                    http.pattern.render(),
+                    text.trim_end()
+                ))
+            })
+    }
+
+    /// Makes the request of `!! http` and returns its answer as the pattern sees it,
+    /// `{"status": N, "body": "text"}`, and as text.
+    pub(crate) async fn http_answer(
+        &self,
+        http: &HttpStep,
+    ) -> Result<(Value, String), StepFailure> {
         let url = self
             .server
             .url()
@@ -707,18 +813,15 @@ impl CaseRun {
         let answer =
             exec_server_harness::http_head(url, request, self.server.default_wait()).await?;
         let actual = json!({"status": answer.status, "body": answer.body});
-        http.pattern
-            .matches(&actual, &mut self.bindings)
-            .map_err(|mismatch| {
-                StepFailure::Mismatch(format!(
-                    "HTTP answer does not match\n  expected: {}\n  actual:   {}\n  {mismatch}",
-                    http.pattern.render(),
-                    answer.text.trim_end()
-                ))
-            })
+        Ok((actual, answer.text))
     }
 
-    async fn read_until(&mut self, process: &str, text: &str) -> Result<(), StepFailure> {
+    async fn read_until(
+        &mut self,
+        process: &str,
+        stream: Option<&str>,
+        text: &str,
+    ) -> Result<(), StepFailure> {
         let process = match process.strip_prefix('$') {
             Some(name) => match self.bindings.get(name) {
                 Some(Value::String(id)) => id.clone(),
@@ -733,12 +836,16 @@ impl CaseRun {
         let wanted =
             expand(text, &self.bindings).map_err(|err| StepFailure::Harness(err.message))?;
         let mut seen = Vec::new();
+        let shown_stream = stream.map(|s| format!(" on {s}")).unwrap_or_default();
         while !seen.windows(wanted.len()).any(|w| w == wanted.as_bytes()) {
             let event = self
                 .current()
-                .expect_event(|e| e.is_output(&process))
+                .expect_event(|e| {
+                    e.is_output(&process)
+                        && stream.is_none_or(|s| e.params.get("stream") == Some(&json!(s)))
+                })
                 .described(format!(
-                    "output of {process} containing {wanted:?} (so far {:?})",
+                    "output of {process}{shown_stream} containing {wanted:?} (so far {:?})",
                     String::from_utf8_lossy(&seen)
                 ))
                 .within(self.wait)
@@ -750,7 +857,7 @@ impl CaseRun {
 
     /// Whether the server process died without the case closing its stdin or
     /// expecting it to exit.
-    fn died_unasked(&self) -> bool {
+    pub(crate) fn died_unasked(&self) -> bool {
         !self.exit_expected
             && self
                 .server
@@ -763,7 +870,7 @@ impl CaseRun {
     /// answers to an id than requests with it. Answers to requests the case sent and
     /// did not wait for are fine. Reads each open connection briefly first, so what is
     /// already on its way is seen.
-    async fn unexpected_responses(&self) -> Option<String> {
+    pub(crate) async fn unexpected_responses(&self) -> Option<String> {
         for connection in &self.connections {
             if connection.is_open() {
                 connection.drain(SETTLE).await;
@@ -802,7 +909,7 @@ impl CaseRun {
     /// to its process group (a server started through a wrapper is in it too), then up
     /// to [`STOP_GRACE`] for the group to be gone. On stdio, then reads what it wrote
     /// up to its exit. True when it is known to have exited.
-    async fn stop(&self) -> bool {
+    pub(crate) async fn stop(&self) -> bool {
         let Some(pid) = self.server.pid() else {
             return false;
         };
@@ -832,7 +939,7 @@ impl CaseRun {
 
     /// Stdout purity: nothing but protocol frames on any connection, and nothing after
     /// a websocket server's start-up line.
-    fn stdout_verdict(&self) -> Verdict {
+    pub(crate) fn stdout_verdict(&self) -> Verdict {
         let invalid: Vec<String> = self
             .connections
             .iter()
@@ -851,7 +958,7 @@ impl CaseRun {
     }
 
     /// The last lines of every connection's wire trace and the server's stderr tail.
-    fn report(&self) -> String {
+    pub(crate) fn report(&self) -> String {
         let mut out = String::new();
         for (index, connection) in self.connections.iter().enumerate() {
             let trace = connection.trace();

@@ -13,24 +13,15 @@ use std::time::Instant;
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use tokio::sync::OnceCell;
 
-use crate::cli::{resolve_program, split_args, GateLevel, Options};
+use crate::cli::{split_args, GateLevel, Options};
 use crate::expectations::{Expectations, Judgement};
 use crate::manifest::{self, Manifest};
 use crate::profile::Profile;
 use crate::report::{self, Record, RunInfo};
 use crate::runner::{self, Config, Outcome, Probed, Verdict};
-use crate::transcript::{self, Revision, Transcript, TransportName};
-
-/// Where the cases and the default server come from.
-pub struct Source<'a> {
-    /// The workspace (the `conformance` test target): relative paths are resolved
-    /// from it, and its `fixtures/transcripts` are the cases.
-    pub workspace: Option<&'a Path>,
-    /// Cases built into the binary (the standalone runner): `(id, text)`.
-    pub embedded: &'a [(&'a str, &'a str)],
-    /// The server tested without `--server`, with its built-in manifest.
-    pub in_tree: Option<&'a str>,
-}
+pub use crate::setup::Source;
+use crate::setup::{resolve, setup};
+use crate::transcript::{self, Transcript, TransportName};
 
 /// A case's file as shown, and its text.
 type Cases = BTreeMap<String, (String, String)>;
@@ -42,6 +33,8 @@ struct Suite {
     expectations: Expectations,
     /// The expectations file, resolved (`--update-expectations` rewrites it).
     expectations_file: Option<PathBuf>,
+    /// How many times each trial runs (`--repeat N`).
+    repeat: u32,
     /// The manifest's file as given, or `(built in)`.
     manifest_file: String,
     level: GateLevel,
@@ -116,11 +109,19 @@ impl Suite {
                     .map(|()| Completion::Completed)
             }
         };
-        let outcome = runtime.block_on(self.grade(case, transport));
-        let label = match &outcome.verdict {
-            Verdict::Skipped(_) => "SKIPPED".to_owned(),
-            other => other.label(),
-        };
+        let mut runs = Vec::new();
+        for _ in 0..self.repeat {
+            let outcome = runtime.block_on(self.grade(case, transport));
+            // A skip depends on the case and the server's declarations only.
+            let skipped = matches!(outcome.verdict, Verdict::Skipped(_));
+            runs.push(outcome);
+            if skipped {
+                break;
+            }
+        }
+        let labels: Vec<String> = runs.iter().map(|run| label_of(&run.verdict)).collect();
+        let outcome = fold_runs(runs);
+        let label = label_of(&outcome.verdict);
         let heading = format!(
             "{} {name} [{} {}, revision {}, {:.1}s]",
             outcome.verdict.label(),
@@ -129,16 +130,11 @@ impl Suite {
             self.config.revision.as_str(),
             outcome.duration.as_secs_f64()
         );
-        let detail = match &outcome.verdict {
-            Verdict::Pass => String::new(),
-            Verdict::Skipped(text)
-            | Verdict::NonStrict(text)
-            | Verdict::Fail(text)
-            | Verdict::Timeout(text)
-            | Verdict::Crash(text)
-            | Verdict::HarnessError(text) => text.clone(),
+        let detail = outcome.verdict.detail().to_owned();
+        let judgement = match &outcome.verdict {
+            Verdict::Flaky(_) => self.expectations.judge_flaky(name, &labels),
+            _ => self.expectations.judge(name, &label, outcome.line),
         };
-        let judgement = self.expectations.judge(name, &label, outcome.line);
         let gate_failure = gate_failure(&outcome.verdict, &judgement, self.level);
         if gate_failure.is_none() && matches!(outcome.verdict, Verdict::NonStrict(_)) {
             eprintln!("{heading}\n    {detail}");
@@ -324,6 +320,51 @@ fn under_nextest() -> bool {
     std::env::var_os("NEXTEST_RUN_ID").is_some()
 }
 
+/// A verdict's name in reports and expectations (a skip without its reason).
+fn label_of(verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::Skipped(_) => "SKIPPED".to_owned(),
+        other => other.label(),
+    }
+}
+
+/// The runs of one trial (at least one) as one outcome: the last run's when all ended
+/// alike, else FLAKY with the tally of verdicts, showing the first run that did not
+/// pass. The duration is the runs' total.
+fn fold_runs(mut runs: Vec<Outcome>) -> Outcome {
+    let duration = runs.iter().map(|run| run.duration).sum();
+    let labels: Vec<String> = runs.iter().map(|run| label_of(&run.verdict)).collect();
+    if labels.iter().all(|label| *label == labels[0]) {
+        let mut last = runs.pop().unwrap_or_else(|| {
+            Outcome::without_run(Verdict::HarnessError("no run of this trial".into()))
+        });
+        last.duration = duration;
+        return last;
+    }
+    let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
+    for label in &labels {
+        *tally.entry(label.as_str()).or_default() += 1;
+    }
+    let tally: Vec<String> = tally.iter().map(|(v, n)| format!("{v} {n}")).collect();
+    let failing = runs
+        .iter()
+        .position(|run| !matches!(run.verdict, Verdict::Pass))
+        .unwrap_or(0);
+    let shown = runs.swap_remove(failing);
+    let detail = shown.verdict.detail().to_owned();
+    Outcome {
+        verdict: Verdict::Flaky(format!(
+            "verdicts over {} runs: {}; run {} was {}: {detail}",
+            labels.len(),
+            tally.join(", "),
+            failing + 1,
+            label_of(&shown.verdict)
+        )),
+        duration,
+        ..shown
+    }
+}
+
 /// Whether a trial fails the gate, and the first line to say why: a contradicted
 /// expectations entry always does; an entry it matches never does; otherwise FAIL,
 /// TIMEOUT, CRASH and HARNESS-ERROR do, and NON-STRICT does at `--level should`.
@@ -360,6 +401,11 @@ pub fn main(args: impl IntoIterator<Item = String>, source: Source) -> ExitCode 
 }
 
 fn run(args: impl IntoIterator<Item = String>, source: Source) -> Result<ExitCode, String> {
+    let args: Vec<String> = args.into_iter().collect();
+    // `exec-conformance record …` (and `cargo test -p conformance -- record …`).
+    if args.get(1).map(String::as_str) == Some("record") {
+        return Ok(crate::record::main(args[2..].to_vec(), &source));
+    }
     let (options, rest) = split_args(args, |name| std::env::var(name).ok())?;
     let cases = cases(&options, &source)?;
     if let Some(case) = &options.show {
@@ -395,84 +441,27 @@ fn run(args: impl IntoIterator<Item = String>, source: Source) -> Result<ExitCod
 }
 
 fn suite(options: Options, source: &Source, listing: bool) -> Result<Suite, String> {
-    let workspace = source.workspace;
-    let resolve = |path: PathBuf| match workspace {
-        Some(root) if path.is_relative() && !path.exists() => root.join(path),
-        _ => path,
-    };
-    let manifest = match (&options.manifest, &options.server, source.in_tree) {
-        (Some(path), _, _) => {
-            Some(Manifest::load(&resolve(path.clone())).map_err(|e| e.to_string())?)
-        }
-        (None, None, Some(_)) => Some(Manifest::parse(manifest::IN_TREE)?),
-        (None, _, _) => None,
-    };
+    let (config, manifest) = setup(&options, source, listing)?;
     let manifest_file = match &options.manifest {
         Some(path) => path.display().to_string(),
         None => "(built in)".to_owned(),
     };
-    let expectations_file = options.expectations.clone().map(&resolve);
+    let expectations_file = options
+        .expectations
+        .clone()
+        .map(|path| resolve(source, path));
     let expectations = match &expectations_file {
         // `--update-expectations` may start the file.
         Some(path) if options.update_expectations && !path.exists() => Expectations::default(),
         Some(path) => Expectations::load(path)?,
         None => Expectations::default(),
     };
-    let token_file = options
-        .token_file
-        .clone()
-        .map(&resolve)
-        .or_else(|| manifest.as_ref().and_then(|m| m.token_file.clone()));
-    let token = match &token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|err| format!("token file {}: {err}", path.display()))?
-                .trim_end_matches(['\r', '\n'])
-                .to_owned(),
-        ),
-        None => None,
-    };
-    let server = match (&options.server, source.in_tree) {
-        (Some(words), _) => {
-            let root = workspace.unwrap_or(Path::new("."));
-            // Relative, cargo reads it from where it was run: the workspace root, here.
-            let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(|dir| root.join(dir));
-            resolve_program(words.clone(), root, target_dir.as_deref())
-        }
-        (None, Some(in_tree)) => vec![in_tree.to_owned()],
-        // Attached, or only listing: no server is started.
-        (None, None) if options.attach.is_some() || listing => Vec::new(),
-        (None, None) => {
-            return Err("no server: give --server CMD (or EXEC_CONFORMANCE_SERVER)".into())
-        }
-    };
-    let revision = match (options.revision, &manifest) {
-        (Some(revision), _) => revision,
-        // The newest the manifest declares.
-        (None, Some(manifest)) => manifest
-            .revisions
-            .iter()
-            .filter_map(|r| Revision::parse(r))
-            .max()
-            .unwrap_or(Revision::R2026_08),
-        (None, None) => Revision::R2026_08,
-    };
-    if let Some(manifest) = &manifest {
-        if !manifest.revisions.iter().any(|r| r == revision.as_str()) {
-            return Err(format!(
-                "--revision {}: the manifest {:?} declares {} only, so every case would be skipped",
-                revision.as_str(),
-                manifest.name,
-                manifest.revisions.join(", ")
-            ));
-        }
-    }
     let level = options.level.unwrap_or_default();
     let run = RunInfo {
         run_id: std::env::var("NEXTEST_RUN_ID")
             .unwrap_or_else(|_| uuid::Uuid::new_v4().to_string()),
         suite_version: env!("CARGO_PKG_VERSION").to_owned(),
-        revision: revision.as_str().to_owned(),
+        revision: config.revision.as_str().to_owned(),
         level: match level {
             GateLevel::Must => "must".into(),
             GateLevel::Should => "should".into(),
@@ -481,26 +470,14 @@ fn suite(options: Options, source: &Source, listing: bool) -> Result<Suite, Stri
         server_info: BTreeMap::new(),
     };
     Ok(Suite {
-        config: Config {
-            server,
-            attach: options.attach.clone(),
-            revision,
-            time_scale: options.time_scale.unwrap_or(1.0),
-            include_long: options.include_long,
-            token,
-            // One token for both ends: `--token-file` replaces the manifest's file in
-            // what the server is given too.
-            token_args: match (&manifest, &token_file) {
-                (Some(manifest), Some(file)) => manifest.token_args(file),
-                _ => Vec::new(),
-            },
-        },
+        config,
         manifest,
         expectations,
         expectations_file,
+        repeat: options.repeat.unwrap_or(1),
         manifest_file,
         level,
-        report_dir: options.report_dir.clone().map(resolve),
+        report_dir: options.report_dir.clone().map(|path| resolve(source, path)),
         run,
         probes: Default::default(),
         records: Mutex::default(),
@@ -675,6 +652,11 @@ fn print_tally(suite: &Suite, records: &[Record]) {
         suite.config.revision.as_str(),
         counts.join(", ")
     );
+    // Separately: a flaky trial is a different problem from a failing one.
+    for record in records.iter().filter(|r| r.verdict == "FLAKY") {
+        let runs = record.detail.split(';').next().unwrap_or("");
+        eprintln!("exec-conformance: FLAKY {}: {runs}", record.trial);
+    }
 }
 
 /// `--show CASE`: the case file (by id, with or without the transport prefix) and how

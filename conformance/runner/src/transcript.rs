@@ -161,11 +161,14 @@ pub enum StepKind {
     ExpectQuiet(Duration),
     /// `!! no-orphans`.
     NoOrphans,
-    /// `!! read-until PROCESS "text"`: `process/output` of PROCESS (a `$variable` or a
-    /// literal id) until the text has appeared.
+    /// `!! read-until PROCESS [STREAM] "text"`: `process/output` of PROCESS (a
+    /// `$variable` or a literal id), of any stream or only of STREAM (`stdout`,
+    /// `stderr`, `pty`), until the text has appeared.
     ReadUntil {
         /// `$name` or a literal process id.
         process: String,
+        /// Only this stream's output, when given.
+        stream: Option<String>,
         /// What the concatenated output must contain.
         text: String,
     },
@@ -236,7 +239,7 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
-const HEADER_KEYS: [&str; 7] = [
+pub(crate) const HEADER_KEYS: [&str; 7] = [
     "title",
     "spec",
     "level",
@@ -259,6 +262,20 @@ pub const FEATURES: [&str; 9] = [
     "fs",
     "fs.root",
 ];
+
+/// The output streams of `process/output` (§6.2), as `!! read-until` names them.
+const STREAMS: [&str; 3] = ["stdout", "stderr", "pty"];
+
+/// The sections of docs/protocol.md a `spec:` header may cite: `§2.1` for a heading
+/// `### 2.1 WebSocket`, `§7` for `## 7. File system`.
+pub fn protocol_sections(protocol: &str) -> BTreeSet<String> {
+    protocol
+        .lines()
+        .filter(|line| line.starts_with("## ") || line.starts_with("### "))
+        .filter_map(|line| line.trim_start_matches('#').split_whitespace().next())
+        .map(|number| format!("§{}", number.trim_end_matches('.')))
+        .collect()
+}
 
 /// The feature a case must require to use `!! wait-ttl` (the runner then starts its
 /// server with a short TTL).
@@ -456,8 +473,30 @@ pub fn parse(file: &str, source: &str) -> Result<Transcript, ParseError> {
     Ok(transcript)
 }
 
+/// Parses one `!! …` line on its own (the recorder's scripts): `text` is the whole
+/// line, `line` its number in `file`, `bound` the variables bound before it. The
+/// checks that need the whole transcript (headers, transports) are the caller's.
+pub(crate) fn parse_command_line(
+    file: &str,
+    line: usize,
+    text: &str,
+    bound: &BTreeSet<String>,
+) -> Result<StepKind, ParseError> {
+    let parser = Parser { file, line };
+    let trimmed = text.trim_start();
+    let Some(rest) = trimmed.strip_prefix("!!") else {
+        return Err(parser.error(text, 0, "expected a `!!` command"));
+    };
+    let rest = rest.trim();
+    let rest_at = match rest.is_empty() {
+        true => text.trim_end().len(),
+        false => offset(text, rest),
+    };
+    parse_command(&parser, text, rest_at, rest, bound)
+}
+
 /// `key: value` of a `#` line, if it has that shape (key: lowercase letters and `-`).
-fn header_line(comment: &str) -> Option<(&str, &str)> {
+pub(crate) fn header_line(comment: &str) -> Option<(&str, &str)> {
     let comment = comment.trim_start();
     let (key, value) = comment.split_once(':')?;
     let well_formed = !key.is_empty()
@@ -486,7 +525,7 @@ fn pattern_error(parser: &Parser, text: &str, fallback: usize, err: PatternError
     parser.error(text, at, err.message)
 }
 
-fn check_substitutable(value: &Value) -> Result<(), PatternError> {
+pub(crate) fn check_substitutable(value: &Value) -> Result<(), PatternError> {
     // Substitution with every referenced name bound to a string finds malformed `$`s.
     let mut names = Vec::new();
     pattern::referenced(value, &mut names);
@@ -623,12 +662,31 @@ fn parse_command(
             })
         }
         "read-until" => {
-            let Some((process, quoted_text)) = argument.split_once(char::is_whitespace) else {
+            let Some((process, rest)) = argument.split_once(char::is_whitespace) else {
                 return Err(parser.error(
                     text,
                     arg_at,
-                    "`!! read-until` takes a process ($name or id) and a JSON string",
+                    "`!! read-until` takes a process ($name or id), optionally a stream, and a JSON string",
                 ));
+            };
+            // An optional stream between the process and the text (which is quoted).
+            let rest = rest.trim_start();
+            let (stream, quoted_text) = match rest.starts_with('"') {
+                true => (None, rest),
+                false => {
+                    let (word, after) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+                    if !STREAMS.contains(&word) {
+                        return Err(parser.error(
+                            text,
+                            offset(text, rest),
+                            format!(
+                                "`!! read-until` takes a stream ({}) or the quoted text after the process, got {word:?}",
+                                STREAMS.join(", ")
+                            ),
+                        ));
+                    }
+                    (Some(word.to_owned()), after)
+                }
             };
             if let Some(name) = process.strip_prefix('$') {
                 if !bound.contains(name) {
@@ -647,6 +705,7 @@ fn parse_command(
                     check_references(parser, text, text_at, &template, bound)?;
                     Ok(StepKind::ReadUntil {
                         process: process.to_owned(),
+                        stream,
                         text: wanted,
                     })
                 }
@@ -979,6 +1038,48 @@ mod tests {
         .unwrap();
         assert!(matches!(t.steps[0].kind, StepKind::WaitTtl(f) if (f - 0.3).abs() < 1e-9));
         assert!(matches!(t.steps[1].kind, StepKind::WaitTtl(f) if (f - 0.9).abs() < 1e-9));
+    }
+
+    #[test]
+    fn read_until_with_a_stream() {
+        let t = parse(
+            "r.xt",
+            "# spec: §6.2\n!! read-until p1 \"a\"\n!! read-until p1 stderr \"b ${tmp}\"\n",
+        )
+        .unwrap();
+        assert!(
+            matches!(&t.steps[0].kind, StepKind::ReadUntil { process, stream: None, text } if process == "p1" && text == "a")
+        );
+        assert!(
+            matches!(&t.steps[1].kind, StepKind::ReadUntil { stream: Some(s), text, .. } if s == "stderr" && text == "b ${tmp}")
+        );
+        let e = error(&format!("{HEAD}!! read-until p1 stdin \"x\"\n"));
+        assert!(
+            e.starts_with("case.xt:2:18: `!! read-until` takes a stream (stdout, stderr, pty)"),
+            "{e}"
+        );
+        let e = error(&format!("{HEAD}!! read-until p1 stdout\n"));
+        assert!(e.contains("needs a non-empty JSON string"), "{e}");
+    }
+
+    #[test]
+    fn one_command_line_on_its_own() {
+        let bound: BTreeSet<String> = PREDEFINED.iter().map(|s| s.to_string()).collect();
+        let kind = parse_command_line("script", 3, "!! wait 20ms", &bound).unwrap();
+        assert!(matches!(kind, StepKind::Wait(d) if d == Duration::from_millis(20)));
+        let e = parse_command_line("script", 7, "!! explode", &bound).unwrap_err();
+        assert!(
+            e.to_string().starts_with("script:7:4: unknown command"),
+            "{e}"
+        );
+        let e = parse_command_line("script", 2, "!! read-until $p \"x\"", &bound).unwrap_err();
+        assert!(e.to_string().contains("$p is not bound"), "{e}");
+    }
+
+    #[test]
+    fn sections_of_the_protocol() {
+        let sections = protocol_sections("# t\n## 4. Handshake\n### 6.1 process/start\ntext\n");
+        assert_eq!(sections.into_iter().collect::<Vec<_>>(), ["§4", "§6.1"]);
     }
 
     #[test]

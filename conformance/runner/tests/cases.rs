@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use conformance_runner::runner::{discover, load};
+use conformance_runner::transcript::protocol_sections;
 
 fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -14,20 +15,10 @@ fn workspace() -> &'static Path {
         .expect("the crate is conformance/runner in the workspace")
 }
 
-/// `§2.1` for a heading `### 2.1 WebSocket`, `§7` for `## 7. File system`.
-fn sections(protocol: &str) -> BTreeSet<String> {
-    protocol
-        .lines()
-        .filter(|line| line.starts_with("## ") || line.starts_with("### "))
-        .filter_map(|line| line.trim_start_matches('#').split_whitespace().next())
-        .map(|number| format!("§{}", number.trim_end_matches('.')))
-        .collect()
-}
-
 #[test]
 fn every_case_parses_and_cites_a_real_section_with_a_level() {
     let protocol = std::fs::read_to_string(workspace().join("docs/protocol.md")).unwrap();
-    let sections = sections(&protocol);
+    let sections = protocol_sections(&protocol);
     assert!(
         sections.contains("§6.1") && sections.contains("§9"),
         "{sections:?}"

@@ -21,6 +21,8 @@ use cap_std::fs::Dir;
 pub use bfs::{walk as walk_tree, FoundKind, WalkLimits};
 pub use copy::{copy, CopyError};
 
+use crate::faults::{self, Fault};
+
 /// Files larger than this are refused by `fs/readFile`.
 pub const MAX_READ_FILE_BYTES: u64 = 512 * 1024 * 1024;
 
@@ -205,6 +207,11 @@ impl FileSystem {
     /// Confines every access to `root`, which must be an existing directory.
     pub fn confined(root: &Path) -> io::Result<FileSystem> {
         let root = std::fs::canonicalize(root)?;
+        // Negative control: a root that confines nothing (still advertised as a root).
+        let root = match faults::active(Fault::FsEscapeRoot) {
+            true => PathBuf::from("/"),
+            false => root,
+        };
         let dir = Dir::open_ambient_dir(&root, cap_std::ambient_authority())?;
         Ok(FileSystem::Confined { root, dir })
     }

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::errors::io_error;
 use super::paths::{render, resolve, PathRules};
+use crate::faults::{self, Fault};
 use crate::fs::{self, FileSystem, Follow, Kind, MAX_READ_FILE_BYTES};
 use crate::outbound::ReplyRoom;
 
@@ -250,6 +251,12 @@ pub async fn remove(
             }
             Err(err) => return Err(io_error(err)),
         };
+        // Negative control: what the link points to goes first.
+        if faults::active(Fault::FsFollowSymlinkOnRemove) && kind == Kind::Symlink {
+            let _ = fs.canonicalize(&path).and_then(|target| {
+                (fs.remove_dir(&target, true)).or_else(|_| fs.remove_file(&target))
+            });
+        }
         // A symlink is removed itself, never what it points to.
         let removed = match kind {
             Kind::Directory => fs.remove_dir(&path, params.recursive),

@@ -28,6 +28,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 use crate::containment::Containment;
+use crate::faults::{self, Fault};
 use crate::outbound::Notifier;
 use crate::watchdog::Watchdog;
 pub use env::child_environment;
@@ -269,6 +270,8 @@ impl Process {
         close_after: bool,
         write_id: Option<&str>,
     ) -> StdinWrite {
+        // Negative control: every write is taken as new.
+        let write_id = write_id.filter(|_| !faults::active(Fault::IgnoreWriteId));
         match self.write_ids.look_up(write_id) {
             Seen::Repeat(repeat) => StdinWrite::Repeat(repeat),
             Seen::New(recorder) => {
@@ -288,6 +291,7 @@ impl Process {
     async fn pump_output(self: Arc<Self>, stream: Stream, mut reader: OutputReader) {
         let mut buffer = vec![0u8; MAX_CHUNK_BYTES];
         let mut at_eof = false;
+        let mut first_chunk = true;
         while !at_eof {
             let mut filled = match reader.read(&mut buffer).await {
                 Ok(0) | Err(_) => break,
@@ -303,6 +307,13 @@ impl Process {
                     Some(Ok(n)) => filled += n,
                     None => break,
                 }
+            }
+            // Negative controls: a lost chunk, or one published twice.
+            if faults::active(Fault::DropOutputChunk) && std::mem::take(&mut first_chunk) {
+                continue;
+            }
+            if faults::active(Fault::DuplicateOutputChunk) {
+                self.publish_output(stream, buffer[..filled].to_vec()).await;
             }
             self.publish_output(stream, buffer[..filled].to_vec()).await;
         }
@@ -356,6 +367,12 @@ impl Process {
                 tracing::error!(process_id = %self.id, %err, "waiting for child failed");
                 (-1, None)
             }
+        };
+        // Negative control: the status is lost, as if reaping had failed.
+        let code = if faults::active(Fault::LoseExitCode) {
+            -1
+        } else {
+            code
         };
         let exited = {
             let mut state = self.lock_output();

@@ -10,6 +10,7 @@ use exec_protocol::{OutputChunk, ReadResult, Stream};
 use tokio::time::Instant;
 
 use super::Process;
+use crate::faults::{self, Fault};
 
 pub(super) struct RetainedChunk {
     pub(super) seq: u64,
@@ -60,7 +61,9 @@ impl OutputState {
     /// Assigns the close event once the exit has been announced and every stream is at
     /// EOF, so `process/closed` is always the last notification a process sends.
     pub(super) fn close_if_finished(&mut self) -> Option<u64> {
-        if self.closed_seq.is_none() && self.exit_announced && self.open_streams == 0 {
+        // Negative control: closed at the exit, before the output still to come.
+        let streams_done = self.open_streams == 0 || faults::active(Fault::ExitBeforeOutput);
+        if self.closed_seq.is_none() && self.exit_announced && streams_done {
             let seq = self.take_seq();
             self.closed_seq = Some(seq);
             return Some(seq);

@@ -10,6 +10,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Notify};
 
 use super::spawn::InputWriter;
+use crate::faults::{self, Fault};
 
 const PTY_INTERRUPT: u8 = 0x03;
 const PTY_END_OF_FILE: u8 = 0x04;
@@ -40,6 +41,30 @@ pub(super) async fn write_stdin(
     }
     drop(commands);
     queue.shut();
+}
+
+/// The `reorder-writes` fault: forwards `commands`, but holds the first one until the
+/// second arrives (or a second has passed) and sends it after that one.
+fn swap_first_two(
+    mut commands: mpsc::UnboundedReceiver<StdinCommand>,
+) -> mpsc::UnboundedReceiver<StdinCommand> {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let Some(first) = commands.recv().await else {
+            return;
+        };
+        let hold = std::time::Duration::from_secs(1);
+        if let Ok(Some(second)) = tokio::time::timeout(hold, commands.recv()).await {
+            let _ = sender.send(second);
+        }
+        let _ = sender.send(first);
+        while let Some(command) = commands.recv().await {
+            if sender.send(command).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
 }
 
 pub(super) enum StdinCommand {
@@ -74,6 +99,10 @@ impl StdinQueue {
     pub(super) fn open(&self) -> mpsc::UnboundedReceiver<StdinCommand> {
         let (sender, receiver) = mpsc::unbounded_channel();
         *self.lock() = Some(sender);
+        // Negative control: the first two commands change places.
+        if faults::active(Fault::ReorderWrites) {
+            return swap_first_two(receiver);
+        }
         receiver
     }
 

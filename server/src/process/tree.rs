@@ -12,13 +12,14 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::leader::Leader;
 use crate::cgroup::Cgroup;
+use crate::faults::{self, Fault};
 use crate::watchdog::Watchdog;
 
 pub struct Tree {
@@ -62,6 +63,13 @@ impl Tree {
             return;
         }
         let result = match &self.cgroup {
+            // Negative control: the leader dies, its descendants are left running.
+            _ if faults::active(Fault::OrphanChildren) => {
+                match kill(Pid::from_raw(self.pid), Signal::SIGKILL) {
+                    Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+                    Err(errno) => Err(errno.into()),
+                }
+            }
             Some(cgroup) => cgroup.kill(),
             None => match killpg(Pid::from_raw(self.pid), Signal::SIGKILL) {
                 Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
@@ -81,6 +89,10 @@ impl Tree {
         let reaped = self.lock();
         if *reaped {
             return Ok(());
+        }
+        // Negative control: the leader alone gets the signal.
+        if faults::active(Fault::OrphanChildren) {
+            return kill(Pid::from_raw(self.pid), signal);
         }
         killpg(Pid::from_raw(self.pid), signal)
     }

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Attachment, Generation, Session, SessionError};
 use crate::containment::Containment;
+use crate::faults::{self, Fault};
 use crate::limits::{LimitReached, Limits};
 use crate::outbound::{Notifier, Outbound};
 use crate::process::RetentionPool;
@@ -86,11 +87,19 @@ impl SessionRegistry {
         outbound: Outbound,
     ) -> Result<(Arc<Session>, Generation), SessionError> {
         let mut sessions = self.sessions();
+        // Negative control: an unknown id gets a fresh session instead of an error.
+        if faults::active(Fault::ResumeAnySessionId) && !sessions.contains_key(id) {
+            drop(sessions);
+            return Ok(self.create(outbound)?);
+        }
         let unknown = || SessionError::UnknownSession(id.to_owned());
         let session = sessions.get(id).cloned().ok_or_else(unknown)?;
         let attachment = *session.attachment();
         match attachment {
-            Attachment::Attached => Err(SessionError::AlreadyAttached(id.to_owned())),
+            // Negative control: an attached session is taken from its connection.
+            Attachment::Attached if !faults::active(Fault::AllowDoubleAttach) => {
+                Err(SessionError::AlreadyAttached(id.to_owned()))
+            }
             Attachment::Detached { deadline } if Instant::now() >= deadline => {
                 sessions.remove(id);
                 drop(sessions);
@@ -98,7 +107,7 @@ impl SessionRegistry {
                 session.destroy();
                 Err(unknown())
             }
-            Attachment::Detached { .. } => {
+            Attachment::Detached { .. } | Attachment::Attached => {
                 let generation = session.attach(outbound);
                 tracing::info!(session_id = id, generation, "session resumed");
                 Ok((session, generation))
@@ -109,7 +118,17 @@ impl SessionRegistry {
     /// The connection that attached `session` at `generation` has ended: detach the
     /// session (if that connection still owns it) and arm its expiry.
     pub fn connection_ended(&self, session: &Arc<Session>, generation: Generation) {
-        let deadline = Instant::now() + self.settings.detached_ttl;
+        let ttl = match (
+            faults::active(Fault::IgnoreTtl),
+            faults::active(Fault::ExpireImmediately),
+        ) {
+            // Negative controls: a TTL that never runs out (30 years, tokio's own "far
+            // future"), or none at all.
+            (true, _) => Duration::from_secs(30 * 365 * 24 * 3600),
+            (_, true) => Duration::ZERO,
+            _ => self.settings.detached_ttl,
+        };
+        let deadline = Instant::now() + ttl;
         {
             let sessions = self.sessions();
             if !session.is_current(generation) || !sessions.contains_key(session.id()) {
@@ -118,7 +137,7 @@ impl SessionRegistry {
             *session.attachment() = Attachment::Detached { deadline };
             session.notifier.detach();
         }
-        tracing::info!(session_id = session.id(), ttl = ?self.settings.detached_ttl, "session detached");
+        tracing::info!(session_id = session.id(), ?ttl, "session detached");
         let registry = self.clone();
         let session = Arc::clone(session);
         tokio::spawn(async move {

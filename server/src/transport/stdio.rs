@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::connection::{self, FrameSource, InboundFrame};
+use crate::faults::{self, Fault};
 use crate::outbound::{self, OutboundQueue, OUTBOUND_BUDGET_BYTES};
 use crate::state::ServerState;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -93,6 +94,10 @@ impl<R: AsyncBufRead + Send + Unpin> FrameSource for LineSource<R> {
                 }
                 let line = std::mem::take(&mut self.line);
                 if line.iter().all(u8::is_ascii_whitespace) {
+                    // Negative control: the EOF goes unnoticed.
+                    if faults::active(Fault::SurviveStdinEof) {
+                        std::future::pending::<()>().await;
+                    }
                     return None;
                 }
                 return Some(match String::from_utf8(line) {

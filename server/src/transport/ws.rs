@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use super::handshake;
 use super::unflushed::{Unflushed, WritePressure};
 use crate::connection::{self, FrameSource, InboundFrame};
+use crate::faults::{self, Fault};
 use crate::outbound::{self, OutboundQueue, OUTBOUND_BUDGET_BYTES};
 use crate::security::Refusal;
 use crate::shutdown::Shutdown;
@@ -69,7 +70,16 @@ impl WebSocketListener {
         });
         let app = Router::new()
             .route("/", get(upgrade))
-            .route("/readyz", get(|| async { StatusCode::OK }))
+            // Negative control: not ready, ever.
+            .route(
+                "/readyz",
+                get(|| async {
+                    match faults::active(Fault::NoReadyz) {
+                        true => StatusCode::NOT_FOUND,
+                        false => StatusCode::OK,
+                    }
+                }),
+            )
             .fallback(|| async { StatusCode::NOT_FOUND })
             .method_not_allowed_fallback(|| async { StatusCode::NOT_FOUND })
             .with_state(gate);
