@@ -12,6 +12,7 @@ mod leader;
 mod output;
 mod pty;
 mod retention;
+mod clone_exec;
 mod spawn;
 mod stdin;
 mod tree;

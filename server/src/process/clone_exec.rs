@@ -1,0 +1,295 @@
+//! The one unsafe spawn primitive: `clone(CLONE_VM | CLONE_VFORK)` onto a small stack of
+//! its own, the child running only async-signal-safe system calls, then `execve`.
+//!
+//! Why not std's `Command`: with a `pre_exec` hook std must `fork()` the whole
+//! multi-threaded server (copying its page tables, then faulting copy-on-write pages in
+//! both processes), which made `process/start` several times slower than a bare
+//! `tokio::process::Command` (issue 18). Without a hook std takes `posix_spawn`, but
+//! that cannot join a cgroup, set a controlling terminal, a parent-death signal or an
+//! open-file limit. This does what glibc's `posix_spawn` does (a vfork-style clone that
+//! shares the parent's memory, so nothing is copied; the calling thread sleeps until the
+//! child has called `execve` or exited) with the server's own steps in the child.
+//!
+//! Everything the child needs (C strings, pointer arrays, descriptors) is prepared by
+//! the parent before the clone: the child allocates nothing, takes no lock and touches
+//! no Rust state except [`Shared::error`], through which it hands back the errno of the
+//! step that failed (memory is shared, so no pipe is needed; `CLONE_VFORK` orders the
+//! write before the parent's read).
+
+use std::cell::UnsafeCell;
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// Size of the child's stack: it runs a few system calls in small frames (a `sigaction`
+/// loop and a `PATH` walk over prepared pointers). A guard page sits below it.
+const STACK_SIZE: usize = 64 * 1024;
+
+/// What the child does between the clone and `execve`. Every pointer points into
+/// memory the parent keeps alive until [`spawn`] returns.
+pub struct ChildPlan {
+    /// Paths to try in order (one for a name with a `/`, else one per `PATH` entry),
+    /// with execvp's rules: `EACCES` is remembered, "not there" errors go on.
+    pub candidates: Vec<CString>,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    /// Descriptors to place at 0, 1 and 2 (all the same for a PTY slave).
+    pub stdio: [RawFd; 3],
+    /// `cgroup.procs` of the child's cgroup, joined first.
+    pub cgroup_procs: Option<RawFd>,
+    /// Start in this open directory…
+    pub cwd_fd: Option<RawFd>,
+    /// …or else in this path.
+    pub cwd_path: Option<CString>,
+    /// Make fd 0 (a PTY slave) the controlling terminal of the new session.
+    pub controlling_tty: bool,
+    pub open_file_limits: Option<libc::rlimit>,
+}
+
+/// What parent and child share: the plan as raw pointers, and the child's error.
+struct Shared {
+    candidates: Vec<*const libc::c_char>,
+    argv: Vec<*const libc::c_char>,
+    /// `/bin/sh <path> args…` for a file without a `#!` line (execvp's ENOEXEC rule);
+    /// slot 1 is filled in by the child with the candidate that gave ENOEXEC.
+    script_argv: UnsafeCell<Vec<*const libc::c_char>>,
+    envp: Vec<*const libc::c_char>,
+    stdio: [RawFd; 3],
+    cgroup_procs: RawFd,
+    cwd_fd: RawFd,
+    cwd_path: *const libc::c_char,
+    controlling_tty: bool,
+    open_file_limits: Option<libc::rlimit>,
+    server_pid: libc::pid_t,
+    /// 0 until the child fails; then the errno of the failing step.
+    error: AtomicI32,
+}
+
+fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// A `mmap`ed stack with a `PROT_NONE` guard page at its low end, unmapped on drop.
+struct Stack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl Stack {
+    fn new() -> io::Result<Stack> {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let len = STACK_SIZE + page;
+        // SAFETY: an anonymous private mapping; the result is checked.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = Stack { base, len };
+        // SAFETY: the first page of the mapping we own.
+        if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+
+    /// The initial stack pointer (stacks grow down on every Linux target we build for).
+    fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the end of the mapping, 16-byte aligned (page-aligned length).
+        unsafe { self.base.cast::<u8>().add(self.len).cast() }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, no longer used (the child has exec'd or exited).
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// Starts the child described by `plan` in a new session (it leads its own session
+/// and process group), with every signal at its default action and none blocked, and
+/// returns its pid, unreaped. A failure of any step in the child (the `execve`
+/// included) comes back as that step's errno, the child already reaped.
+pub fn spawn(plan: &ChildPlan) -> io::Result<libc::pid_t> {
+    let argv = pointers(&plan.argv);
+    let mut script_argv = vec![c"/bin/sh".as_ptr(), std::ptr::null()];
+    script_argv.extend(argv.iter().skip(1));
+    let shared = Shared {
+        candidates: pointers(&plan.candidates),
+        argv,
+        script_argv: UnsafeCell::new(script_argv),
+        envp: pointers(&plan.envp),
+        stdio: plan.stdio,
+        cgroup_procs: plan.cgroup_procs.unwrap_or(-1),
+        cwd_fd: plan.cwd_fd.unwrap_or(-1),
+        cwd_path: plan
+            .cwd_path
+            .as_deref()
+            .map_or(std::ptr::null(), CStr::as_ptr),
+        controlling_tty: plan.controlling_tty,
+        open_file_limits: plan.open_file_limits,
+        server_pid: std::process::id() as libc::pid_t,
+        error: AtomicI32::new(0),
+    };
+    let stack = Stack::new()?;
+    // Block every signal in this thread across the clone: the child shares our memory,
+    // so one of the server's handlers must never run in it. It unblocks (with default
+    // actions) just before `execve`.
+    // SAFETY: sigset_t values filled by sigfillset; pthread_sigmask on this thread.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    // SAFETY: `child` gets a valid stack top and a pointer to `shared`, which outlives
+    // the child's use of it: with CLONE_VFORK this thread sleeps until the child has
+    // called execve (which replaces its memory) or _exit. The child runs only
+    // async-signal-safe calls on memory prepared here (see `child`).
+    let pid = unsafe {
+        libc::clone(
+            child,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            std::ptr::from_ref(&shared).cast_mut().cast(),
+        )
+    };
+    let clone_error = io::Error::last_os_error();
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    drop(stack);
+    if pid == -1 {
+        return Err(clone_error);
+    }
+    match shared.error.load(Ordering::Acquire) {
+        0 => Ok(pid),
+        errno => {
+            // The child has _exit()ed: reap it so that no zombie is left.
+            loop {
+                // SAFETY: waitpid on our own child, no status wanted.
+                let reaped = unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+                if reaped != -1 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted
+                {
+                    break;
+                }
+            }
+            Err(io::Error::from_raw_os_error(errno))
+        }
+    }
+}
+
+/// The child, between clone and execve.
+///
+/// SAFETY (for the whole function): it runs on its own stack in the parent's memory,
+/// with the parent's thread pointer (so `errno` is the sleeping parent thread's), and
+/// all signals blocked. It only reads `Shared` (filled before the clone) and makes
+/// async-signal-safe system calls through libc's thin wrappers: no allocation, no lock,
+/// no panic (no indexing that could fail, no formatting), no unwinding out of it.
+extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `&Shared` the parent passed, alive until we exec or exit.
+    let shared = unsafe { &*(arg as *const Shared) };
+    let fail = |errno: libc::c_int| -> ! {
+        shared.error.store(errno.max(1), Ordering::Release);
+        // SAFETY: _exit(2) ends this process without running atexit handlers or
+        // touching the parent's stdio buffers.
+        unsafe { libc::_exit(127) }
+    };
+    let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL);
+    // SAFETY: each call below is a system call on descriptors and buffers the parent
+    // prepared; all are async-signal-safe.
+    unsafe {
+        // First, so that everything the child does (and forks) is inside its cgroup.
+        if shared.cgroup_procs >= 0
+            && libc::write(shared.cgroup_procs, b"0".as_ptr().cast(), 1) != 1
+        {
+            fail(errno());
+        }
+        for (target, &source) in shared.stdio.iter().enumerate() {
+            let target = target as RawFd;
+            if source == target {
+                // dup2 onto itself keeps FD_CLOEXEC: clear it instead.
+                let flags = libc::fcntl(source, libc::F_GETFD);
+                if flags == -1 || libc::fcntl(source, libc::F_SETFD, flags & !libc::FD_CLOEXEC) == -1 {
+                    fail(errno());
+                }
+            } else if libc::dup2(source, target) == -1 {
+                fail(errno());
+            }
+        }
+        if shared.cwd_fd >= 0 {
+            if libc::fchdir(shared.cwd_fd) == -1 {
+                fail(errno());
+            }
+        } else if !shared.cwd_path.is_null() && libc::chdir(shared.cwd_path) == -1 {
+            fail(errno());
+        }
+        if libc::setsid() == -1 {
+            fail(errno());
+        }
+        if shared.controlling_tty && libc::ioctl(0, libc::TIOCSCTTY as _, 0) == -1 {
+            fail(errno());
+        }
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+            fail(errno());
+        }
+        // The server may have died before the prctl; then nobody would signal us.
+        if libc::getppid() != shared.server_pid {
+            fail(libc::ESRCH);
+        }
+        if let Some(limits) = &shared.open_file_limits {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, limits) == -1 {
+                fail(errno());
+            }
+        }
+        // Every signal to its default action, as a login session gets them (exec keeps
+        // ignored ones; a server started under nohup or as a background job would hand
+        // them on). Numbers sigaction refuses (SIGKILL, SIGSTOP, libc's own) are skipped.
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        for signal in 1..=64 {
+            libc::sigaction(signal, &default, std::ptr::null_mut());
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) == -1 {
+            fail(errno());
+        }
+        // execvp's rules over the prepared candidates.
+        let mut saw_eacces = false;
+        let mut last = libc::ENOENT;
+        let mut candidate = shared.candidates.as_ptr();
+        while !(*candidate).is_null() {
+            libc::execve(*candidate, shared.argv.as_ptr(), shared.envp.as_ptr());
+            last = errno();
+            match last {
+                libc::ENOEXEC => {
+                    // The parent does not touch `script_argv` while we run.
+                    let script_argv = (*shared.script_argv.get()).as_mut_ptr();
+                    *script_argv.add(1) = *candidate;
+                    libc::execve(*script_argv, script_argv.cast_const(), shared.envp.as_ptr());
+                    fail(errno());
+                }
+                libc::EACCES => saw_eacces = true,
+                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+                _ => fail(last),
+            }
+            candidate = candidate.add(1);
+        }
+        fail(if saw_eacces { libc::EACCES } else { last })
+    }
+}
