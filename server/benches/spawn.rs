@@ -30,13 +30,16 @@ async fn main() -> Result<(), HarnessError> {
     for transport in [Transport::WebSocket, Transport::Stdio] {
         let server = ExecServer::builder()
             .transport(transport)
-            .binary(std::env::var("EXEC_BENCH_SERVER").unwrap_or_else(|_| env!("CARGO_BIN_EXE_exec-server").to_owned()))
+            .binary(
+                std::env::var("EXEC_BENCH_SERVER")
+                    .unwrap_or_else(|_| env!("CARGO_BIN_EXE_exec-server").to_owned()),
+            )
             .start()
             .await?;
         let session = server.connect().await?.initialize("spawn-bench").await?;
         let connection = session.connection();
-        let (mut response, mut exited, mut floor_spawn, mut floor_wait) =
-            (vec![], vec![], vec![], vec![]);
+        let (mut response, mut exited, mut floor_spawn, mut floor_wait, mut round_trip) =
+            (vec![], vec![], vec![], vec![], vec![]);
         for run in 0..runs {
             let id = format!("true-{run}");
             let started = Instant::now();
@@ -44,6 +47,10 @@ async fn main() -> Result<(), HarnessError> {
             response.push(started.elapsed());
             connection.skip_until(|e| e.is_exited(&id)).await?;
             exited.push(started.elapsed());
+            // A request that spawns nothing: what the transport alone costs.
+            let started = Instant::now();
+            session.read(&id, u64::MAX, 0).await?;
+            round_trip.push(started.elapsed());
 
             let started = Instant::now();
             let mut child = tokio::process::Command::new("/bin/true")
@@ -55,9 +62,11 @@ async fn main() -> Result<(), HarnessError> {
         }
         let (response, exited) = (median(response), median(exited));
         let (floor_spawn, floor_wait) = (median(floor_spawn), median(floor_wait));
+        let round_trip = median(round_trip);
         println!(
             "{transport:?}: start->response {response:.0} us / spawn {floor_spawn:.0} us = {:.2}x; \
-             start->exited {exited:.0} us / spawn+wait {floor_wait:.0} us = {:.2}x ({runs} runs)",
+             start->exited {exited:.0} us / spawn+wait {floor_wait:.0} us = {:.2}x; \
+             process/read round trip {round_trip:.0} us ({runs} runs)",
             response / floor_spawn,
             exited / floor_wait
         );

@@ -183,8 +183,7 @@ pub fn spawn(plan: &ChildPlan) -> io::Result<libc::pid_t> {
             loop {
                 // SAFETY: waitpid on our own child, no status wanted.
                 let reaped = unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-                if reaped != -1 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted
-                {
+                if reaped != -1 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
                     break;
                 }
             }
@@ -209,7 +208,11 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         // touching the parent's stdio buffers.
         unsafe { libc::_exit(127) }
     };
-    let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL);
+    let errno = || {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL)
+    };
     // SAFETY: each call below is a system call on descriptors and buffers the parent
     // prepared; all are async-signal-safe.
     unsafe {
@@ -224,7 +227,9 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             if source == target {
                 // dup2 onto itself keeps FD_CLOEXEC: clear it instead.
                 let flags = libc::fcntl(source, libc::F_GETFD);
-                if flags == -1 || libc::fcntl(source, libc::F_SETFD, flags & !libc::FD_CLOEXEC) == -1 {
+                if flags == -1
+                    || libc::fcntl(source, libc::F_SETFD, flags & !libc::FD_CLOEXEC) == -1
+                {
                     fail(errno());
                 }
             } else if libc::dup2(source, target) == -1 {

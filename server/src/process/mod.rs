@@ -7,12 +7,12 @@
 //! `Arc<Process>` and end on their own once the streams close and the child has exited.
 //! Reaping the child is its `Tree`'s business.
 
+mod clone_exec;
 mod env;
 mod leader;
 mod output;
 mod pty;
 mod retention;
-mod clone_exec;
 mod spawn;
 mod stdin;
 mod tree;

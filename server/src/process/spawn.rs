@@ -86,8 +86,7 @@ pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<Spaw
             format!("nul byte found in provided data ({what})"),
         ))
     };
-    let c_string =
-        |text: &str, what: &str| CString::new(text).map_err(|_| program_error(what));
+    let c_string = |text: &str, what: &str| CString::new(text).map_err(|_| program_error(what));
     let mut argv = Vec::with_capacity(request.argv.len());
     argv.push(c_string(request.arg0.unwrap_or(program), "argv")?);
     for arg in args {
@@ -106,8 +105,7 @@ pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<Spaw
     let cwd_path = match cwd_fd {
         Some(_) => None,
         None => Some(
-            CString::new(request.cwd.as_os_str().as_bytes())
-                .map_err(|_| program_error("cwd"))?,
+            CString::new(request.cwd.as_os_str().as_bytes()).map_err(|_| program_error("cwd"))?,
         ),
     };
     let tty = request.tty;
@@ -149,7 +147,11 @@ pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<Spaw
         candidates,
         argv,
         envp,
-        stdio: [stdio[0].as_raw_fd(), stdio[1].as_raw_fd(), stdio[2].as_raw_fd()],
+        stdio: [
+            stdio[0].as_raw_fd(),
+            stdio[1].as_raw_fd(),
+            stdio[2].as_raw_fd(),
+        ],
         cgroup_procs: cgroup_procs.as_ref().map(AsRawFd::as_raw_fd),
         cwd_fd,
         cwd_path,
@@ -238,9 +240,9 @@ fn watch(pipes: Pipes, pid: i32, pty_pair: Option<pty::PtyPair>) -> io::Result<S
                 outputs.push((Stream::Stderr, Box::new(stderr)));
             }
             let stdin = match pipes.stdin {
-                Some(stdin) => {
-                    Some(Box::new(tokio::process::ChildStdin::from_std(stdin.into())?) as InputWriter)
-                }
+                Some(stdin) => Some(
+                    Box::new(tokio::process::ChildStdin::from_std(stdin.into())?) as InputWriter,
+                ),
                 None => None,
             };
             Ok(Spawned {
