@@ -9,12 +9,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use futures_util::{SinkExt as _, StreamExt as _};
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
-use tokio_tungstenite::tungstenite::Message;
 use exec_protocol::fast::encode_output_notification;
 use exec_protocol::{encode_notification, Notify as _, ProcessClosed, Stream};
+use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::AsyncReadExt as _;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::Conn;
 

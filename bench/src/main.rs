@@ -99,7 +99,10 @@ async fn run(cli: Cli) -> Result<bool> {
                 let new_rows = match measured {
                     Ok(Ok(new_rows)) => new_rows,
                     Ok(Err(error)) => vec![row_of(Status::Error, format!("{error:#}"))],
-                    Err(_) => vec![row_of(Status::Timeout, format!("no result within {limit:?}"))],
+                    Err(_) => vec![row_of(
+                        Status::Timeout,
+                        format!("no result within {limit:?}"),
+                    )],
                 };
                 for row in &new_rows {
                     report::print_row(row);
@@ -115,8 +118,11 @@ async fn run(cli: Cli) -> Result<bool> {
     if let Some(path) = &cli.json {
         report::write_json(path, &rows)?;
     }
-    println!("\nexec-bench: wall time {:.1} s", wall.elapsed().as_secs_f64());
-    Ok(rows
-        .iter()
-        .any(|row| row.implementation == "ours" && matches!(row.status, Status::Error | Status::Timeout)))
+    println!(
+        "\nexec-bench: wall time {:.1} s",
+        wall.elapsed().as_secs_f64()
+    );
+    Ok(rows.iter().any(|row| {
+        row.implementation == "ours" && matches!(row.status, Status::Error | Status::Timeout)
+    }))
 }

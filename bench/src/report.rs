@@ -13,8 +13,6 @@ pub enum Status {
     Timeout,
     /// The row failed; the note says why.
     Error,
-    /// The implementation lacks what the row needs (e.g. no stdio, no resume).
-    Unsupported,
 }
 
 /// One measured row for one implementation on one transport.
@@ -85,7 +83,6 @@ fn ratio_cell(row: &Row) -> String {
         (Status::Ok, None) => "-".into(),
         (Status::Timeout, _) => "TIMEOUT".into(),
         (Status::Error, _) => "ERROR".into(),
-        (Status::Unsupported, _) => "n/a".into(),
     }
 }
 

@@ -62,7 +62,8 @@ impl Implementation {
 
     /// A `--peer` command line (shell words).
     pub fn peer(command: &str, file_uris: bool) -> Result<Implementation> {
-        let words = shlex::split(command).ok_or_else(|| anyhow!("cannot parse --peer {command:?}"))?;
+        let words =
+            shlex::split(command).ok_or_else(|| anyhow!("cannot parse --peer {command:?}"))?;
         if words.is_empty() {
             bail!("--peer is empty");
         }
@@ -142,11 +143,6 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    /// The server's resident set, KiB (`VmRSS` of its main process).
-    pub fn rss_kib(&self) -> Result<u64> {
-        rss_kib(self.pid())
     }
 }
 

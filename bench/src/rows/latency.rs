@@ -54,7 +54,9 @@ pub async fn start_exited(plan: &Plan, target: &Target<'_>) -> Result<Vec<Row>> 
         }
     }
     let row = target.row(super::Kind::StartExited.name(), "ms");
-    Ok(vec![row.measured(&server, &bare).note("floor: spawn + wait")])
+    Ok(vec![row
+        .measured(&server, &bare)
+        .note("floor: spawn + wait")])
 }
 
 async fn wait_exited(session: &mut Session, id: &str) -> Result<()> {

@@ -109,7 +109,11 @@ pub async fn slow_reader(plan: &Plan, target: &Target<'_>) -> Result<Vec<Row>> {
     }
     let growth_kib = peak.saturating_sub(before);
     let limit_kib = (64 * MIB + MIB + 32 * MIB) / KIB;
-    let verdict = if growth_kib <= limit_kib { "PASS" } else { "OVER" };
+    let verdict = if growth_kib <= limit_kib {
+        "PASS"
+    } else {
+        "OVER"
+    };
     drop(session);
     drop(server);
     Ok(vec![target

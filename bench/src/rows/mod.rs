@@ -122,12 +122,7 @@ pub struct Target<'a> {
 impl Target<'_> {
     /// A row for this target.
     pub fn row(&self, name: &str, unit: &str) -> Row {
-        Row::new(
-            name,
-            self.transport.name(),
-            &self.implementation.name,
-            unit,
-        )
+        Row::new(name, self.transport.name(), &self.implementation.name, unit)
     }
 
     /// A fresh server (with `extra` options if it is ours) and an open session on it.

@@ -27,7 +27,11 @@ async fn start_and_terminate(
     let started = Instant::now();
     let mut pending = HashSet::new();
     for id in &ids {
-        pending.insert(session.feed(&target.start_params(id, &["sleep", "600"])).await?);
+        pending.insert(
+            session
+                .feed(&target.start_params(id, &["sleep", "600"]))
+                .await?,
+        );
     }
     session.conn.flush().await?;
     let mut failures = 0;
@@ -62,7 +66,12 @@ async fn start_and_terminate(
             }
         }
     }
-    Ok((start_time, started.elapsed(), rss_after - rss_before, failures))
+    Ok((
+        start_time,
+        started.elapsed(),
+        rss_after - rss_before,
+        failures,
+    ))
 }
 
 /// Rows 5, 6 and 7.
@@ -132,11 +141,23 @@ pub async fn concurrent(plan: &Plan, target: &Target<'_>) -> Result<Vec<Row>> {
         current.conn.close().await;
     }
     let wall_row = target
-        .row(&format!("{} ({n}): start all + terminate all", Kind::Concurrent.name()), "ms")
+        .row(
+            &format!(
+                "{} ({n}): start all + terminate all",
+                Kind::Concurrent.name()
+            ),
+            "ms",
+        )
         .measured(&wall, &bare)
         .note(format!("{failures} failures; floor: spawn all + kill all"));
     let rss_row = target
-        .row(&format!("{} ({n}): server RSS with all live", Kind::Concurrent.name()), "KiB")
+        .row(
+            &format!(
+                "{} ({n}): server RSS with all live",
+                Kind::Concurrent.name()
+            ),
+            "KiB",
+        )
         .measured(&rss, &[])
         .note("absolute");
     Ok(vec![wall_row, rss_row])

@@ -24,7 +24,10 @@ fn output_of(message: &Message, id: &str) -> (u64, bool) {
         }
     }
     if let Some(params) = notification_for(message, NotificationMethod::ProcessClosed) {
-        return (0, params.get("processId").and_then(|v| v.as_str()) == Some(id));
+        return (
+            0,
+            params.get("processId").and_then(|v| v.as_str()) == Some(id),
+        );
     }
     (0, false)
 }
@@ -63,7 +66,10 @@ async fn zeros_floor(plan: &Plan, transport: Transport, n: u64) -> Result<(Durat
         }
         Transport::Stdio => {
             let mut helper = StdioFloor::start(&["zeros", &n.to_string()])?;
-            let conn = helper.conn.as_mut().ok_or_else(|| anyhow!("helper closed"))?;
+            let conn = helper
+                .conn
+                .as_mut()
+                .ok_or_else(|| anyhow!("helper closed"))?;
             let total = drain_conn(conn).await?;
             helper.stop().await;
             total
@@ -110,12 +116,15 @@ pub async fn notifications(plan: &Plan, target: &Target<'_>, tty: bool) -> Resul
         false => (Kind::Notifications, "pipe → base64 → frames, 64 KiB reads"),
         true => (Kind::Pty, "raw PTY read loop"),
     };
-    let mut row = target.row(kind.name(), "s").measured(&server, &bare).note(format!(
-        "{} MiB; server {:.0} MiB/s, floor {:.0} MiB/s; floor: {floor_name}",
-        n / MIB,
-        mib_per_s(n, &server),
-        mib_per_s(n, &bare)
-    ));
+    let mut row = target
+        .row(kind.name(), "s")
+        .measured(&server, &bare)
+        .note(format!(
+            "{} MiB; server {:.0} MiB/s, floor {:.0} MiB/s; floor: {floor_name}",
+            n / MIB,
+            mib_per_s(n, &server),
+            mib_per_s(n, &bare)
+        ));
     if short > 0 {
         row = row.note(format!("{short} transfers short of {n} bytes"));
     }
@@ -147,7 +156,11 @@ pub async fn long_poll(plan: &Plan, target: &Target<'_>) -> Result<Vec<Row>> {
                     wait_ms: 1000,
                 })
                 .await?;
-            got += read.chunks.iter().map(|c| c.chunk.0.len() as u64).sum::<u64>();
+            got += read
+                .chunks
+                .iter()
+                .map(|c| c.chunk.0.len() as u64)
+                .sum::<u64>();
             after_seq = read.next_seq.saturating_sub(1).max(after_seq);
             if read.closed {
                 break;
