@@ -197,10 +197,10 @@ pub fn base64_len(text: &str) -> u64 {
 }
 
 /// If `message` is a notification named `method` about `process_id`, its params.
-pub fn notification_for<'a>(
-    message: &'a Message,
+pub fn notification_for(
+    message: &Message,
     method: exec_protocol::NotificationMethod,
-) -> Option<&'a serde_json::Value> {
+) -> Option<&serde_json::Value> {
     match message {
         Message::Notification { method: m, params } if m == method.as_str() => Some(params),
         _ => None,

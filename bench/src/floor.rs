@@ -89,6 +89,8 @@ async fn serve(stream: tokio::net::TcpStream) {
     let _ = stream.set_nodelay(true);
     let path = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let seen = path.clone();
+    // The signature (and its large error type) is tungstenite's handshake callback's.
+    #[allow(clippy::result_large_err)]
     let callback = move |request: &Request, response: Response| {
         if let Ok(mut seen) = seen.lock() {
             *seen = request.uri().path().to_owned();
