@@ -117,7 +117,10 @@ impl Conn {
     /// Closes politely (websocket) or drops the pipes.
     pub async fn close(self) {
         if let Conn::Ws(mut ws) = self {
-            let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+            // A Close frame through the sink: the stream's own `close` differs between
+            // the feature sets this crate is built with (alone, or in the workspace).
+            let close = tokio_tungstenite::tungstenite::Message::Close(None);
+            let _ = tokio::time::timeout(Duration::from_secs(2), ws.send(close)).await;
         }
     }
 }
