@@ -27,7 +27,10 @@ type Client = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 const FRAME: &str = r#"{"jsonrpc":"2.0","id":1,"method":"environment/info"}"#;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let client = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -151,12 +154,18 @@ async fn initialize(socket: &mut Client) {
     let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"clientName":"roundtrip-bench"}}"#;
     socket.send(Message::text(init)).await.expect("send");
     let reply = socket.next().await.expect("open").expect("read");
-    assert!(reply.to_text().expect("text").contains("sessionId"), "{reply:?}");
+    assert!(
+        reply.to_text().expect("text").contains("sessionId"),
+        "{reply:?}"
+    );
     let done = r#"{"jsonrpc":"2.0","method":"initialized"}"#;
     socket.send(Message::text(done)).await.expect("send");
     socket.send(Message::text(FRAME)).await.expect("send");
     let reply = socket.next().await.expect("open").expect("read");
-    assert!(reply.to_text().expect("text").contains("shell"), "{reply:?}");
+    assert!(
+        reply.to_text().expect("text").contains("shell"),
+        "{reply:?}"
+    );
 }
 
 /// The floor: websocket upgrade on `/`, then every text frame echoed back.

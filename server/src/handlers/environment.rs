@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use exec_protocol::{
-    EnvironmentFeatures, EnvironmentInfo, EnvironmentStatus, ErrorObject, PartialReply, PathForm, Shell,
-    WirePath,
+    EnvironmentFeatures, EnvironmentInfo, EnvironmentStatus, ErrorObject, PartialReply, PathForm,
+    Shell, WirePath,
 };
 use serde_json::Value;
 

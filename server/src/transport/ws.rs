@@ -247,7 +247,7 @@ async fn serve_socket(upgraded: Upgraded, state: Arc<ServerState>, _slot: OwnedS
 }
 
 /// What tungstenite reads from the socket at most at once (see `serve_socket`).
-const READ_BUFFER_BYTES: usize = 16 * 1024;
+const READ_BUFFER_BYTES: usize = 8 * 1024;
 
 type Socket = WebSocketStream<Unflushed<TokioIo<Upgraded>>>;
 
@@ -327,6 +327,9 @@ impl Writer {
         loop {
             let progress = pressure.progress().notified();
             tokio::select! {
+                // The operation first: when it is done at once (the common case), the
+                // timer is never registered.
+                biased;
                 done = &mut operation => return done.is_ok(),
                 _ = progress => {}
                 _ = tokio::time::sleep(stall_limit) => {
@@ -385,6 +388,10 @@ impl MessageSource {
     /// what we send, pongs included); false if the socket took nothing for the silence
     /// limit, which counts as a vanished peer.
     async fn wait_for_room_to_write(&self) -> bool {
+        // Fast path: nothing to wait for, so no waiter to register.
+        if self.pressure.unflushed() <= OUTBOUND_BUDGET_BYTES {
+            return true;
+        }
         loop {
             let progress = self.pressure.progress().notified();
             tokio::pin!(progress);
