@@ -346,6 +346,26 @@ impl Connection {
             }
         };
         let (session, generation) = session;
+        // Methods that cannot wait on anything are answered here, on the reader, when
+        // their reply's room is free at once: no task, no hand-off. Otherwise (no room)
+        // the built reply waits for room in a task like any other.
+        if handlers::is_immediate(method) {
+            let state = &self.state;
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                handlers::immediate(state, method, params)
+            }))
+            .unwrap_or_else(|_| {
+                tracing::error!(?method, "handler panicked");
+                None
+            })
+            .unwrap_or_else(|| {
+                Err(ErrorObject::internal(
+                    "internal error while handling the request",
+                ))
+            });
+            drop(session);
+            return self.send_now(encode(&id, result)).await;
+        }
         let turn = self.take_turn(method, &params);
         let state = Arc::clone(&self.state);
         let outbound = self.outbound.clone();
@@ -402,6 +422,19 @@ impl Connection {
             return Turn::unordered();
         };
         self.turns.take(process_id)
+    }
+
+    /// Sends an answer that is already built: queued at once if its room is free,
+    /// else from a task that waits for room (the reader never waits on the queue).
+    async fn send_now(&mut self, message: String) {
+        if faults::active(Fault::SerialRequests) {
+            return self.send(message).await;
+        }
+        match self.outbound.try_send_reply(message) {
+            // Closed: the transport is gone, there is nobody left to answer.
+            Ok(()) | Err(None) => {}
+            Err(Some(message)) => self.send(message).await,
+        }
     }
 
     /// Sends an answer that is already built (errors, and the `initialize` result).

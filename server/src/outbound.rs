@@ -119,6 +119,21 @@ impl Outbound {
         self.reserve_reply(text.len()).await?.send(text)
     }
 
+    /// Queues a reply that is already built if its room is free now, without waiting:
+    /// the connection's reader answers this way, as it must never wait on the queue.
+    /// Gives the reply back if there is no room; `Err(None)`: the queue is closed.
+    pub fn try_send_reply(&self, text: String) -> Result<(), Option<String>> {
+        let permits = text.len().clamp(1, self.budget.capacity) as u32;
+        let Ok(permit) = Arc::clone(&self.budget.room).try_acquire_many_owned(permits) else {
+            return Err(Some(text));
+        };
+        let room = Room {
+            _permit: permit,
+            sender: self.sender.clone(),
+        };
+        room.send(text).map_err(|Closed| None)
+    }
+
     /// Queues a notification, waiting for room: a process whose output is not read
     /// fast enough waits here, and so stops reading its child's pipe (backpressure).
     pub async fn send_notification(&self, text: String) -> Result<(), Closed> {

@@ -33,6 +33,7 @@ impl Server {
                 options,
                 registry,
                 shutdown,
+                environment: Default::default(),
             }),
         }
     }

@@ -463,13 +463,7 @@ impl Run {
             Init::Resume => self.resume(session, check).await,
             Init::Expired | Init::Attached => {
                 let sid = self.sid(session);
-                let answer = self
-                    .request(
-                        "initialize",
-                        json!({"clientName": CLIENT, "resumeSessionId": sid}),
-                        check,
-                    )
-                    .await?;
+                let answer = self.request_resume(&sid, check).await?;
                 let (code, why) = match init {
                     Init::Expired => (code::INVALID_REQUEST, "expired, was not refused as unknown"),
                     _ => (
@@ -487,17 +481,21 @@ impl Run {
         }
     }
 
+    /// `initialize` with `resumeSessionId`: the answer, whatever it is.
+    async fn request_resume(&self, sid: &str, check: Check) -> Result<Value, StepError> {
+        self.request(
+            "initialize",
+            json!({"clientName": CLIENT, "resumeSessionId": sid}),
+            check,
+        )
+        .await
+    }
+
     async fn resume(&mut self, session: usize, check: Check) -> Result<(), StepError> {
         let sid = self.sid(session);
         let deadline = Instant::now() + self.conn.default_wait();
         loop {
-            let answer = self
-                .request(
-                    "initialize",
-                    json!({"clientName": CLIENT, "resumeSessionId": sid}),
-                    check,
-                )
-                .await?;
+            let answer = self.request_resume(&sid, check).await?;
             if let Some(result) = answer.get("result") {
                 if result["sessionId"] != json!(sid) {
                     return Err(StepError::Fail(

@@ -3,9 +3,11 @@
 
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use exec_protocol::{
-    EnvironmentFeatures, EnvironmentInfo, EnvironmentStatus, ErrorObject, PathForm, Shell, WirePath,
+    EnvironmentFeatures, EnvironmentInfo, EnvironmentStatus, ErrorObject, PartialReply, PathForm,
+    Shell, WirePath,
 };
 use serde_json::Value;
 
@@ -26,8 +28,18 @@ fn uri(path: &Path) -> WirePath {
     PathForm::FileUri.render(path.as_os_str().as_bytes())
 }
 
-pub fn info(params: Value) -> Result<EnvironmentInfo, ErrorObject> {
+/// `environment/info`, whose answer does not change while the server runs: built on
+/// the first call and kept, encoded, in `cache`.
+pub fn info(cache: &OnceLock<PartialReply>, params: Value) -> Result<PartialReply, ErrorObject> {
     no_params(&params)?;
+    Ok(cache
+        .get_or_init(|| PartialReply::new(&environment_info()))
+        .clone())
+}
+
+/// The facts `environment/info` reports. The server never changes its working
+/// directory or environment once it serves, so they hold for its lifetime.
+fn environment_info() -> EnvironmentInfo {
     let path = std::env::var("SHELL")
         .ok()
         .filter(|shell| Path::new(shell).is_absolute())
@@ -37,14 +49,14 @@ pub fn info(params: Value) -> Result<EnvironmentInfo, ErrorObject> {
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.clone());
     let temp_dir = std::env::temp_dir();
-    Ok(EnvironmentInfo {
+    EnvironmentInfo {
         shell: Shell { name, path },
         cwd: std::env::current_dir().ok().map(|cwd| uri(&cwd)),
         temp_dir: Some(uri(&temp_dir)),
         temporary_directories: Some(vec![uri(&temp_dir)]),
         // None of codex's features: no network proxy, sandbox or snapshots here.
         capabilities: Some(EnvironmentFeatures::default()),
-    })
+    }
 }
 
 /// The server answers only once it serves: it is always ready.

@@ -25,6 +25,37 @@ use crate::outbound::ReplyRoom;
 use crate::session::{Generation, Session};
 use crate::state::ServerState;
 
+/// Whether `method` is answered by [`immediate`]: at once, without waiting on
+/// anything, touching no process and no file (so no `processId` order applies).
+pub fn is_immediate(method: Method) -> bool {
+    matches!(
+        method,
+        Method::EnvironmentInfo | Method::EnvironmentStatus | Method::FsJoin | Method::FsParent
+    )
+}
+
+/// Answers an [immediate](is_immediate) method synchronously, so the connection can
+/// answer it on its reader without a task; `None` for any other method.
+pub fn immediate(
+    state: &ServerState,
+    method: Method,
+    params: Value,
+) -> Option<Result<PartialReply, ErrorObject>> {
+    fn reply(result: Result<impl Serialize, ErrorObject>) -> Result<PartialReply, ErrorObject> {
+        result.map(|result| PartialReply::new(&result))
+    }
+    let rules = paths::PathRules::of(&state.options);
+    Some(match method {
+        Method::EnvironmentInfo => environment::info(&state.environment, params),
+        Method::EnvironmentStatus => reply(environment::status(params)),
+        Method::FsJoin => decode_params(params).and_then(|params| reply(fs::join(rules, params))),
+        Method::FsParent => {
+            decode_params(params).and_then(|params| reply(fs::parent(rules, params)))
+        }
+        _ => return None,
+    })
+}
+
 /// Runs one request. `room` is where a handler that builds a big reply reserves room
 /// for it first (see `outbound`). `draining` is cancelled when the connection winds down
 /// (stdio EOF after its grace): a long-poll then returns what it has.
@@ -77,10 +108,10 @@ pub async fn dispatch(
         Method::FsRemove => reply(fs::remove(fs, rules, decode_params(params)?).await),
         Method::FsCopy => reply(fs::copy(fs, rules, decode_params(params)?).await),
         Method::FsCanonicalize => reply(fs::canonicalize(fs, rules, decode_params(params)?).await),
-        Method::FsJoin => reply(fs::join(rules, decode_params(params)?)),
-        Method::FsParent => reply(fs::parent(rules, decode_params(params)?)),
-        Method::EnvironmentInfo => reply(environment::info(params)),
-        Method::EnvironmentStatus => reply(environment::status(params)),
+        Method::FsJoin | Method::FsParent => immediate(state, method, params)
+            .unwrap_or_else(|| Err(ErrorObject::internal("not an immediate method"))),
+        Method::EnvironmentInfo | Method::EnvironmentStatus => immediate(state, method, params)
+            .unwrap_or_else(|| Err(ErrorObject::internal("not an immediate method"))),
         Method::FsOpen => reply(fs_handles::open(fs, rules, session, decode_params(params)?).await),
         Method::FsReadBlock => fs_handles::read_block(session, decode_params(params)?, room).await,
         Method::FsClose => reply(fs_handles::close(session, decode_params(params)?)),

@@ -210,7 +210,12 @@ async fn serve_socket(upgraded: Upgraded, state: Arc<ServerState>, _slot: OwnedS
         // Outbound messages are not limited (a read result may be many MiB), so the
         // write buffer must take any one message; what is unflushed is bounded by the
         // outbound budget and `Unflushed` instead.
-        .max_write_buffer_size(usize::MAX);
+        .max_write_buffer_size(usize::MAX)
+        // tungstenite zeroes the free part of its read buffer before every read, even
+        // one that finds nothing: at the default 128 KiB that was 80% of a small
+        // request's instructions (issue 18). Frames larger than this still arrive whole,
+        // over more reads.
+        .read_buffer_size(READ_BUFFER_BYTES);
     let socket = WebSocketStream::from_raw_socket(socket, Role::Server, Some(config)).await;
     let (sink, stream) = socket.split();
     let (outbound, queue) = outbound::channel(OUTBOUND_BUDGET_BYTES);
@@ -240,6 +245,9 @@ async fn serve_socket(upgraded: Upgraded, state: Arc<ServerState>, _slot: OwnedS
         writer.abort();
     }
 }
+
+/// What tungstenite reads from the socket at most at once (see `serve_socket`).
+const READ_BUFFER_BYTES: usize = 8 * 1024;
 
 type Socket = WebSocketStream<Unflushed<TokioIo<Upgraded>>>;
 
@@ -319,6 +327,9 @@ impl Writer {
         loop {
             let progress = pressure.progress().notified();
             tokio::select! {
+                // The operation first: when it is done at once (the common case), the
+                // timer is never registered.
+                biased;
                 done = &mut operation => return done.is_ok(),
                 _ = progress => {}
                 _ = tokio::time::sleep(stall_limit) => {
@@ -377,6 +388,10 @@ impl MessageSource {
     /// what we send, pongs included); false if the socket took nothing for the silence
     /// limit, which counts as a vanished peer.
     async fn wait_for_room_to_write(&self) -> bool {
+        // Fast path: nothing to wait for, so no waiter to register.
+        if self.pressure.unflushed() <= OUTBOUND_BUDGET_BYTES {
+            return true;
+        }
         loop {
             let progress = self.pressure.progress().notified();
             tokio::pin!(progress);
