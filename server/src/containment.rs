@@ -3,11 +3,12 @@
 //! is writable, the server creates a cgroup inside its own and gives every
 //! process a child cgroup in it, which catches descendants that left the process group
 //! with `setsid()`; otherwise every process is contained by its process group only.
+//! A few fresh cgroups are created ahead of need, off the request's path.
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::cgroup::{self, Cgroup};
 
@@ -33,10 +34,18 @@ pub enum Containment {
     Cgroup(Arc<ServerCgroup>),
 }
 
+/// How many empty process cgroups are kept ready: creating one takes a `mkdir` in
+/// cgroupfs (tens of microseconds), which a `process/start` should not wait for.
+const SPARE_CGROUPS: usize = 2;
+
 /// The server's cgroup directory, under which each process gets its own.
 pub struct ServerCgroup {
     cgroup: Cgroup,
     next_id: AtomicU64,
+    /// Fresh, never used cgroups (a used one is removed, never handed out again: its
+    /// process could have changed its settings, frozen it, or made cgroups inside it).
+    spares: Mutex<Vec<Cgroup>>,
+    refilling: AtomicBool,
 }
 
 impl Containment {
@@ -74,14 +83,17 @@ impl Containment {
         }
     }
 
-    /// A new, empty cgroup for one process (`None` with process groups).
+    /// A new, empty cgroup for one process (`None` with process groups): a spare if
+    /// one is ready (then more are made in the background), else made now.
     pub fn process_cgroup(&self) -> io::Result<Option<Cgroup>> {
-        match self {
-            Containment::ProcessGroup => Ok(None),
-            Containment::Cgroup(server) => {
-                let id = server.next_id.fetch_add(1, Ordering::Relaxed);
-                server.cgroup.create_child(&format!("p{id}")).map(Some)
-            }
+        let Containment::Cgroup(server) = self else {
+            return Ok(None);
+        };
+        let spare = server.lock_spares().pop();
+        server.refill_later();
+        match spare {
+            Some(cgroup) => Ok(Some(cgroup)),
+            None => server.create_process_cgroup().map(Some),
         }
     }
 }
@@ -110,12 +122,49 @@ impl ServerCgroup {
             Ok(()) => Ok(ServerCgroup {
                 cgroup,
                 next_id: AtomicU64::new(1),
+                spares: Mutex::new(Vec::with_capacity(SPARE_CGROUPS)),
+                refilling: AtomicBool::new(false),
             }),
             Err(reason) => {
                 let _ = cgroup.remove();
                 Err(reason)
             }
         }
+    }
+
+    fn create_process_cgroup(&self) -> io::Result<Cgroup> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.cgroup.create_child(&format!("p{id}"))
+    }
+
+    fn lock_spares(&self) -> MutexGuard<'_, Vec<Cgroup>> {
+        self.spares
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Tops the spares up from a task of their own, which runs after the current one
+    /// has yielded (so after the spawn it serves). Spares left at exit are removed with
+    /// the server's cgroup by the watchdog.
+    fn refill_later(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.refilling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let server = Arc::clone(self);
+        runtime.spawn(async move {
+            tokio::task::yield_now().await;
+            while server.lock_spares().len() < SPARE_CGROUPS {
+                match server.create_process_cgroup() {
+                    Ok(cgroup) => server.lock_spares().push(cgroup),
+                    // Each start then makes its own and reports the error if it persists.
+                    Err(_) => break,
+                }
+            }
+            server.refilling.store(false, Ordering::Release);
+        });
     }
 }
 

@@ -80,6 +80,22 @@ impl Kind {
         }
     }
 
+    /// The number the row is printed with (its first, for rows 5–7).
+    pub fn number(self) -> u32 {
+        match self {
+            Kind::StartResponse => 1,
+            Kind::StartExited => 2,
+            Kind::RoundTrip => 3,
+            Kind::Notifications => 4,
+            Kind::PipelinedStarts => 5,
+            Kind::Pty => 8,
+            Kind::LongPoll => 9,
+            Kind::Concurrent => 10,
+            Kind::Sessions => 11,
+            Kind::SlowReader => 12,
+        }
+    }
+
     /// The transports the row runs on (stdio has no resume and no second connection).
     pub fn transports(self) -> &'static [Transport] {
         match self {

@@ -159,6 +159,7 @@ impl Process {
             let exit = leader.exited().await;
             waiter.publish_exit(exit).await;
             drop(waiter);
+            tokio::task::yield_now().await;
             tree.reap_when_done(leader).await;
         });
         Ok(process)
