@@ -6,7 +6,7 @@
 //! A few fresh cgroups are created ahead of need, off the request's path.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -34,6 +34,13 @@ pub enum Containment {
     Cgroup(Arc<ServerCgroup>),
 }
 
+/// A fresh cgroup for one process, with its `cgroup.procs` open for the child to join
+/// before `exec`.
+pub struct ProcessCgroup {
+    pub cgroup: Cgroup,
+    pub procs: OwnedFd,
+}
+
 /// How many empty process cgroups are kept ready: creating one takes a `mkdir` in
 /// cgroupfs (tens of microseconds), which a `process/start` should not wait for.
 const SPARE_CGROUPS: usize = 2;
@@ -42,9 +49,9 @@ const SPARE_CGROUPS: usize = 2;
 pub struct ServerCgroup {
     cgroup: Cgroup,
     next_id: AtomicU64,
-    /// Fresh, never used cgroups (a used one is removed, never handed out again: its
+    /// Fresh, never used cgroups, their `cgroup.procs` already open (a used one is removed, never handed out again: its
     /// process could have changed its settings, frozen it, or made cgroups inside it).
-    spares: Mutex<Vec<Cgroup>>,
+    spares: Mutex<Vec<ProcessCgroup>>,
     refilling: AtomicBool,
 }
 
@@ -85,7 +92,7 @@ impl Containment {
 
     /// A new, empty cgroup for one process (`None` with process groups): a spare if
     /// one is ready (then more are made in the background), else made now.
-    pub fn process_cgroup(&self) -> io::Result<Option<Cgroup>> {
+    pub fn process_cgroup(&self) -> io::Result<Option<ProcessCgroup>> {
         let Containment::Cgroup(server) = self else {
             return Ok(None);
         };
@@ -132,12 +139,19 @@ impl ServerCgroup {
         }
     }
 
-    fn create_process_cgroup(&self) -> io::Result<Cgroup> {
+    fn create_process_cgroup(&self) -> io::Result<ProcessCgroup> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.cgroup.create_child(&format!("p{id}"))
+        let cgroup = self.cgroup.create_child(&format!("p{id}"))?;
+        match cgroup.open_procs() {
+            Ok(procs) => Ok(ProcessCgroup { cgroup, procs }),
+            Err(err) => {
+                let _ = cgroup.remove();
+                Err(err)
+            }
+        }
     }
 
-    fn lock_spares(&self) -> MutexGuard<'_, Vec<Cgroup>> {
+    fn lock_spares(&self) -> MutexGuard<'_, Vec<ProcessCgroup>> {
         self.spares
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())

@@ -121,11 +121,20 @@ impl Drop for Stack {
     }
 }
 
+/// Why [`spawn`] failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The server could not prepare the clone (its stack).
+    Setup(io::Error),
+    /// The clone itself, or a step of the child (the `execve` included), with its errno;
+    /// the child, if there was one, already reaped.
+    Child(io::Error),
+}
+
 /// Starts the child described by `plan` in a new session (it leads its own session
-/// and process group), with every signal at its default action and none blocked, and
-/// returns its pid, unreaped. A failure of any step in the child (the `execve`
-/// included) comes back as that step's errno, the child already reaped.
-pub fn spawn(plan: &ChildPlan) -> io::Result<libc::pid_t> {
+/// and process group), with every signal at its default action, none blocked and none
+/// pending, and returns its pid, unreaped.
+pub fn spawn(plan: &ChildPlan) -> Result<libc::pid_t, Failure> {
     let argv = pointers(&plan.argv);
     let mut script_argv = vec![c"/bin/sh".as_ptr(), std::ptr::null()];
     script_argv.extend(argv.iter().skip(1));
@@ -146,7 +155,7 @@ pub fn spawn(plan: &ChildPlan) -> io::Result<libc::pid_t> {
         server_pid: std::process::id() as libc::pid_t,
         error: AtomicI32::new(0),
     };
-    let stack = Stack::new()?;
+    let stack = Stack::new().map_err(Failure::Setup)?;
     // Block every signal in this thread across the clone: the child shares our memory,
     // so one of the server's handlers must never run in it. It unblocks (with default
     // actions) just before `execve`.
@@ -174,7 +183,7 @@ pub fn spawn(plan: &ChildPlan) -> io::Result<libc::pid_t> {
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     drop(stack);
     if pid == -1 {
-        return Err(clone_error);
+        return Err(Failure::Child(clone_error));
     }
     match shared.error.load(Ordering::Acquire) {
         0 => Ok(pid),
@@ -187,7 +196,7 @@ pub fn spawn(plan: &ChildPlan) -> io::Result<libc::pid_t> {
                     break;
                 }
             }
-            Err(io::Error::from_raw_os_error(errno))
+            Err(Failure::Child(io::Error::from_raw_os_error(errno)))
         }
     }
 }
@@ -222,6 +231,15 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         {
             fail(errno());
         }
+        // Before the dup2s, which could overwrite the directory's descriptor if it were
+        // 0, 1 or 2 (only in a host that closed those).
+        if shared.cwd_fd >= 0 {
+            if libc::fchdir(shared.cwd_fd) == -1 {
+                fail(errno());
+            }
+        } else if !shared.cwd_path.is_null() && libc::chdir(shared.cwd_path) == -1 {
+            fail(errno());
+        }
         for (target, &source) in shared.stdio.iter().enumerate() {
             let target = target as RawFd;
             if source == target {
@@ -235,13 +253,6 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             } else if libc::dup2(source, target) == -1 {
                 fail(errno());
             }
-        }
-        if shared.cwd_fd >= 0 {
-            if libc::fchdir(shared.cwd_fd) == -1 {
-                fail(errno());
-            }
-        } else if !shared.cwd_path.is_null() && libc::chdir(shared.cwd_path) == -1 {
-            fail(errno());
         }
         if libc::setsid() == -1 {
             fail(errno());
@@ -269,6 +280,17 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         for signal in 1..=64 {
             libc::sigaction(signal, &default, std::ptr::null_mut());
         }
+        // A signal sent to the server's process group before our `setsid` is pending
+        // here (all were blocked across the clone). The server's handler, or its
+        // ignoring it, is gone: delivered now it would kill the child for a signal that
+        // was never meant for it. Discard it, as the server would have.
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        let no_wait = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        while libc::sigtimedwait(&all, std::ptr::null_mut(), &no_wait) > 0 {}
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) == -1 {
@@ -281,14 +303,15 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         while !(*candidate).is_null() {
             libc::execve(*candidate, shared.argv.as_ptr(), shared.envp.as_ptr());
             last = errno();
+            if last == libc::ENOEXEC {
+                // The parent does not touch `script_argv` while we run.
+                let script_argv = (*shared.script_argv.get()).as_mut_ptr();
+                *script_argv.add(1) = *candidate;
+                libc::execve(*script_argv, script_argv.cast_const(), shared.envp.as_ptr());
+                // As glibc does, the shell's failure goes through the same rules.
+                last = errno();
+            }
             match last {
-                libc::ENOEXEC => {
-                    // The parent does not touch `script_argv` while we run.
-                    let script_argv = (*shared.script_argv.get()).as_mut_ptr();
-                    *script_argv.add(1) = *candidate;
-                    libc::execve(*script_argv, script_argv.cast_const(), shared.envp.as_ptr());
-                    fail(errno());
-                }
                 libc::EACCES => saw_eacces = true,
                 libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
                 _ => fail(last),

@@ -104,7 +104,11 @@ impl Process {
                 format!("cannot create its cgroup: {err}"),
             ))
         })?;
-        let spawned = match spawn::spawn(request, cgroup.as_ref()) {
+        let procs = cgroup.as_ref().map(|cgroup| &cgroup.procs);
+        let spawned = spawn::spawn(request, procs);
+        // The child has joined its cgroup (or failed); the descriptor is done with.
+        let cgroup = cgroup.map(|cgroup| cgroup.cgroup);
+        let spawned = match spawned {
             Ok(spawned) => spawned,
             Err(err) => {
                 // The child that may have joined it was reaped by the failed spawn.

@@ -14,7 +14,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::clone_exec::{self, ChildPlan};
 use super::leader::Leader;
 use super::pty::{self, PtyMaster};
-use crate::cgroup::Cgroup;
 use exec_protocol::Stream;
 
 pub struct SpawnRequest<'a> {
@@ -68,11 +67,14 @@ pub enum SpawnFailure {
     Setup(io::Error),
 }
 
-/// Spawns the child, inside `cgroup` if given, through [`clone_exec`] (a vfork-style
+/// Spawns the child, inside the cgroup whose `cgroup.procs` is given, through [`clone_exec`] (a vfork-style
 /// clone: the multi-threaded server is not forked). Must run on a long-lived runtime
 /// thread: Linux delivers the parent-death signal when the *thread* that cloned the
 /// child exits. The child is left unreaped (tokio's `Command` would reap it).
-pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<Spawned, SpawnFailure> {
+pub fn spawn(
+    request: &SpawnRequest<'_>,
+    cgroup_procs: Option<&OwnedFd>,
+) -> Result<Spawned, SpawnFailure> {
     use SpawnFailure::Setup;
     let (program, args) = request
         .argv
@@ -113,7 +115,6 @@ pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<Spaw
         .get()
         .map(|&(rlim_cur, rlim_max)| libc::rlimit { rlim_cur, rlim_max });
     // Opened before the clone: the child only makes async-signal-safe calls.
-    let cgroup_procs = cgroup.map(Cgroup::open_procs).transpose().map_err(Setup)?;
     let pty_pair = if tty {
         Some(pty::open().map_err(Setup)?)
     } else {
@@ -152,16 +153,18 @@ pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<Spaw
             stdio[1].as_raw_fd(),
             stdio[2].as_raw_fd(),
         ],
-        cgroup_procs: cgroup_procs.as_ref().map(AsRawFd::as_raw_fd),
+        cgroup_procs: cgroup_procs.map(AsRawFd::as_raw_fd),
         cwd_fd,
         cwd_path,
         controlling_tty: tty,
         open_file_limits,
     };
-    let pid = clone_exec::spawn(&plan).map_err(SpawnFailure::Program)?;
+    let pid = clone_exec::spawn(&plan).map_err(|failure| match failure {
+        clone_exec::Failure::Setup(err) => Setup(err),
+        clone_exec::Failure::Child(err) => SpawnFailure::Program(err),
+    })?;
     // The child's ends (PTY slave copies included): EOF reaches us once the child's close.
     drop(stdio);
-    drop(cgroup_procs);
     match watch(ours, pid, pty_pair) {
         Ok(spawned) => Ok(spawned),
         Err(err) => {
@@ -253,5 +256,27 @@ fn watch(pipes: Pipes, pid: i32, pty_pair: Option<pty::PtyPair>) -> io::Result<S
                 pty: None,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::candidates;
+
+    #[test]
+    fn a_name_is_looked_up_along_path_as_execvp_does() {
+        assert_eq!(
+            candidates("ls", Some("/usr/local/bin:/bin/::.")),
+            ["/usr/local/bin/ls", "/bin/ls", "ls", "./ls"]
+        );
+        // No PATH in the child's environment: glibc's default.
+        assert_eq!(candidates("ls", None), ["/bin/ls", "/usr/bin/ls"]);
+    }
+
+    #[test]
+    fn a_path_is_taken_as_it_is_and_an_empty_name_is_found_nowhere() {
+        assert_eq!(candidates("./run.sh", Some("/bin")), ["./run.sh"]);
+        assert_eq!(candidates("/bin/true", Some("/usr/bin")), ["/bin/true"]);
+        assert!(candidates("", Some("/bin")).is_empty());
     }
 }
