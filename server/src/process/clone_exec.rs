@@ -16,7 +16,7 @@
 //! step that failed (memory is shared, so no pipe is needed; `CLONE_VFORK` orders the
 //! write before the parent's read).
 
-use std::cell::UnsafeCell;
+use std::cell::{OnceCell, UnsafeCell};
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::RawFd;
@@ -72,6 +72,28 @@ fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
         .map(|s| s.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect()
+}
+
+thread_local! {
+    /// This thread's child stack, made at its first spawn and reused: a thread has at
+    /// most one child between clone and `execve` (it sleeps meanwhile), and once the
+    /// child has exec'd or exited the memory is ours alone again. Reuse saves a
+    /// mmap/mprotect/munmap and the child's page faults on every spawn.
+    static CHILD_STACK: OnceCell<Stack> = const { OnceCell::new() };
+}
+
+/// The top of this thread's child stack (see [`CHILD_STACK`]).
+fn thread_stack_top() -> io::Result<*mut libc::c_void> {
+    CHILD_STACK.with(|cell| {
+        if let Some(stack) = cell.get() {
+            return Ok(stack.top());
+        }
+        let stack = Stack::new()?;
+        let top = stack.top();
+        // Cannot be set meanwhile: nothing between `get` and here runs on this thread.
+        let _ = cell.set(stack);
+        Ok(top)
+    })
 }
 
 /// A `mmap`ed stack with a `PROT_NONE` guard page at its low end, unmapped on drop.
@@ -155,7 +177,7 @@ pub fn spawn(plan: &ChildPlan) -> Result<libc::pid_t, Failure> {
         server_pid: std::process::id() as libc::pid_t,
         error: AtomicI32::new(0),
     };
-    let stack = Stack::new().map_err(Failure::Setup)?;
+    let stack_top = thread_stack_top().map_err(Failure::Setup)?;
     // Block every signal in this thread across the clone: the child shares our memory,
     // so one of the server's handlers must never run in it. It unblocks (with default
     // actions) just before `execve`.
@@ -166,14 +188,15 @@ pub fn spawn(plan: &ChildPlan) -> Result<libc::pid_t, Failure> {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
-    // SAFETY: `child` gets a valid stack top and a pointer to `shared`, which outlives
+    // SAFETY: `child` gets a valid stack top (this thread's stack, which nothing else
+    // uses while this thread sleeps in the clone) and a pointer to `shared`, which outlives
     // the child's use of it: with CLONE_VFORK this thread sleeps until the child has
     // called execve (which replaces its memory) or _exit. The child runs only
     // async-signal-safe calls on memory prepared here (see `child`).
     let pid = unsafe {
         libc::clone(
             child,
-            stack.top(),
+            stack_top,
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             std::ptr::from_ref(&shared).cast_mut().cast(),
         )
@@ -181,7 +204,6 @@ pub fn spawn(plan: &ChildPlan) -> Result<libc::pid_t, Failure> {
     let clone_error = io::Error::last_os_error();
     // SAFETY: restores the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-    drop(stack);
     if pid == -1 {
         return Err(Failure::Child(clone_error));
     }
