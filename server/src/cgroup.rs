@@ -61,6 +61,16 @@ impl Cgroup {
         self.dir.join("cgroup.kill").exists()
     }
 
+    /// Opens the directory itself, for `clone3`'s `CLONE_INTO_CGROUP`.
+    pub fn open_dir(&self) -> io::Result<OwnedFd> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(&self.dir)?;
+        Ok(OwnedFd::from(dir))
+    }
+
     /// Opens `cgroup.procs` for a forked child to [`join`] before `exec`.
     pub fn open_procs(&self) -> io::Result<OwnedFd> {
         let file = fs::OpenOptions::new()

@@ -34,10 +34,11 @@ pub enum Containment {
     Cgroup(Arc<ServerCgroup>),
 }
 
-/// A fresh cgroup for one process, with its `cgroup.procs` open for the child to join
-/// before `exec`.
+/// A fresh cgroup for one process, with its directory open (to start the child in it)
+/// and its `cgroup.procs` (for a child to join where that cannot be done).
 pub struct ProcessCgroup {
     pub cgroup: Cgroup,
+    pub dir: OwnedFd,
     pub procs: OwnedFd,
 }
 
@@ -49,7 +50,7 @@ const SPARE_CGROUPS: usize = 2;
 pub struct ServerCgroup {
     cgroup: Cgroup,
     next_id: AtomicU64,
-    /// Fresh, never used cgroups, their `cgroup.procs` already open (a used one is removed, never handed out again: its
+    /// Fresh, never used cgroups, already open (a used one is removed, never handed out again: its
     /// process could have changed its settings, frozen it, or made cgroups inside it).
     spares: Mutex<Vec<ProcessCgroup>>,
     refilling: AtomicBool,
@@ -96,7 +97,7 @@ impl Containment {
         let Containment::Cgroup(server) = self else {
             return Ok(None);
         };
-        let spare = server.lock_spares().pop();
+        let spare = server.take_spare();
         server.refill_later();
         match spare {
             Some(cgroup) => Ok(Some(cgroup)),
@@ -142,13 +143,22 @@ impl ServerCgroup {
     fn create_process_cgroup(&self) -> io::Result<ProcessCgroup> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let cgroup = self.cgroup.create_child(&format!("p{id}"))?;
-        match cgroup.open_procs() {
-            Ok(procs) => Ok(ProcessCgroup { cgroup, procs }),
+        match cgroup
+            .open_dir()
+            .and_then(|dir| Ok((dir, cgroup.open_procs()?)))
+        {
+            Ok((dir, procs)) => Ok(ProcessCgroup { cgroup, dir, procs }),
             Err(err) => {
                 let _ = cgroup.remove();
                 Err(err)
             }
         }
+    }
+
+    /// The oldest spare, if any (oldest first, so that none waits long).
+    fn take_spare(&self) -> Option<ProcessCgroup> {
+        let mut spares = self.lock_spares();
+        (!spares.is_empty()).then(|| spares.remove(0))
     }
 
     fn lock_spares(&self) -> MutexGuard<'_, Vec<ProcessCgroup>> {

@@ -319,7 +319,35 @@ async fn a_failed_start_leaves_no_cgroup_behind() -> TestResult {
     let running = start_reporting_pids(&session, "running", "echo $$; exec sleep 1000", 1).await?;
     let own = cgroup_dir(running[0]).expect("the process's cgroup");
     let server_cgroup = own.parent().expect("the server's cgroup").to_owned();
-    // Both fail in the forked child, after it has moved into its cgroup.
+    let others = || -> Vec<PathBuf> {
+        std::fs::read_dir(&server_cgroup)
+            .expect("the server's cgroup")
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.is_dir() && *path != own)
+            .collect()
+    };
+    // The server keeps two fresh cgroups ready (SPARE_CGROUPS in containment.rs) and
+    // hands out the oldest (lowest `pN`) first: the next start that reaches the spawn
+    // gets it.
+    let deadline = std::time::Instant::now() + DEFAULT_WAIT;
+    let mut spares = others();
+    while spares.len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        spares = others();
+    }
+    assert_eq!(spares.len(), 2, "two spare cgroups are made: {spares:?}");
+    let number = |path: &PathBuf| -> u64 {
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or_default();
+        name.trim_start_matches('p').parse().unwrap_or(u64::MAX)
+    };
+    let oldest = spares.iter().min_by_key(|path| number(path)).cloned();
+    let oldest = oldest.expect("a spare");
+    // The first fails in the child, which is already in its cgroup; the second is
+    // refused before any cgroup is taken.
     for (id, program, cwd) in [
         ("missing", "/no/such/program", "/"),
         ("bad-cwd", "true", "/no/such/directory"),
@@ -328,13 +356,11 @@ async fn a_failed_start_leaves_no_cgroup_behind() -> TestResult {
         let error = conn.request("process/start", params).error().await?;
         assert_eq!(error.code, -32603, "{id}");
     }
-    let cgroups: Vec<PathBuf> = std::fs::read_dir(&server_cgroup)
-        .expect("the server's cgroup")
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.is_dir())
-        .collect();
-    assert_eq!(cgroups, [own], "only the running process has a cgroup");
+    assert!(
+        !others().contains(&oldest),
+        "{} was the failed start's cgroup and is left behind",
+        oldest.display()
+    );
     Ok(())
 }
 

@@ -20,7 +20,7 @@ use std::cell::{OnceCell, UnsafeCell};
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// Size of the child's stack: it runs a few system calls in small frames (a `sigaction`
 /// loop and a `PATH` walk over prepared pointers). A guard page sits below it.
@@ -36,8 +36,9 @@ pub struct ChildPlan {
     pub envp: Vec<CString>,
     /// Descriptors to place at 0, 1 and 2 (all the same for a PTY slave).
     pub stdio: [RawFd; 3],
-    /// `cgroup.procs` of the child's cgroup, joined first.
-    pub cgroup_procs: Option<RawFd>,
+    /// The child's cgroup: its directory, which `clone3` starts the child in, and its
+    /// `cgroup.procs`, which the child joins first where `clone3` cannot.
+    pub cgroup: Option<CgroupFds>,
     /// Start in this open directory…
     pub cwd_fd: Option<RawFd>,
     /// …or else in this path.
@@ -45,6 +46,13 @@ pub struct ChildPlan {
     /// Make fd 0 (a PTY slave) the controlling terminal of the new session.
     pub controlling_tty: bool,
     pub open_file_limits: Option<libc::rlimit>,
+}
+
+/// A cgroup's directory and `cgroup.procs`, both open.
+#[derive(Clone, Copy)]
+pub struct CgroupFds {
+    pub dir: RawFd,
+    pub procs: RawFd,
 }
 
 /// What parent and child share: the plan as raw pointers, and the child's error.
@@ -56,6 +64,7 @@ struct Shared {
     script_argv: UnsafeCell<Vec<*const libc::c_char>>,
     envp: Vec<*const libc::c_char>,
     stdio: [RawFd; 3],
+    /// `cgroup.procs` for the child to join, or -1 (none, or `clone3` placed it).
     cgroup_procs: RawFd,
     cwd_fd: RawFd,
     cwd_path: *const libc::c_char,
@@ -160,13 +169,13 @@ pub fn spawn(plan: &ChildPlan) -> Result<libc::pid_t, Failure> {
     let argv = pointers(&plan.argv);
     let mut script_argv = vec![c"/bin/sh".as_ptr(), std::ptr::null()];
     script_argv.extend(argv.iter().skip(1));
-    let shared = Shared {
+    let mut shared = Shared {
         candidates: pointers(&plan.candidates),
         argv,
         script_argv: UnsafeCell::new(script_argv),
         envp: pointers(&plan.envp),
         stdio: plan.stdio,
-        cgroup_procs: plan.cgroup_procs.unwrap_or(-1),
+        cgroup_procs: -1,
         cwd_fd: plan.cwd_fd.unwrap_or(-1),
         cwd_path: plan
             .cwd_path
@@ -188,20 +197,19 @@ pub fn spawn(plan: &ChildPlan) -> Result<libc::pid_t, Failure> {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
-    // SAFETY: `child` gets a valid stack top (this thread's stack, which nothing else
-    // uses while this thread sleeps in the clone) and a pointer to `shared`, which outlives
-    // the child's use of it: with CLONE_VFORK this thread sleeps until the child has
-    // called execve (which replaces its memory) or _exit. The child runs only
-    // async-signal-safe calls on memory prepared here (see `child`).
-    let pid = unsafe {
-        libc::clone(
-            child,
-            stack_top,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            std::ptr::from_ref(&shared).cast_mut().cast(),
-        )
-    };
-    let clone_error = io::Error::last_os_error();
+    let cgroup_dir = plan.cgroup.map(|fds| fds.dir);
+    // SAFETY (both calls): `child` gets a valid stack top (this thread's stack, which
+    // nothing else uses while this thread sleeps in the clone) and a pointer to
+    // `shared`, which outlives the child's use of it: with CLONE_VFORK this thread
+    // sleeps until the child has called execve (which replaces its memory) or _exit.
+    // The child runs only async-signal-safe calls on memory prepared here (see `child`).
+    let mut cloned = unsafe { clone3_into(cgroup_dir, stack_top, &shared) };
+    if cloned.is_none() {
+        shared.cgroup_procs = plan.cgroup.map_or(-1, |fds| fds.procs);
+        cloned = Some(unsafe { clone_vfork(stack_top, &shared) });
+    }
+    let (pid, clone_error) = cloned.unwrap_or((-1, libc::EINVAL));
+    let clone_error = io::Error::from_raw_os_error(clone_error);
     // SAFETY: restores the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     if pid == -1 {
@@ -221,6 +229,145 @@ pub fn spawn(plan: &ChildPlan) -> Result<libc::pid_t, Failure> {
             Err(Failure::Child(io::Error::from_raw_os_error(errno)))
         }
     }
+}
+
+/// `clone(CLONE_VM | CLONE_VFORK)` through libc: (pid, 0) or (-1, errno).
+///
+/// # Safety
+/// As for [`clone3_into`].
+unsafe fn clone_vfork(stack_top: *mut libc::c_void, shared: &Shared) -> (libc::pid_t, i32) {
+    // SAFETY: see the caller's contract.
+    let pid = unsafe {
+        libc::clone(
+            child,
+            stack_top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            std::ptr::from_ref(shared).cast_mut().cast(),
+        )
+    };
+    let errno = match pid {
+        -1 => io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL),
+        _ => 0,
+    };
+    (pid, errno)
+}
+
+/// Set once `clone3` with `CLONE_INTO_CGROUP` turned out not to exist here (before
+/// Linux 5.7), so that later spawns go straight to [`clone_vfork`].
+static CLONE3_MISSING: AtomicBool = AtomicBool::new(false);
+
+/// The kernel's `struct clone_args` (linux/sched.h), as far as `cgroup`.
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `clone3(CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP)`: the child is born in the cgroup
+/// whose directory is `cgroup_dir`, so it never migrates there. Moving a running
+/// process takes the cgroup core's global write lock (tens of microseconds, and
+/// milliseconds when it must wait for an RCU grace period); a birth in place does not.
+/// `None` where it cannot be used (no cgroup, not x86-64, or a kernel without it):
+/// then the caller clones with [`clone_vfork`] and the child joins by itself.
+///
+/// # Safety
+/// `stack_top` is the top of a stack nobody else uses until this returns, and `shared`
+/// stays valid and unmoved until then; all signals are blocked in this thread.
+unsafe fn clone3_into(
+    cgroup_dir: Option<RawFd>,
+    stack_top: *mut libc::c_void,
+    shared: &Shared,
+) -> Option<(libc::pid_t, i32)> {
+    let cgroup_dir = cgroup_dir?;
+    if !cfg!(target_arch = "x86_64") || CLONE3_MISSING.load(Ordering::Relaxed) {
+        return None;
+    }
+    let args = CloneArgs {
+        flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        // The kernel takes the lowest address and the size; the stack is just below the top.
+        stack: stack_top as u64 - STACK_SIZE as u64,
+        stack_size: STACK_SIZE as u64,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: cgroup_dir as u64,
+    };
+    // SAFETY: see this function's contract.
+    let result = unsafe { raw_clone3(&args, shared) };
+    match result {
+        pid if pid >= 0 => Some((pid as libc::pid_t, 0)),
+        errno => {
+            let errno = -errno as i32;
+            // ENOSYS: no clone3 (before 5.3); E2BIG or EINVAL: no CLONE_INTO_CGROUP (before 5.7).
+            if matches!(errno, libc::ENOSYS | libc::E2BIG | libc::EINVAL) {
+                CLONE3_MISSING.store(true, Ordering::Relaxed);
+                return None;
+            }
+            Some((-1, errno))
+        }
+    }
+}
+
+/// The `clone3` system call for a child that starts on its own stack: libc has no
+/// wrapper, and a child that shares our memory cannot return through Rust code, so the
+/// child's side is written here: call [`child`] with `shared`, then exit with what it
+/// returns (it never does: it execs or `_exit`s). Returns the pid, or -errno.
+///
+/// # Safety
+/// As for [`clone3_into`]; `args` asks for a new stack.
+#[cfg(target_arch = "x86_64")]
+unsafe fn raw_clone3(args: &CloneArgs, shared: &Shared) -> i64 {
+    let result: i64;
+    // SAFETY: the parent's side is a plain system call (which clobbers rcx and r11 and
+    // returns in rax); the child's side runs on its own 16-byte aligned stack, keeps
+    // r12 and r13 from the parent (the kernel copies the registers), and never returns
+    // into this function.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, r13",
+            "call r12",
+            "mov edi, eax",
+            "mov eax, {exit}",
+            "syscall",
+            "ud2",
+            "2:",
+            exit = const libc::SYS_exit,
+            inlateout("rax") libc::SYS_clone3 => result,
+            in("rdi") std::ptr::from_ref(args),
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") child as extern "C" fn(*mut libc::c_void) -> libc::c_int,
+            in("r13") std::ptr::from_ref(shared),
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    result
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn raw_clone3(_args: &CloneArgs, _shared: &Shared) -> i64 {
+    -(libc::ENOSYS as i64)
 }
 
 /// The child, between clone and execve.

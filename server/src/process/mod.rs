@@ -19,6 +19,7 @@ mod tree;
 mod write_ids;
 
 use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use exec_protocol::{encode_notification, Notify as _, ProcessClosed, ProcessExited};
@@ -32,6 +33,7 @@ use crate::containment::Containment;
 use crate::faults::{self, Fault};
 use crate::outbound::Notifier;
 use crate::watchdog::Watchdog;
+use clone_exec::CgroupFds;
 pub use env::child_environment;
 use leader::Exit;
 use output::{ExitInfo, OutputState, RetainedChunk};
@@ -104,9 +106,12 @@ impl Process {
                 format!("cannot create its cgroup: {err}"),
             ))
         })?;
-        let procs = cgroup.as_ref().map(|cgroup| &cgroup.procs);
-        let spawned = spawn::spawn(request, procs);
-        // The child has joined its cgroup (or failed); the descriptor is done with.
+        let fds = cgroup.as_ref().map(|cgroup| CgroupFds {
+            dir: cgroup.dir.as_raw_fd(),
+            procs: cgroup.procs.as_raw_fd(),
+        });
+        let spawned = spawn::spawn(request, fds);
+        // The child is in its cgroup (or failed); the descriptors are done with.
         let cgroup = cgroup.map(|cgroup| cgroup.cgroup);
         let spawned = match spawned {
             Ok(spawned) => spawned,

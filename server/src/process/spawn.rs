@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::clone_exec::{self, ChildPlan};
+use super::clone_exec::{self, CgroupFds, ChildPlan};
 use super::leader::Leader;
 use super::pty::{self, PtyMaster};
 use exec_protocol::Stream;
@@ -67,13 +67,13 @@ pub enum SpawnFailure {
     Setup(io::Error),
 }
 
-/// Spawns the child, inside the cgroup whose `cgroup.procs` is given, through [`clone_exec`] (a vfork-style
+/// Spawns the child, inside the cgroup given, through [`clone_exec`] (a vfork-style
 /// clone: the multi-threaded server is not forked). Must run on a long-lived runtime
 /// thread: Linux delivers the parent-death signal when the *thread* that cloned the
 /// child exits. The child is left unreaped (tokio's `Command` would reap it).
 pub fn spawn(
     request: &SpawnRequest<'_>,
-    cgroup_procs: Option<&OwnedFd>,
+    cgroup: Option<CgroupFds>,
 ) -> Result<Spawned, SpawnFailure> {
     use SpawnFailure::Setup;
     let (program, args) = request
@@ -153,7 +153,7 @@ pub fn spawn(
             stdio[1].as_raw_fd(),
             stdio[2].as_raw_fd(),
         ],
-        cgroup_procs: cgroup_procs.map(AsRawFd::as_raw_fd),
+        cgroup,
         cwd_fd,
         cwd_path,
         controlling_tty: tty,
