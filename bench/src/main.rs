@@ -40,8 +40,8 @@ struct Cli {
     #[arg(long)]
     json: Option<PathBuf>,
     /// Run only these rows, by the number they are printed with (`--only 1,2,5`; rows
-    /// 5–7 are one run, selected by 5).
-    #[arg(long, value_delimiter = ',')]
+    /// 5–7 are one run, selected by any of them).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=12))]
     only: Vec<u32>,
 }
 
@@ -93,7 +93,7 @@ async fn run(cli: Cli) -> Result<bool> {
     let mut rows: Vec<Row> = Vec::new();
     let selected = Kind::ALL
         .iter()
-        .filter(|kind| cli.only.is_empty() || cli.only.contains(&kind.number()));
+        .filter(|kind| cli.only.is_empty() || cli.only.iter().any(|&row| kind.is_row(row)));
     for kind in selected {
         for implementation in &implementations {
             for &transport in kind.transports() {

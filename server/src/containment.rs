@@ -5,6 +5,7 @@
 //! with `setsid()`; otherwise every process is contained by its process group only.
 //! A few fresh cgroups are created ahead of need, off the request's path.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -52,7 +53,7 @@ pub struct ServerCgroup {
     next_id: AtomicU64,
     /// Fresh, never used cgroups, already open (a used one is removed, never handed out again: its
     /// process could have changed its settings, frozen it, or made cgroups inside it).
-    spares: Mutex<Vec<ProcessCgroup>>,
+    spares: Mutex<VecDeque<ProcessCgroup>>,
     refilling: AtomicBool,
 }
 
@@ -92,16 +93,24 @@ impl Containment {
     }
 
     /// A new, empty cgroup for one process (`None` with process groups): a spare if
-    /// one is ready (then more are made in the background), else made now.
+    /// one is ready, else made now. Call [`Containment::replenish`] once the process
+    /// has been spawned.
     pub fn process_cgroup(&self) -> io::Result<Option<ProcessCgroup>> {
         let Containment::Cgroup(server) = self else {
             return Ok(None);
         };
-        let spare = server.take_spare();
-        server.refill_later();
-        match spare {
+        match server.take_spare() {
             Some(cgroup) => Ok(Some(cgroup)),
             None => server.create_process_cgroup().map(Some),
+        }
+    }
+
+    /// Makes spare cgroups up to [`SPARE_CGROUPS`] from a task of its own, which runs
+    /// once the current task yields: after the spawn it follows, whose clone would
+    /// otherwise contend with the `mkdir`s for the cgroup core's lock.
+    pub fn replenish(&self) {
+        if let Containment::Cgroup(server) = self {
+            server.refill_later();
         }
     }
 }
@@ -130,7 +139,7 @@ impl ServerCgroup {
             Ok(()) => Ok(ServerCgroup {
                 cgroup,
                 next_id: AtomicU64::new(1),
-                spares: Mutex::new(Vec::with_capacity(SPARE_CGROUPS)),
+                spares: Mutex::new(VecDeque::with_capacity(SPARE_CGROUPS)),
                 refilling: AtomicBool::new(false),
             }),
             Err(reason) => {
@@ -155,21 +164,19 @@ impl ServerCgroup {
         }
     }
 
-    /// The oldest spare, if any (oldest first, so that none waits long).
+    /// The oldest spare, if any: a fixed order, which tests can follow.
     fn take_spare(&self) -> Option<ProcessCgroup> {
-        let mut spares = self.lock_spares();
-        (!spares.is_empty()).then(|| spares.remove(0))
+        self.lock_spares().pop_front()
     }
 
-    fn lock_spares(&self) -> MutexGuard<'_, Vec<ProcessCgroup>> {
+    fn lock_spares(&self) -> MutexGuard<'_, VecDeque<ProcessCgroup>> {
         self.spares
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Tops the spares up from a task of their own, which runs after the current one
-    /// has yielded (so after the spawn it serves). Spares left at exit are removed with
-    /// the server's cgroup by the watchdog.
+    /// Tops the spares up from a task of their own (one at a time). Spares left at exit
+    /// are removed with the server's cgroup by the watchdog.
     fn refill_later(self: &Arc<Self>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -179,16 +186,34 @@ impl ServerCgroup {
         }
         let server = Arc::clone(self);
         runtime.spawn(async move {
+            // Cleared however the task ends (even dropped unrun at shutdown).
+            let refilling = ClearOnDrop(&server.refilling);
             tokio::task::yield_now().await;
             while server.lock_spares().len() < SPARE_CGROUPS {
                 match server.create_process_cgroup() {
-                    Ok(cgroup) => server.lock_spares().push(cgroup),
-                    // Each start then makes its own and reports the error if it persists.
-                    Err(_) => break,
+                    Ok(cgroup) => server.lock_spares().push_back(cgroup),
+                    Err(err) => {
+                        // Each start then makes its own, and reports the error if it persists.
+                        tracing::debug!(%err, "cannot make a spare cgroup");
+                        return;
+                    }
                 }
             }
-            server.refilling.store(false, Ordering::Release);
+            drop(refilling);
+            // A start may have taken one after the last check and found us busy.
+            if server.lock_spares().len() < SPARE_CGROUPS {
+                server.refill_later();
+            }
         });
+    }
+}
+
+/// Stores `false` in its flag when dropped.
+struct ClearOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

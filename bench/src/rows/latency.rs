@@ -35,7 +35,9 @@ pub async fn start_response(plan: &Plan, target: &Target<'_>) -> Result<Vec<Row>
             while !(answered && exited) {
                 let message = session.next().await?;
                 match &message {
-                    Message::Response { id, .. } if *id == request => {
+                    Message::Response {
+                        id: answered_id, ..
+                    } if *answered_id == request => {
                         server.push(ms(started.elapsed()));
                         answered = true;
                     }

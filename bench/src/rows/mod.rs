@@ -80,19 +80,19 @@ impl Kind {
         }
     }
 
-    /// The number the row is printed with (its first, for rows 5–7).
-    pub fn number(self) -> u32 {
+    /// Whether `--only` row `number` (as printed) selects this one.
+    pub fn is_row(self, number: u32) -> bool {
         match self {
-            Kind::StartResponse => 1,
-            Kind::StartExited => 2,
-            Kind::RoundTrip => 3,
-            Kind::Notifications => 4,
-            Kind::PipelinedStarts => 5,
-            Kind::Pty => 8,
-            Kind::LongPoll => 9,
-            Kind::Concurrent => 10,
-            Kind::Sessions => 11,
-            Kind::SlowReader => 12,
+            Kind::StartResponse => number == 1,
+            Kind::StartExited => number == 2,
+            Kind::RoundTrip => number == 3,
+            Kind::Notifications => number == 4,
+            Kind::PipelinedStarts => (5..=7).contains(&number),
+            Kind::Pty => number == 8,
+            Kind::LongPoll => number == 9,
+            Kind::Concurrent => number == 10,
+            Kind::Sessions => number == 11,
+            Kind::SlowReader => number == 12,
         }
     }
 

@@ -1,5 +1,9 @@
-//! The one unsafe spawn primitive: `clone(CLONE_VM | CLONE_VFORK)` onto a small stack of
-//! its own, the child running only async-signal-safe system calls, then `execve`.
+//! The one unsafe spawn primitive: a vfork-style clone onto a small stack of its own,
+//! the child running only async-signal-safe system calls, then `execve`. With a cgroup,
+//! on x86-64, `clone3(CLONE_INTO_CGROUP)` starts the child inside it; elsewhere (or where
+//! clone3 is refused) libc's `clone(CLONE_VM | CLONE_VFORK)`, and the child joins its
+//! cgroup by writing `cgroup.procs`. `EXEC_SERVER_SPAWN=clone` forces the latter (a
+//! diagnostic switch, and how the tests cover it).
 //!
 //! Why not std's `Command`: with a `pre_exec` hook std must `fork()` the whole
 //! multi-threaded server (copying its page tables, then faulting copy-on-write pages in
@@ -21,6 +25,7 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::OnceLock;
 
 /// Size of the child's stack: it runs a few system calls in small frames (a `sigaction`
 /// loop and a `PATH` walk over prepared pointers). A guard page sits below it.
@@ -203,12 +208,26 @@ pub fn spawn(plan: &ChildPlan) -> Result<libc::pid_t, Failure> {
     // `shared`, which outlives the child's use of it: with CLONE_VFORK this thread
     // sleeps until the child has called execve (which replaces its memory) or _exit.
     // The child runs only async-signal-safe calls on memory prepared here (see `child`).
-    let mut cloned = unsafe { clone3_into(cgroup_dir, stack_top, &shared) };
-    if cloned.is_none() {
-        shared.cgroup_procs = plan.cgroup.map_or(-1, |fds| fds.procs);
-        cloned = Some(unsafe { clone_vfork(stack_top, &shared) });
-    }
-    let (pid, clone_error) = cloned.unwrap_or((-1, libc::EINVAL));
+    let (pid, clone_error) = match unsafe { clone3_into(cgroup_dir, stack_top, &shared) } {
+        Clone3::Done(pid, errno) => (pid, errno),
+        Clone3::NotTried => {
+            shared.cgroup_procs = plan.cgroup.map_or(-1, |fds| fds.procs);
+            unsafe { clone_vfork(stack_top, &shared) }
+        }
+        Clone3::Refused => {
+            shared.cgroup_procs = plan.cgroup.map_or(-1, |fds| fds.procs);
+            let (pid, errno) = unsafe { clone_vfork(stack_top, &shared) };
+            // clone3 is the one at fault (missing, or refused by a seccomp filter) when
+            // the fallback's child got as far as exec: use the fallback from now on.
+            if pid != -1
+                && shared.error.load(Ordering::Acquire) == 0
+                && !CLONE3_UNUSABLE.swap(true, Ordering::Relaxed)
+            {
+                tracing::info!("clone3 with CLONE_INTO_CGROUP is refused here; children join their cgroup after the clone");
+            }
+            (pid, errno)
+        }
+    };
     let clone_error = io::Error::from_raw_os_error(clone_error);
     // SAFETY: restores the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
@@ -254,9 +273,26 @@ unsafe fn clone_vfork(stack_top: *mut libc::c_void, shared: &Shared) -> (libc::p
     (pid, errno)
 }
 
-/// Set once `clone3` with `CLONE_INTO_CGROUP` turned out not to exist here (before
-/// Linux 5.7), so that later spawns go straight to [`clone_vfork`].
-static CLONE3_MISSING: AtomicBool = AtomicBool::new(false);
+/// Set once `clone3` with `CLONE_INTO_CGROUP` turned out unusable here (before Linux 5.7,
+/// or refused by a seccomp filter), so that later spawns go straight to [`clone_vfork`].
+static CLONE3_UNUSABLE: AtomicBool = AtomicBool::new(false);
+
+/// `EXEC_SERVER_SPAWN=clone`: never try clone3 (read once).
+fn clone3_disabled() -> bool {
+    static DISABLED: OnceLock<bool> = OnceLock::new();
+    *DISABLED
+        .get_or_init(|| std::env::var_os("EXEC_SERVER_SPAWN").is_some_and(|value| value == "clone"))
+}
+
+/// What [`clone3_into`] did.
+enum Clone3 {
+    /// Not applicable (no cgroup, not x86-64, disabled or known unusable).
+    NotTried,
+    /// Refused for a reason the fallback may not share (missing, or a seccomp filter).
+    Refused,
+    /// (pid, 0), or (-1, errno) for a failure the fallback would share.
+    Done(libc::pid_t, i32),
+}
 
 /// The kernel's `struct clone_args` (linux/sched.h), as far as `cgroup`.
 #[repr(C)]
@@ -278,10 +314,11 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// `clone3(CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP)`: the child is born in the cgroup
 /// whose directory is `cgroup_dir`, so it never migrates there. Moving a running
-/// process takes the cgroup core's global write lock (tens of microseconds, and
-/// milliseconds when it must wait for an RCU grace period); a birth in place does not.
-/// `None` where it cannot be used (no cgroup, not x86-64, or a kernel without it):
-/// then the caller clones with [`clone_vfork`] and the child joins by itself.
+/// process takes the write side of the cgroup core's thread-group lock (tens of
+/// microseconds, and milliseconds when it must wait for an RCU grace period); a birth in
+/// place only takes its read side (and `cgroup_mutex`, as a cgroup's mkdir does).
+/// Where it is not tried or is refused, the caller clones with [`clone_vfork`] and the
+/// child joins by itself.
 ///
 /// # Safety
 /// `stack_top` is the top of a stack nobody else uses until this returns, and `shared`
@@ -290,10 +327,13 @@ unsafe fn clone3_into(
     cgroup_dir: Option<RawFd>,
     stack_top: *mut libc::c_void,
     shared: &Shared,
-) -> Option<(libc::pid_t, i32)> {
-    let cgroup_dir = cgroup_dir?;
-    if !cfg!(target_arch = "x86_64") || CLONE3_MISSING.load(Ordering::Relaxed) {
-        return None;
+) -> Clone3 {
+    let Some(cgroup_dir) = cgroup_dir else {
+        return Clone3::NotTried;
+    };
+    if !cfg!(target_arch = "x86_64") || CLONE3_UNUSABLE.load(Ordering::Relaxed) || clone3_disabled()
+    {
+        return Clone3::NotTried;
     }
     let args = CloneArgs {
         flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
@@ -312,16 +352,15 @@ unsafe fn clone3_into(
     // SAFETY: see this function's contract.
     let result = unsafe { raw_clone3(&args, shared) };
     match result {
-        pid if pid >= 0 => Some((pid as libc::pid_t, 0)),
-        errno => {
-            let errno = -errno as i32;
-            // ENOSYS: no clone3 (before 5.3); E2BIG or EINVAL: no CLONE_INTO_CGROUP (before 5.7).
-            if matches!(errno, libc::ENOSYS | libc::E2BIG | libc::EINVAL) {
-                CLONE3_MISSING.store(true, Ordering::Relaxed);
-                return None;
-            }
-            Some((-1, errno))
-        }
+        pid if pid >= 0 => Clone3::Done(pid as libc::pid_t, 0),
+        errno => match -errno as i32 {
+            // Out of processes or memory: the fallback would fail alike.
+            errno @ (libc::EAGAIN | libc::ENOMEM) => Clone3::Done(-1, errno),
+            // ENOSYS (before 5.3), E2BIG or EINVAL (no CLONE_INTO_CGROUP, before 5.7),
+            // EPERM or ENOSYS from a seccomp filter, or a cgroup error, which the
+            // fallback's join then reports.
+            _ => Clone3::Refused,
+        },
     }
 }
 
@@ -345,6 +384,8 @@ unsafe fn raw_clone3(args: &CloneArgs, shared: &Shared) -> i64 {
             "test rax, rax",
             "jnz 2f",
             "mov rdi, r13",
+            // The outermost frame, for debuggers (as glibc's clone does).
+            "xor ebp, ebp",
             "call r12",
             "mov edi, eax",
             "mov eax, {exit}",

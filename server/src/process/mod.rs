@@ -111,6 +111,7 @@ impl Process {
             procs: cgroup.procs.as_raw_fd(),
         });
         let spawned = spawn::spawn(request, fds);
+        containment.replenish();
         // The child is in its cgroup (or failed); the descriptors are done with.
         let cgroup = cgroup.map(|cgroup| cgroup.cgroup);
         let spawned = match spawned {
@@ -168,6 +169,9 @@ impl Process {
             let exit = leader.exited().await;
             waiter.publish_exit(exit).await;
             drop(waiter);
+            // A scheduling hint, not an ordering guarantee (the notifications are
+            // already queued): let the writer, woken just now on this thread, send
+            // `process/exited` before reaping's blocking cgroupfs calls run here.
             tokio::task::yield_now().await;
             tree.reap_when_done(leader).await;
         });
