@@ -12,6 +12,7 @@ mod env;
 mod leader;
 mod output;
 mod pty;
+mod reader;
 mod retention;
 mod spawn;
 mod stdin;
@@ -24,9 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use exec_protocol::{encode_notification, Notify as _, ProcessClosed, ProcessExited};
 use exec_protocol::{Stream, WriteStatus};
-use futures_util::FutureExt as _;
 use nix::sys::signal::Signal;
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 use crate::containment::Containment;
@@ -37,9 +36,9 @@ use clone_exec::CgroupFds;
 pub use env::child_environment;
 use leader::Exit;
 use output::{ExitInfo, OutputState, RetainedChunk};
+use reader::OutputReader;
 use retention::MemberKey;
 pub use retention::RetentionPool;
-use spawn::OutputReader;
 pub use spawn::{raise_open_file_limit, SpawnFailure, SpawnRequest};
 use stdin::{write_stdin, StdinQueue};
 use tree::Tree;
@@ -303,34 +302,23 @@ impl Process {
         self.stdin.drained_below(STDIN_HIGH_WATER_BYTES).await
     }
 
-    async fn pump_output(self: Arc<Self>, stream: Stream, mut reader: OutputReader) {
-        let mut buffer = vec![0u8; MAX_CHUNK_BYTES];
+    async fn pump_output(self: Arc<Self>, stream: Stream, reader: OutputReader) {
         let mut at_eof = false;
         let mut first_chunk = true;
         while !at_eof {
-            let mut filled = match reader.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            // Coalesce whatever else is already readable, without waiting for more.
-            while filled < buffer.len() {
-                match reader.read(&mut buffer[filled..]).now_or_never() {
-                    Some(Ok(0)) | Some(Err(_)) => {
-                        at_eof = true;
-                        break;
-                    }
-                    Some(Ok(n)) => filled += n,
-                    None => break,
-                }
+            let chunk;
+            (chunk, at_eof) = reader.read_chunk(MAX_CHUNK_BYTES).await;
+            if chunk.is_empty() {
+                continue;
             }
             // Negative controls: a lost chunk, or one published twice.
             if faults::active(Fault::DropOutputChunk) && std::mem::take(&mut first_chunk) {
                 continue;
             }
             if faults::active(Fault::DuplicateOutputChunk) {
-                self.publish_output(stream, buffer[..filled].to_vec()).await;
+                self.publish_output(stream, chunk.clone()).await;
             }
-            self.publish_output(stream, buffer[..filled].to_vec()).await;
+            self.publish_output(stream, chunk).await;
         }
         let notification = {
             let mut state = self.lock_output();

@@ -9,11 +9,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::OnceLock;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 
 use super::clone_exec::{self, CgroupFds, ChildPlan};
 use super::leader::Leader;
 use super::pty::{self, PtyMaster};
+use super::reader::OutputReader;
 use exec_protocol::Stream;
 
 pub struct SpawnRequest<'a> {
@@ -45,7 +46,6 @@ pub fn raise_open_file_limit() -> nix::Result<()> {
     Ok(())
 }
 
-pub type OutputReader = Box<dyn AsyncRead + Send + Unpin>;
 pub type InputWriter = Box<dyn AsyncWrite + Send + Unpin>;
 
 pub struct Spawned {
@@ -227,7 +227,7 @@ fn watch(pipes: Pipes, pid: i32, pty_pair: Option<pty::PtyPair>) -> io::Result<S
             Ok(Spawned {
                 leader,
                 pid,
-                outputs: vec![(Stream::Pty, Box::new(master.clone()))],
+                outputs: vec![(Stream::Pty, OutputReader::Pty(master.clone()))],
                 stdin: Some(Box::new(master.clone())),
                 pty: Some(master),
             })
@@ -235,12 +235,10 @@ fn watch(pipes: Pipes, pid: i32, pty_pair: Option<pty::PtyPair>) -> io::Result<S
         None => {
             let mut outputs: Vec<(Stream, OutputReader)> = Vec::with_capacity(2);
             if let Some(stdout) = pipes.stdout {
-                let stdout = tokio::process::ChildStdout::from_std(stdout.into())?;
-                outputs.push((Stream::Stdout, Box::new(stdout)));
+                outputs.push((Stream::Stdout, OutputReader::pipe(stdout)?));
             }
             if let Some(stderr) = pipes.stderr {
-                let stderr = tokio::process::ChildStderr::from_std(stderr.into())?;
-                outputs.push((Stream::Stderr, Box::new(stderr)));
+                outputs.push((Stream::Stderr, OutputReader::pipe(stderr)?));
             }
             let stdin = match pipes.stdin {
                 Some(stdin) => Some(
