@@ -46,6 +46,9 @@ use write_ids::{Seen, WriteIds};
 
 /// Largest payload of one `process/output` notification.
 pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
+/// What a stream's first read takes, before its buffer of [`MAX_CHUNK_BYTES`] exists;
+/// the rest of a first chunk is read into that buffer at once.
+const FIRST_READ_BYTES: usize = 128;
 /// A `process/write` is answered once the stdin queue holds at most this much, so a
 /// child that never reads stdin cannot make the server buffer without bound.
 const STDIN_HIGH_WATER_BYTES: usize = 1024 * 1024;
@@ -291,13 +294,28 @@ impl Process {
     }
 
     async fn pump_output(self: Arc<Self>, stream: Stream, mut reader: OutputReader) {
-        let mut buffer = vec![0u8; MAX_CHUNK_BYTES];
+        // Allocated at the first output, so a stream that never has any (a sleeper's)
+        // frees no 64 KiB at its end: that free made the allocator hand memory back to
+        // the kernel (madvise), once per stream, while a burst of terminates ran.
+        let mut buffer = Vec::new();
         let mut at_eof = false;
         let mut first_chunk = true;
         while !at_eof {
-            let mut filled = match reader.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
+            let mut filled = if buffer.is_empty() {
+                let mut first = [0u8; FIRST_READ_BYTES];
+                match reader.read(&mut first).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        buffer = vec![0u8; MAX_CHUNK_BYTES];
+                        buffer[..n].copy_from_slice(&first[..n]);
+                        n
+                    }
+                }
+            } else {
+                match reader.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                }
             };
             // Coalesce whatever else is already readable, without waiting for more.
             while filled < buffer.len() {
@@ -332,6 +350,7 @@ impl Process {
             self.notifier.send(notification).await;
             self.close_announced();
         }
+        self.tree.close_at_teardown(reader);
     }
 
     async fn publish_output(&self, stream: Stream, data: Vec<u8>) {
