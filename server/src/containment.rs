@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::cgroup::{self, Cgroup};
+use crate::cgroup::{self, Cgroup, OpenCgroup};
 
 /// The `--containment` choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -49,7 +49,8 @@ const SPARE_CGROUPS: usize = 2;
 
 /// The server's cgroup directory, under which each process gets its own.
 pub struct ServerCgroup {
-    cgroup: Cgroup,
+    /// Held open: each process's cgroup is made, killed and removed from it by one name.
+    cgroup: OpenCgroup,
     next_id: AtomicU64,
     /// Fresh, never used cgroups, already open (a used one is removed, never handed out again: its
     /// process could have changed its settings, frozen it, or made cgroups inside it).
@@ -88,7 +89,7 @@ impl Containment {
     pub fn server_cgroup(&self) -> Option<&Cgroup> {
         match self {
             Containment::ProcessGroup => None,
-            Containment::Cgroup(server) => Some(&server.cgroup),
+            Containment::Cgroup(server) => Some(server.cgroup.cgroup()),
         }
     }
 
@@ -135,8 +136,14 @@ impl ServerCgroup {
                 )
             })
         };
-        match usable {
-            Ok(()) => Ok(ServerCgroup {
+        let opened = usable.and_then(|()| {
+            cgroup
+                .clone()
+                .hold_open()
+                .map_err(|err| format!("cannot open {}: {err}", cgroup.path().display()))
+        });
+        match opened {
+            Ok(cgroup) => Ok(ServerCgroup {
                 cgroup,
                 next_id: AtomicU64::new(1),
                 spares: Mutex::new(VecDeque::with_capacity(SPARE_CGROUPS)),

@@ -333,6 +333,7 @@ impl Process {
             self.notifier.send(notification).await;
             self.close_announced();
         }
+        self.tree.close_at_teardown(reader);
     }
 
     async fn publish_output(&self, stream: Stream, data: Vec<u8>) {
