@@ -3,7 +3,7 @@
 //! over several rounds. See BENCHMARKS.md for the method and the rows.
 //!
 //! `cargo run --release -p exec-bench -- [--peer CMD] [--peer-revision 2026-08|2026-06]
-//! [--quick] [--json FILE]`. Exits 1 if a row of ours errors or times out; a peer's
+//! [--quick] [--json FILE] [--only 1,2,…]`. Exits 1 if a row of ours errors or times out; a peer's
 //! failures are reported, not fatal.
 
 mod client;
@@ -39,6 +39,10 @@ struct Cli {
     /// Write every row as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run only these rows, by the number they are printed with (`--only 1,2,5`; rows
+    /// 5–7 are one run, selected by any of them).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=12))]
+    only: Vec<u32>,
 }
 
 fn main() -> Result<()> {
@@ -87,7 +91,10 @@ async fn run(cli: Cli) -> Result<bool> {
     );
     report::print_header();
     let mut rows: Vec<Row> = Vec::new();
-    for kind in Kind::ALL {
+    let selected = Kind::ALL
+        .iter()
+        .filter(|kind| cli.only.is_empty() || cli.only.iter().any(|&row| kind.is_row(row)));
+    for kind in selected {
         for implementation in &implementations {
             for &transport in kind.transports() {
                 let row_of = |status, why: String| {

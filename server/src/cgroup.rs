@@ -4,12 +4,21 @@
 //! and its descendants (`cgroup.kill`), telling whether anything still runs in one (or
 //! waiting until nothing does), and removing it. Only file operations: the policy is in
 //! `containment`.
+//!
+//! A cgroup held open ([`OpenCgroup`]) reaches its children from its directory:
+//! opening `pN/cgroup.kill` there looks up two names, where the whole path from `/`
+//! crosses a mount and takes a lookup and a permission check per component, which was
+//! most of the open's cost in a burst of terminates.
 
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 /// How long the killed processes of a cgroup may take to die before its directory is
 /// given up on (by a process's teardown: then the watchdog removes it at server exit).
@@ -19,6 +28,42 @@ pub const EMPTY_DEADLINE: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct Cgroup {
     dir: PathBuf,
+    /// For a child made by [`OpenCgroup::create_child`]: where its files are opened from.
+    parent: Option<Parent>,
+}
+
+/// A held-open parent's directory and a child's name in it.
+#[derive(Debug, Clone)]
+struct Parent {
+    dir: Arc<OwnedFd>,
+    name: String,
+}
+
+/// A cgroup whose directory is held open, for making children that are reached from it.
+#[derive(Debug, Clone)]
+pub struct OpenCgroup {
+    cgroup: Cgroup,
+    dir: Arc<OwnedFd>,
+}
+
+impl OpenCgroup {
+    pub fn cgroup(&self) -> &Cgroup {
+        &self.cgroup
+    }
+
+    /// Creates the child cgroup `name` (a single name, no `/`).
+    pub fn create_child(&self, name: &str) -> io::Result<Cgroup> {
+        // As `fs::create_dir`: everything the umask allows.
+        let mode = Mode::S_IRWXU | Mode::S_IRWXG | Mode::S_IRWXO;
+        nix::sys::stat::mkdirat(&*self.dir, name, mode)?;
+        Ok(Cgroup {
+            dir: self.cgroup.dir.join(name),
+            parent: Some(Parent {
+                dir: Arc::clone(&self.dir),
+                name: name.to_owned(),
+            }),
+        })
+    }
 }
 
 impl Cgroup {
@@ -42,7 +87,7 @@ impl Cgroup {
                 })
             })
             .ok_or_else(|| unavailable("no cgroup v2 hierarchy is mounted here"))?;
-        Ok(Cgroup { dir })
+        Ok(Cgroup { dir, parent: None })
     }
 
     pub fn path(&self) -> &Path {
@@ -53,7 +98,32 @@ impl Cgroup {
     pub fn create_child(&self, name: &str) -> io::Result<Cgroup> {
         let dir = self.dir.join(name);
         fs::create_dir(&dir)?;
-        Ok(Cgroup { dir })
+        Ok(Cgroup { dir, parent: None })
+    }
+
+    /// Opens this cgroup's directory, to make children that are reached from it.
+    pub fn hold_open(self) -> io::Result<OpenCgroup> {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let dir = nix::fcntl::open(&self.dir, flags, Mode::empty())?;
+        Ok(OpenCgroup {
+            cgroup: self,
+            dir: Arc::new(dir),
+        })
+    }
+
+    /// Opens the interface file `file` of this cgroup (close-on-exec).
+    fn open_file(&self, file: &str, flags: OFlag) -> io::Result<fs::File> {
+        let flags = flags | OFlag::O_CLOEXEC;
+        let fd = match &self.parent {
+            Some(parent) => nix::fcntl::openat(
+                &*parent.dir,
+                format!("{}/{file}", parent.name).as_str(),
+                flags,
+                Mode::empty(),
+            )?,
+            None => nix::fcntl::open(&self.dir.join(file), flags, Mode::empty())?,
+        };
+        Ok(fs::File::from(fd))
     }
 
     /// Whether the kernel offers `cgroup.kill` (Linux 5.14 and later).
@@ -61,22 +131,35 @@ impl Cgroup {
         self.dir.join("cgroup.kill").exists()
     }
 
+    /// Opens the directory itself, for `clone3`'s `CLONE_INTO_CGROUP`.
+    pub fn open_dir(&self) -> io::Result<OwnedFd> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(&self.dir)?;
+        Ok(OwnedFd::from(dir))
+    }
+
     /// Opens `cgroup.procs` for a forked child to [`join`] before `exec`.
     pub fn open_procs(&self) -> io::Result<OwnedFd> {
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .open(self.dir.join("cgroup.procs"))?;
-        Ok(OwnedFd::from(file))
+        Ok(OwnedFd::from(
+            self.open_file("cgroup.procs", OFlag::O_WRONLY)?,
+        ))
     }
 
     /// SIGKILLs every process in this cgroup and its descendants, forks in flight included.
     pub fn kill(&self) -> io::Result<()> {
-        fs::write(self.dir.join("cgroup.kill"), "1")
+        use std::io::Write as _;
+        self.open_file("cgroup.kill", OFlag::O_WRONLY)?
+            .write_all(b"1")
     }
 
     /// Whether a live process is in this cgroup or a descendant (zombies do not count).
     pub fn is_populated(&self) -> io::Result<bool> {
-        let events = fs::read_to_string(self.dir.join("cgroup.events"))?;
+        let mut events = String::new();
+        self.open_file("cgroup.events", OFlag::O_RDONLY)?
+            .read_to_string(&mut events)?;
         Ok(populated(&events))
     }
 
@@ -115,6 +198,23 @@ impl Cgroup {
     /// while a process still runs in one of them. A cgroup that someone else removed
     /// meanwhile counts as removed: stopping at it would leave its parent behind.
     pub fn remove(&self) -> io::Result<()> {
+        // A process's cgroup seldom has children: one rmdir, without reading the
+        // directory (a cgroupfs readdir lists every interface file, and takes the same
+        // kernfs lock as every kill and rmdir). Any child cgroup makes it fail `EBUSY`.
+        let removed = match &self.parent {
+            Some(parent) => nix::unistd::unlinkat(
+                &*parent.dir,
+                parent.name.as_str(),
+                nix::unistd::UnlinkatFlags::RemoveDir,
+            )
+            .map_err(io::Error::from),
+            None => fs::remove_dir(&self.dir),
+        };
+        match removed {
+            Err(err) if is_busy(&err) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            result => return result,
+        }
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -123,7 +223,11 @@ impl Cgroup {
         for entry in entries {
             let entry = entry?;
             if entry.file_type()?.is_dir() {
-                Cgroup { dir: entry.path() }.remove()?;
+                Cgroup {
+                    dir: entry.path(),
+                    parent: None,
+                }
+                .remove()?;
             }
         }
         match fs::remove_dir(&self.dir) {
@@ -131,6 +235,12 @@ impl Cgroup {
             result => result,
         }
     }
+}
+
+/// Whether `err` is what rmdir(2) of a cgroup gives while a process runs in it or it has
+/// child cgroups.
+pub fn is_busy(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY))
 }
 
 /// Whether the text of a `cgroup.events` says a live process is in the cgroup.

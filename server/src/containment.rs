@@ -3,13 +3,15 @@
 //! is writable, the server creates a cgroup inside its own and gives every
 //! process a child cgroup in it, which catches descendants that left the process group
 //! with `setsid()`; otherwise every process is contained by its process group only.
+//! A few fresh cgroups are created ahead of need, off the request's path.
 
+use std::collections::VecDeque;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::cgroup::{self, Cgroup};
+use crate::cgroup::{self, Cgroup, OpenCgroup};
 
 /// The `--containment` choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -33,10 +35,27 @@ pub enum Containment {
     Cgroup(Arc<ServerCgroup>),
 }
 
+/// A fresh cgroup for one process, with its directory open (to start the child in it)
+/// and its `cgroup.procs` (for a child to join where that cannot be done).
+pub struct ProcessCgroup {
+    pub cgroup: Cgroup,
+    pub dir: OwnedFd,
+    pub procs: OwnedFd,
+}
+
+/// How many empty process cgroups are kept ready: creating one takes a `mkdir` in
+/// cgroupfs (tens of microseconds), which a `process/start` should not wait for.
+const SPARE_CGROUPS: usize = 2;
+
 /// The server's cgroup directory, under which each process gets its own.
 pub struct ServerCgroup {
-    cgroup: Cgroup,
+    /// Held open: each process's cgroup is made, killed and removed from it by one name.
+    cgroup: OpenCgroup,
     next_id: AtomicU64,
+    /// Fresh, never used cgroups, already open (a used one is removed, never handed out again: its
+    /// process could have changed its settings, frozen it, or made cgroups inside it).
+    spares: Mutex<VecDeque<ProcessCgroup>>,
+    refilling: AtomicBool,
 }
 
 impl Containment {
@@ -70,18 +89,29 @@ impl Containment {
     pub fn server_cgroup(&self) -> Option<&Cgroup> {
         match self {
             Containment::ProcessGroup => None,
-            Containment::Cgroup(server) => Some(&server.cgroup),
+            Containment::Cgroup(server) => Some(server.cgroup.cgroup()),
         }
     }
 
-    /// A new, empty cgroup for one process (`None` with process groups).
-    pub fn process_cgroup(&self) -> io::Result<Option<Cgroup>> {
-        match self {
-            Containment::ProcessGroup => Ok(None),
-            Containment::Cgroup(server) => {
-                let id = server.next_id.fetch_add(1, Ordering::Relaxed);
-                server.cgroup.create_child(&format!("p{id}")).map(Some)
-            }
+    /// A new, empty cgroup for one process (`None` with process groups): a spare if
+    /// one is ready, else made now. Call [`Containment::replenish`] once the process
+    /// has been spawned.
+    pub fn process_cgroup(&self) -> io::Result<Option<ProcessCgroup>> {
+        let Containment::Cgroup(server) = self else {
+            return Ok(None);
+        };
+        match server.take_spare() {
+            Some(cgroup) => Ok(Some(cgroup)),
+            None => server.create_process_cgroup().map(Some),
+        }
+    }
+
+    /// Makes spare cgroups up to [`SPARE_CGROUPS`] from a task of its own, which runs
+    /// once the current task yields: after the spawn it follows, whose clone would
+    /// otherwise contend with the `mkdir`s for the cgroup core's lock.
+    pub fn replenish(&self) {
+        if let Containment::Cgroup(server) = self {
+            server.refill_later();
         }
     }
 }
@@ -106,16 +136,91 @@ impl ServerCgroup {
                 )
             })
         };
-        match usable {
-            Ok(()) => Ok(ServerCgroup {
+        let opened = usable.and_then(|()| {
+            cgroup
+                .clone()
+                .hold_open()
+                .map_err(|err| format!("cannot open {}: {err}", cgroup.path().display()))
+        });
+        match opened {
+            Ok(cgroup) => Ok(ServerCgroup {
                 cgroup,
                 next_id: AtomicU64::new(1),
+                spares: Mutex::new(VecDeque::with_capacity(SPARE_CGROUPS)),
+                refilling: AtomicBool::new(false),
             }),
             Err(reason) => {
                 let _ = cgroup.remove();
                 Err(reason)
             }
         }
+    }
+
+    fn create_process_cgroup(&self) -> io::Result<ProcessCgroup> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let cgroup = self.cgroup.create_child(&format!("p{id}"))?;
+        match cgroup
+            .open_dir()
+            .and_then(|dir| Ok((dir, cgroup.open_procs()?)))
+        {
+            Ok((dir, procs)) => Ok(ProcessCgroup { cgroup, dir, procs }),
+            Err(err) => {
+                let _ = cgroup.remove();
+                Err(err)
+            }
+        }
+    }
+
+    /// The oldest spare, if any: a fixed order, which tests can follow.
+    fn take_spare(&self) -> Option<ProcessCgroup> {
+        self.lock_spares().pop_front()
+    }
+
+    fn lock_spares(&self) -> MutexGuard<'_, VecDeque<ProcessCgroup>> {
+        self.spares
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Tops the spares up from a task of their own (one at a time). Spares left at exit
+    /// are removed with the server's cgroup by the watchdog.
+    fn refill_later(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.refilling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let server = Arc::clone(self);
+        runtime.spawn(async move {
+            // Cleared however the task ends (even dropped unrun at shutdown).
+            let refilling = ClearOnDrop(&server.refilling);
+            tokio::task::yield_now().await;
+            while server.lock_spares().len() < SPARE_CGROUPS {
+                match server.create_process_cgroup() {
+                    Ok(cgroup) => server.lock_spares().push_back(cgroup),
+                    Err(err) => {
+                        // Each start then makes its own, and reports the error if it persists.
+                        tracing::debug!(%err, "cannot make a spare cgroup");
+                        return;
+                    }
+                }
+            }
+            drop(refilling);
+            // A start may have taken one after the last check and found us busy.
+            if server.lock_spares().len() < SPARE_CGROUPS {
+                server.refill_later();
+            }
+        });
+    }
+}
+
+/// Stores `false` in its flag when dropped.
+struct ClearOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

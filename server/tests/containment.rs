@@ -196,7 +196,7 @@ enum Ending {
 /// Starts [`SETSID_SCRIPT`] on a server in cgroup mode, ends it by `ending`, and checks
 /// that the escaped `sleep` and the shell die and that their cgroup (and, when the
 /// server exits, the server's own cgroup directory) is removed.
-async fn a_setsid_descendant_dies(test: &str, ending: Ending) -> TestResult {
+async fn a_setsid_descendant_dies(test: &str, ending: Ending, env: &[(&str, &str)]) -> TestResult {
     if let Err(reason) = cgroups_writable() {
         skip(test, &reason);
         return Ok(());
@@ -205,7 +205,15 @@ async fn a_setsid_descendant_dies(test: &str, ending: Ending) -> TestResult {
         Ending::StdioEof => Transport::Stdio,
         _ => Transport::WebSocket,
     };
-    let server = start_server(transport, &["--session-ttl", "300ms"]).await?;
+    let server = env
+        .iter()
+        .fold(exec_server_bin(), |builder, (key, value)| {
+            builder.env(*key, *value)
+        })
+        .transport(transport)
+        .args(["--session-ttl", "300ms"])
+        .start()
+        .await?;
     let conn = server.connect().await?;
     let session = conn.initialize(CLIENT).await?;
     let pids = start_reporting_pids(&session, "escape", SETSID_SCRIPT, 2).await?;
@@ -319,7 +327,43 @@ async fn a_failed_start_leaves_no_cgroup_behind() -> TestResult {
     let running = start_reporting_pids(&session, "running", "echo $$; exec sleep 1000", 1).await?;
     let own = cgroup_dir(running[0]).expect("the process's cgroup");
     let server_cgroup = own.parent().expect("the server's cgroup").to_owned();
-    // Both fail in the forked child, after it has moved into its cgroup.
+    let others = || -> Vec<PathBuf> {
+        std::fs::read_dir(&server_cgroup)
+            .expect("the server's cgroup")
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.is_dir() && *path != own)
+            .collect()
+    };
+    // The server keeps two fresh cgroups ready (SPARE_CGROUPS in containment.rs) and
+    // hands out the oldest (lowest `pN`) first: the next start that reaches the spawn
+    // gets it, and the refill never makes more than two.
+    let wait = server.default_wait();
+    let settled = |want: usize| {
+        let others = &others;
+        async move {
+            let deadline = tokio::time::Instant::now() + wait;
+            let mut found = others();
+            while found.len() != want && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                found = others();
+            }
+            found
+        }
+    };
+    let spares = settled(2).await;
+    assert_eq!(spares.len(), 2, "two spare cgroups are made: {spares:?}");
+    let number = |path: &PathBuf| -> u64 {
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or_default();
+        name.trim_start_matches('p').parse().unwrap_or(u64::MAX)
+    };
+    let oldest = spares.iter().min_by_key(|path| number(path)).cloned();
+    let oldest = oldest.expect("a spare");
+    // The first fails in the child, which is already in its cgroup; the second is
+    // refused before any cgroup is taken.
     for (id, program, cwd) in [
         ("missing", "/no/such/program", "/"),
         ("bad-cwd", "true", "/no/such/directory"),
@@ -328,19 +372,41 @@ async fn a_failed_start_leaves_no_cgroup_behind() -> TestResult {
         let error = conn.request("process/start", params).error().await?;
         assert_eq!(error.code, -32603, "{id}");
     }
-    let cgroups: Vec<PathBuf> = std::fs::read_dir(&server_cgroup)
-        .expect("the server's cgroup")
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.is_dir())
-        .collect();
-    assert_eq!(cgroups, [own], "only the running process has a cgroup");
+    // A left-behind cgroup would make three once the refill is done.
+    let left = settled(2).await;
+    assert_eq!(
+        left.len(),
+        2,
+        "only two spares beside the running process's: {left:?}"
+    );
+    assert!(
+        !left.contains(&oldest),
+        "{} was the failed start's cgroup and is left behind",
+        oldest.display()
+    );
     Ok(())
+}
+
+/// The spawn where `clone3(CLONE_INTO_CGROUP)` is missing or refused: a plain clone
+/// whose child joins its cgroup itself.
+#[tokio::test]
+async fn a_setsid_descendant_dies_on_terminate_with_the_clone_fallback() -> TestResult {
+    a_setsid_descendant_dies(
+        "a_setsid_descendant_dies_on_terminate_with_the_clone_fallback",
+        Ending::Terminate,
+        &[("EXEC_SERVER_SPAWN", "clone")],
+    )
+    .await
 }
 
 #[tokio::test]
 async fn a_setsid_descendant_dies_on_terminate() -> TestResult {
-    a_setsid_descendant_dies("a_setsid_descendant_dies_on_terminate", Ending::Terminate).await
+    a_setsid_descendant_dies(
+        "a_setsid_descendant_dies_on_terminate",
+        Ending::Terminate,
+        &[],
+    )
+    .await
 }
 
 #[tokio::test]
@@ -348,13 +414,19 @@ async fn a_setsid_descendant_dies_when_its_session_expires() -> TestResult {
     a_setsid_descendant_dies(
         "a_setsid_descendant_dies_when_its_session_expires",
         Ending::SessionExpiry,
+        &[],
     )
     .await
 }
 
 #[tokio::test]
 async fn a_setsid_descendant_dies_at_stdio_eof() -> TestResult {
-    a_setsid_descendant_dies("a_setsid_descendant_dies_at_stdio_eof", Ending::StdioEof).await
+    a_setsid_descendant_dies(
+        "a_setsid_descendant_dies_at_stdio_eof",
+        Ending::StdioEof,
+        &[],
+    )
+    .await
 }
 
 #[tokio::test]
@@ -362,6 +434,7 @@ async fn a_setsid_descendant_dies_when_the_server_gets_sigterm() -> TestResult {
     a_setsid_descendant_dies(
         "a_setsid_descendant_dies_when_the_server_gets_sigterm",
         Ending::ServerSigterm,
+        &[],
     )
     .await
 }
@@ -371,6 +444,7 @@ async fn a_setsid_descendant_dies_when_the_server_is_killed() -> TestResult {
     a_setsid_descendant_dies(
         "a_setsid_descendant_dies_when_the_server_is_killed",
         Ending::ServerSigkill,
+        &[],
     )
     .await
 }

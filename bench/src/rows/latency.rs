@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use exec_protocol::{
-    encode_request, Call as _, EnvironmentInfoParams, NotificationMethod, RequestId,
+    encode_request, Call as _, EnvironmentInfoParams, Message, NotificationMethod, RequestId,
 };
 
 use super::{ms, Plan, Target};
@@ -23,16 +23,39 @@ pub async fn start_response(plan: &Plan, target: &Target<'_>) -> Result<Vec<Row>
             bare.push(ms(floor::spawn_returns(&["/bin/true"]).await?));
         }
         for i in 0..per_round {
-            let params = target.start_params(&format!("t{round}-{i}"), &["/bin/true"]);
+            let id = format!("t{round}-{i}");
+            let params = target.start_params(&id, &["/bin/true"]);
             let started = Instant::now();
-            session.call(&params).await?;
-            server.push(ms(started.elapsed()));
+            let request = session.feed(&params).await?;
+            session.conn.flush().await?;
+            // Timed until the response; then, untimed, until the child's exit (which may
+            // come first), as the floor waits for its child: the next start does not
+            // share the machine with this child's run and exit.
+            let (mut answered, mut exited) = (false, false);
+            while !(answered && exited) {
+                let message = session.next().await?;
+                match &message {
+                    Message::Response {
+                        id: answered_id, ..
+                    } if *answered_id == request => {
+                        server.push(ms(started.elapsed()));
+                        answered = true;
+                    }
+                    Message::Error {
+                        id: Some(id),
+                        error,
+                    } if *id == request => {
+                        bail!("process/start failed: {} {}", error.code, error.message)
+                    }
+                    _ => exited |= is_exited_of(&message, &id),
+                }
+            }
         }
     }
     let row = target.row(super::Kind::StartResponse.name(), "ms");
     Ok(vec![row
         .measured(&server, &bare)
-        .note("floor: tokio Command::spawn returns")])
+        .note("floor: tokio Command::spawn returns; both sides wait, untimed, for the exit before the next start")])
 }
 
 pub async fn start_exited(plan: &Plan, target: &Target<'_>) -> Result<Vec<Row>> {
@@ -60,14 +83,13 @@ pub async fn start_exited(plan: &Plan, target: &Target<'_>) -> Result<Vec<Row>> 
 }
 
 async fn wait_exited(session: &mut Session, id: &str) -> Result<()> {
-    loop {
-        let message = session.next().await?;
-        if let Some(params) = notification_for(&message, NotificationMethod::ProcessExited) {
-            if params.get("processId").and_then(|v| v.as_str()) == Some(id) {
-                return Ok(());
-            }
-        }
-    }
+    while !is_exited_of(&session.next().await?, id) {}
+    Ok(())
+}
+
+fn is_exited_of(message: &Message, id: &str) -> bool {
+    notification_for(message, NotificationMethod::ProcessExited)
+        .is_some_and(|params| params.get("processId").and_then(|v| v.as_str()) == Some(id))
 }
 
 pub async fn round_trip(plan: &Plan, target: &Target<'_>) -> Result<Vec<Row>> {

@@ -80,6 +80,22 @@ impl Kind {
         }
     }
 
+    /// Whether `--only` row `number` (as printed) selects this one.
+    pub fn is_row(self, number: u32) -> bool {
+        match self {
+            Kind::StartResponse => number == 1,
+            Kind::StartExited => number == 2,
+            Kind::RoundTrip => number == 3,
+            Kind::Notifications => number == 4,
+            Kind::PipelinedStarts => (5..=7).contains(&number),
+            Kind::Pty => number == 8,
+            Kind::LongPoll => number == 9,
+            Kind::Concurrent => number == 10,
+            Kind::Sessions => number == 11,
+            Kind::SlowReader => number == 12,
+        }
+    }
+
     /// The transports the row runs on (stdio has no resume and no second connection).
     pub fn transports(self) -> &'static [Transport] {
         match self {

@@ -82,7 +82,14 @@ pub async fn start(
     };
     searchable(&cwd_dir).map_err(cwd_failed)?;
     // Variables whose name or value is not UTF-8 cannot travel in JSON; skip them.
-    let server_env = std::env::vars_os()
+    // Read only for a policy (without one the child gets exactly `env`): `vars_os`
+    // copies the whole environment under a lock.
+    let server_env = params
+        .env_policy
+        .is_some()
+        .then(std::env::vars_os)
+        .into_iter()
+        .flatten()
         .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)));
     let env = child_environment(server_env, params.env_policy.as_ref(), &params.env);
     let request = SpawnRequest {

@@ -7,10 +7,12 @@
 //! `Arc<Process>` and end on their own once the streams close and the child has exited.
 //! Reaping the child is its `Tree`'s business.
 
+mod clone_exec;
 mod env;
 mod leader;
 mod output;
 mod pty;
+mod reader;
 mod retention;
 mod spawn;
 mod stdin;
@@ -18,25 +20,25 @@ mod tree;
 mod write_ids;
 
 use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use exec_protocol::{encode_notification, Notify as _, ProcessClosed, ProcessExited};
 use exec_protocol::{Stream, WriteStatus};
-use futures_util::FutureExt as _;
 use nix::sys::signal::Signal;
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 use crate::containment::Containment;
 use crate::faults::{self, Fault};
 use crate::outbound::Notifier;
 use crate::watchdog::Watchdog;
+use clone_exec::CgroupFds;
 pub use env::child_environment;
 use leader::Exit;
 use output::{ExitInfo, OutputState, RetainedChunk};
+use reader::OutputReader;
 use retention::MemberKey;
 pub use retention::RetentionPool;
-use spawn::OutputReader;
 pub use spawn::{raise_open_file_limit, SpawnFailure, SpawnRequest};
 use stdin::{write_stdin, StdinQueue};
 use tree::Tree;
@@ -103,7 +105,15 @@ impl Process {
                 format!("cannot create its cgroup: {err}"),
             ))
         })?;
-        let spawned = match spawn::spawn(request, cgroup.as_ref()) {
+        let fds = cgroup.as_ref().map(|cgroup| CgroupFds {
+            dir: cgroup.dir.as_raw_fd(),
+            procs: cgroup.procs.as_raw_fd(),
+        });
+        let spawned = spawn::spawn(request, fds);
+        containment.replenish();
+        // The child is in its cgroup (or failed); the descriptors are done with.
+        let cgroup = cgroup.map(|cgroup| cgroup.cgroup);
+        let spawned = match spawned {
             Ok(spawned) => spawned,
             Err(err) => {
                 // The child that may have joined it was reaped by the failed spawn.
@@ -158,6 +168,10 @@ impl Process {
             let exit = leader.exited().await;
             waiter.publish_exit(exit).await;
             drop(waiter);
+            // A scheduling hint, not an ordering guarantee (the notifications are
+            // already queued): let the writer, woken just now on this thread, send
+            // `process/exited` before reaping's blocking cgroupfs calls run here.
+            tokio::task::yield_now().await;
             tree.reap_when_done(leader).await;
         });
         Ok(process)
@@ -288,34 +302,23 @@ impl Process {
         self.stdin.drained_below(STDIN_HIGH_WATER_BYTES).await
     }
 
-    async fn pump_output(self: Arc<Self>, stream: Stream, mut reader: OutputReader) {
-        let mut buffer = vec![0u8; MAX_CHUNK_BYTES];
+    async fn pump_output(self: Arc<Self>, stream: Stream, reader: OutputReader) {
         let mut at_eof = false;
         let mut first_chunk = true;
         while !at_eof {
-            let mut filled = match reader.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            // Coalesce whatever else is already readable, without waiting for more.
-            while filled < buffer.len() {
-                match reader.read(&mut buffer[filled..]).now_or_never() {
-                    Some(Ok(0)) | Some(Err(_)) => {
-                        at_eof = true;
-                        break;
-                    }
-                    Some(Ok(n)) => filled += n,
-                    None => break,
-                }
+            let chunk;
+            (chunk, at_eof) = reader.read_chunk(MAX_CHUNK_BYTES).await;
+            if chunk.is_empty() {
+                continue;
             }
             // Negative controls: a lost chunk, or one published twice.
             if faults::active(Fault::DropOutputChunk) && std::mem::take(&mut first_chunk) {
                 continue;
             }
             if faults::active(Fault::DuplicateOutputChunk) {
-                self.publish_output(stream, buffer[..filled].to_vec()).await;
+                self.publish_output(stream, chunk.clone()).await;
             }
-            self.publish_output(stream, buffer[..filled].to_vec()).await;
+            self.publish_output(stream, chunk).await;
         }
         let notification = {
             let mut state = self.lock_output();
@@ -330,6 +333,7 @@ impl Process {
             self.notifier.send(notification).await;
             self.close_announced();
         }
+        self.tree.close_at_teardown(reader);
     }
 
     async fn publish_output(&self, stream: Stream, data: Vec<u8>) {

@@ -1,5 +1,6 @@
 //! The server side of a pseudo-terminal: a non-blocking master fd driven by tokio's
-//! reactor (no blocking reader threads), window-size changes, and the EIO-means-EOF rule.
+//! reactor (no blocking reader threads), writing to it and window-size changes; it is
+//! read through `reader`.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -9,7 +10,7 @@ use std::task::{ready, Context, Poll};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::AsyncWrite;
 
 pub const DEFAULT_ROWS: u16 = 24;
 pub const DEFAULT_COLS: u16 = 80;
@@ -77,6 +78,12 @@ pub struct PtyMaster {
 }
 
 impl PtyMaster {
+    /// The master itself, which the child's output is read from (`reader`). Linux
+    /// reports EIO there once every slave fd is closed: that is its EOF.
+    pub fn fd(&self) -> &AsyncFd<OwnedFd> {
+        &self.fd
+    }
+
     pub fn resize(&self, rows: u16, cols: u16) -> io::Result<()> {
         let size = libc::winsize {
             ws_row: rows,
@@ -90,46 +97,6 @@ impl PtyMaster {
             return Err(io::Error::last_os_error());
         }
         Ok(())
-    }
-}
-
-impl AsyncRead for PtyMaster {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        loop {
-            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
-            let result = guard.try_io(|fd| {
-                // SAFETY: reading into a valid, initialised buffer of the given length.
-                let n = unsafe {
-                    libc::read(
-                        fd.get_ref().as_raw_fd(),
-                        unfilled.as_mut_ptr().cast(),
-                        unfilled.len(),
-                    )
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match result {
-                Ok(Ok(n)) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                // Linux reports EIO on the master once every slave fd is closed: that is EOF.
-                Ok(Err(err)) if err.raw_os_error() == Some(libc::EIO) => {
-                    return Poll::Ready(Ok(()))
-                }
-                Ok(Err(err)) => return Poll::Ready(Err(err)),
-                Err(_would_block) => continue,
-            }
-        }
     }
 }
 

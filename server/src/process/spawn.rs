@@ -3,17 +3,18 @@
 //! and pipes or a PTY. The child is left unreaped, watched through its [`Leader`].
 
 use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::OnceLock;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 
+use super::clone_exec::{self, CgroupFds, ChildPlan};
 use super::leader::Leader;
 use super::pty::{self, PtyMaster};
-use crate::cgroup::{self, Cgroup};
+use super::reader::OutputReader;
 use exec_protocol::Stream;
 
 pub struct SpawnRequest<'a> {
@@ -45,7 +46,6 @@ pub fn raise_open_file_limit() -> nix::Result<()> {
     Ok(())
 }
 
-pub type OutputReader = Box<dyn AsyncRead + Send + Unpin>;
 pub type InputWriter = Box<dyn AsyncWrite + Send + Unpin>;
 
 pub struct Spawned {
@@ -57,9 +57,6 @@ pub struct Spawned {
     pub pty: Option<PtyMaster>,
 }
 
-/// Spawns the child, inside `cgroup` if given. Must run on a long-lived runtime thread:
-/// Linux delivers the parent-death signal when the *thread* that forked the child exits.
-/// std's `Command` is used rather than tokio's, which would reap the child.
 /// Why a spawn failed.
 #[derive(Debug)]
 pub enum SpawnFailure {
@@ -70,7 +67,14 @@ pub enum SpawnFailure {
     Setup(io::Error),
 }
 
-pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<Spawned, SpawnFailure> {
+/// Spawns the child, inside the cgroup given, through [`clone_exec`] (a vfork-style
+/// clone: the multi-threaded server is not forked). Must run on a long-lived runtime
+/// thread: Linux delivers the parent-death signal when the *thread* that cloned the
+/// child exits. The child is left unreaped (tokio's `Command` would reap it).
+pub fn spawn(
+    request: &SpawnRequest<'_>,
+    cgroup: Option<CgroupFds>,
+) -> Result<Spawned, SpawnFailure> {
     use SpawnFailure::Setup;
     let (program, args) = request
         .argv
@@ -78,95 +82,90 @@ pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<Spaw
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "argv must not be empty"))
         .map_err(Setup)?;
     crate::sigchld::keep_children_for_us_to_reap();
-    let mut command = Command::new(program);
-    command.args(args).env_clear().envs(request.env);
+    let program_error = |what: &str| {
+        SpawnFailure::Program(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("nul byte found in provided data ({what})"),
+        ))
+    };
+    let c_string = |text: &str, what: &str| CString::new(text).map_err(|_| program_error(what));
+    let mut argv = Vec::with_capacity(request.argv.len());
+    argv.push(c_string(request.arg0.unwrap_or(program), "argv")?);
+    for arg in args {
+        argv.push(c_string(arg, "argv")?);
+    }
+    let envp = request
+        .env
+        .iter()
+        .map(|(key, value)| c_string(&format!("{key}={value}"), "env"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let candidates = candidates(program, request.env.get("PATH").map(String::as_str))
+        .into_iter()
+        .map(|path| c_string(&path, "program"))
+        .collect::<Result<Vec<_>, _>>()?;
     let cwd_fd = request.cwd_dir.as_ref().map(|dir| dir.as_raw_fd());
-    if cwd_fd.is_none() {
-        command.current_dir(request.cwd);
-    }
-    if let Some(arg0) = request.arg0 {
-        command.arg0(arg0);
-    }
+    let cwd_path = match cwd_fd {
+        Some(_) => None,
+        None => Some(
+            CString::new(request.cwd.as_os_str().as_bytes()).map_err(|_| program_error("cwd"))?,
+        ),
+    };
     let tty = request.tty;
-    let server_pid = std::process::id() as libc::pid_t;
     let open_file_limits = CHILD_OPEN_FILE_LIMITS
         .get()
         .map(|&(rlim_cur, rlim_max)| libc::rlimit { rlim_cur, rlim_max });
-    // Opened before the fork: the child must only make async-signal-safe calls.
-    let cgroup_procs = cgroup.map(Cgroup::open_procs).transpose().map_err(Setup)?;
-    let cgroup_procs_fd = cgroup_procs.as_ref().map(|procs| procs.as_raw_fd());
+    // Opened before the clone: the child only makes async-signal-safe calls.
     let pty_pair = if tty {
         Some(pty::open().map_err(Setup)?)
     } else {
         None
     };
+    // The parent's ends and the child's ends, all close-on-exec: a child spawned by
+    // another thread meanwhile inherits none of them.
+    let mut ours = Pipes::default();
+    let stdio: [OwnedFd; 3];
     match &pty_pair {
         Some(pair) => {
-            command
-                .stdin(Stdio::from(pair.slave.try_clone().map_err(Setup)?))
-                .stdout(Stdio::from(pair.slave.try_clone().map_err(Setup)?))
-                .stderr(Stdio::from(pair.slave.try_clone().map_err(Setup)?));
+            let slave = || pair.slave.try_clone().map_err(Setup);
+            stdio = [slave()?, slave()?, slave()?];
         }
         None => {
-            command
-                .stdin(if request.pipe_stdin {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
+            let stdin = if request.pipe_stdin {
+                let (read, write) = pipe().map_err(Setup)?;
+                ours.stdin = Some(write);
+                read
+            } else {
+                OwnedFd::from(std::fs::File::open("/dev/null").map_err(Setup)?)
+            };
+            let (stdout_read, stdout_write) = pipe().map_err(Setup)?;
+            let (stderr_read, stderr_write) = pipe().map_err(Setup)?;
+            ours.stdout = Some(stdout_read);
+            ours.stderr = Some(stderr_read);
+            stdio = [stdin, stdout_write, stderr_write];
         }
     }
-    // SAFETY: the closure only makes async-signal-safe system calls (write, fchdir,
-    // setsid, ioctl, prctl, getppid, setrlimit, sigaction) between fork and exec, and does not
-    // allocate: the server is multi-threaded, so another thread may have held the
-    // allocator's lock at the fork, and the child would deadlock on it. Errors are
-    // therefore only `io::Error::last_os_error()` / `from_raw_os_error`, which carry an
-    // errno and no heap data (std hands the child's errno back to `spawn`). `cwd_fd` and
-    // `cgroup_procs_fd` outlive the spawn.
-    unsafe {
-        command.pre_exec(move || {
-            // First, so that everything the child does (and forks) is inside its cgroup.
-            if let Some(procs) = cgroup_procs_fd {
-                cgroup::join(procs)?;
-            }
-            if let Some(fd) = cwd_fd {
-                if libc::fchdir(fd) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            if libc::setsid() == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            if tty && libc::ioctl(0, libc::TIOCSCTTY as _, 0) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            // The server may have died between fork and prctl; then nobody would signal us.
-            // ESRCH ("no such process"): the parent is gone. Not `io::Error::other`, which
-            // allocates (see the SAFETY note above).
-            if libc::getppid() != server_pid {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            if let Some(limits) = &open_file_limits {
-                if libc::setrlimit(libc::RLIMIT_NOFILE, limits) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            reset_ignored_signals();
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().map_err(SpawnFailure::Program)?;
-    // The command holds copies of the PTY slave; EOF reaches the master once all are closed.
-    drop(command);
-    drop(cgroup_procs);
-    let pid =
-        i32::try_from(child.id()).map_err(|_| Setup(io::Error::other("child pid out of range")))?;
-    match watch(&mut child, pid, pty_pair) {
+    let plan = ChildPlan {
+        candidates,
+        argv,
+        envp,
+        stdio: [
+            stdio[0].as_raw_fd(),
+            stdio[1].as_raw_fd(),
+            stdio[2].as_raw_fd(),
+        ],
+        cgroup,
+        cwd_fd,
+        cwd_path,
+        controlling_tty: tty,
+        open_file_limits,
+    };
+    let pid = clone_exec::spawn(&plan).map_err(|failure| match failure {
+        clone_exec::Failure::Setup(err) => Setup(err),
+        clone_exec::Failure::Child(err) => SpawnFailure::Program(err),
+    })?;
+    // The child's ends (PTY slave copies included): EOF reaches us once the child's close.
+    drop(stdio);
+    match watch(ours, pid, pty_pair) {
         Ok(spawned) => Ok(spawned),
         Err(err) => {
             // Unreaped, so the group id is still this child's.
@@ -174,27 +173,52 @@ pub fn spawn(request: &SpawnRequest<'_>, cgroup: Option<&Cgroup>) -> Result<Spaw
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
-            let _ = child.wait();
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
             Err(Setup(err))
         }
     }
 }
 
-/// Gives every signal its default action in the child, as a login session gets them.
-/// `exec` resets caught signals but keeps ignored ones, so a server started from a
-/// background job (where SIGINT and SIGQUIT are ignored) or under `nohup` would hand
-/// that on, and `process/signal interrupt` would do nothing. Only `sigaction` (through
-/// `signal`), which is async-signal-safe; the numbers it refuses (SIGKILL, SIGSTOP,
-/// those past the last real-time signal) are skipped.
-fn reset_ignored_signals() {
-    for signal in 1..=64 {
-        // SAFETY: SIG_DFL installs no handler code; called between fork and exec.
-        unsafe { libc::signal(signal, libc::SIG_DFL) };
+/// Where execvp would look for `program`: itself if it names a path, else each entry
+/// of the child's `PATH` (glibc's default `/bin:/usr/bin` without one; an empty entry
+/// is the working directory). An empty name is found nowhere.
+fn candidates(program: &str, path: Option<&str>) -> Vec<String> {
+    if program.is_empty() {
+        return Vec::new();
     }
+    if program.contains('/') {
+        return vec![program.to_owned()];
+    }
+    path.unwrap_or("/bin:/usr/bin")
+        .split(':')
+        .map(|dir| match dir {
+            "" => program.to_owned(),
+            dir => format!("{}/{program}", dir.trim_end_matches('/')),
+        })
+        .collect()
+}
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2(2) fills two descriptors we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both were just opened and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The server's ends of the child's pipes.
+#[derive(Default)]
+struct Pipes {
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
 }
 
 /// Opens the leader's pidfd and hands the child's pipes or PTY to tokio's reactor.
-fn watch(child: &mut Child, pid: i32, pty_pair: Option<pty::PtyPair>) -> io::Result<Spawned> {
+fn watch(pipes: Pipes, pid: i32, pty_pair: Option<pty::PtyPair>) -> io::Result<Spawned> {
     let leader = Leader::open(pid)?;
     match pty_pair {
         Some(pair) => {
@@ -203,25 +227,23 @@ fn watch(child: &mut Child, pid: i32, pty_pair: Option<pty::PtyPair>) -> io::Res
             Ok(Spawned {
                 leader,
                 pid,
-                outputs: vec![(Stream::Pty, Box::new(master.clone()))],
+                outputs: vec![(Stream::Pty, OutputReader::Pty(master.clone()))],
                 stdin: Some(Box::new(master.clone())),
                 pty: Some(master),
             })
         }
         None => {
             let mut outputs: Vec<(Stream, OutputReader)> = Vec::with_capacity(2);
-            if let Some(stdout) = child.stdout.take() {
-                let stdout = tokio::process::ChildStdout::from_std(stdout)?;
-                outputs.push((Stream::Stdout, Box::new(stdout)));
+            if let Some(stdout) = pipes.stdout {
+                outputs.push((Stream::Stdout, OutputReader::pipe(stdout)?));
             }
-            if let Some(stderr) = child.stderr.take() {
-                let stderr = tokio::process::ChildStderr::from_std(stderr)?;
-                outputs.push((Stream::Stderr, Box::new(stderr)));
+            if let Some(stderr) = pipes.stderr {
+                outputs.push((Stream::Stderr, OutputReader::pipe(stderr)?));
             }
-            let stdin = match child.stdin.take() {
-                Some(stdin) => {
-                    Some(Box::new(tokio::process::ChildStdin::from_std(stdin)?) as InputWriter)
-                }
+            let stdin = match pipes.stdin {
+                Some(stdin) => Some(
+                    Box::new(tokio::process::ChildStdin::from_std(stdin.into())?) as InputWriter,
+                ),
                 None => None,
             };
             Ok(Spawned {
@@ -232,5 +254,27 @@ fn watch(child: &mut Child, pid: i32, pty_pair: Option<pty::PtyPair>) -> io::Res
                 pty: None,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::candidates;
+
+    #[test]
+    fn a_name_is_looked_up_along_path_as_execvp_does() {
+        assert_eq!(
+            candidates("ls", Some("/usr/local/bin:/bin/::.")),
+            ["/usr/local/bin/ls", "/bin/ls", "ls", "./ls"]
+        );
+        // No PATH in the child's environment: glibc's default.
+        assert_eq!(candidates("ls", None), ["/bin/ls", "/usr/bin/ls"]);
+    }
+
+    #[test]
+    fn a_path_is_taken_as_it_is_and_an_empty_name_is_found_nowhere() {
+        assert_eq!(candidates("./run.sh", Some("/bin")), ["./run.sh"]);
+        assert_eq!(candidates("/bin/true", Some("/usr/bin")), ["/bin/true"]);
+        assert!(candidates("", Some("/bin")).is_empty());
     }
 }

@@ -9,6 +9,7 @@
 //! ever signalled by that number again. With a cgroup, kills go to the cgroup, never to
 //! a number, and the cgroup is removed once nothing runs in it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::leader::Leader;
+use super::reader::OutputReader;
 use crate::cgroup::Cgroup;
 use crate::faults::{self, Fault};
 use crate::watchdog::Watchdog;
@@ -31,6 +33,9 @@ pub struct Tree {
     /// Held while signalling and while reaping, so a signal never races the reap.
     reaped: Mutex<bool>,
     killed: watch::Sender<bool>,
+    /// Output pipes that reached EOF, closed at the teardown (see [`TEARDOWN`]); `None`
+    /// once it is done.
+    spent: Mutex<Option<Vec<OutputReader>>>,
 }
 
 impl Tree {
@@ -46,6 +51,24 @@ impl Tree {
             watchdog,
             reaped: Mutex::new(false),
             killed: watch::Sender::new(false),
+            spent: Mutex::new(Some(Vec::new())),
+        }
+    }
+
+    /// Takes `reader`, whose pipe reached EOF, to close it with the rest of the
+    /// teardown; closes it at once if the teardown is done (a pipe that a process
+    /// outside the tree held open).
+    pub fn close_at_teardown(&self, reader: OutputReader) {
+        let mut spent = self
+            .spent
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        match spent.as_mut() {
+            Some(spent) => spent.push(reader),
+            None => {
+                drop(spent);
+                drop(reader);
+            }
         }
     }
 
@@ -99,26 +122,38 @@ impl Tree {
 
     /// Reaps `leader`, which has exited, as soon as its tree is empty or has been
     /// killed, then removes its cgroup. Call once, after the exit has been published.
-    /// Closes the leader's pidfd.
+    /// Closes the leader's pidfd and the pipes handed to [`Tree::close_at_teardown`].
     pub async fn reap_when_done(&self, leader: Leader) {
-        if !self.is_empty().await {
-            let mut killed = self.killed.subscribe();
+        let mut killed = self.killed.subscribe();
+        // A killed tree is reaped whatever is left in it, so it needs no look.
+        if !*killed.borrow_and_update() && !self.is_empty().await {
             // The sender lives in `self`, so this only returns once the tree is killed.
             let _ = killed.wait_for(|killed| *killed).await;
         }
-        {
-            let mut reaped = self.lock();
-            // The watchdog must forget the number before the kernel can reuse it.
-            if let Some(watchdog) = &self.watchdog {
-                watchdog.unregister(self.pid);
+        let removed = {
+            let _turn = teardown_turn().await;
+            {
+                let mut reaped = self.lock();
+                // The watchdog must forget the number before the kernel can reuse it.
+                if let Some(watchdog) = &self.watchdog {
+                    watchdog.unregister(self.pid);
+                }
+                if let Err(err) = leader.reap() {
+                    tracing::warn!(pid = self.pid, %err, "could not reap a process");
+                }
+                *reaped = true;
             }
-            if let Err(err) = leader.reap() {
-                tracing::warn!(pid = self.pid, %err, "could not reap a process");
-            }
-            *reaped = true;
-        }
-        if let Some(cgroup) = &self.cgroup {
-            remove_once_empty(cgroup).await;
+            drop(leader);
+            drop(
+                self.spent
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner())
+                    .take(),
+            );
+            self.cgroup.as_ref().map(Cgroup::remove)
+        };
+        if let (Some(cgroup), Some(Err(err))) = (&self.cgroup, removed) {
+            remove_once_empty(cgroup, err).await;
         }
     }
 
@@ -167,17 +202,78 @@ fn group_has_members(pgid: i32) -> bool {
     })
 }
 
-/// Removes `cgroup` once the processes it killed are gone (they take a moment to die).
-async fn remove_once_empty(cgroup: &Cgroup) {
+/// The teardown of a process whose exit is announced and whose tree is empty or killed
+/// (reaping the leader, closing its pidfd and spent pipes, removing its cgroup) runs one
+/// process at a time in the whole server, behind whatever else the runtime has ready.
+/// Nothing on the wire waits for it, and it holds the costliest calls of a process's end
+/// (an rmdir in cgroupfs deletes every interface file under `cgroup_mutex`, which each
+/// `cgroup.kill` takes too): so a burst of terminates first kills and announces every
+/// process, then tidies up. One at a time costs little: the kernel serializes the
+/// rmdirs (and the reaps, under `tasklist_lock`) anyway.
+static TEARDOWN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Tasks waiting for a turn at [`TEARDOWN`].
+static TEARDOWN_WAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// How many teardowns may wait behind other work. A runtime that is never idle runs a
+/// yielded task only every few dozen polls, slower than a steady stream of process
+/// ends: past this many waiting, a turn does not yield, so zombies, pidfds and cgroups
+/// cannot pile up under sustained load.
+const TEARDOWN_BACKLOG: usize = 1024;
+
+/// Counts a task waiting for its turn, also if it is dropped while waiting.
+struct Waiting;
+
+impl Waiting {
+    fn new() -> Waiting {
+        TEARDOWN_WAITING.fetch_add(1, Ordering::Relaxed);
+        Waiting
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        TEARDOWN_WAITING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Waits for this task's turn at [`TEARDOWN`], then (unless too many are waiting) lets
+/// every task that is ready run first: a yield puts it behind them.
+async fn teardown_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    let waiting = Waiting::new();
+    let turn = TEARDOWN.lock().await;
+    drop(waiting);
+    if TEARDOWN_WAITING.load(Ordering::Relaxed) < TEARDOWN_BACKLOG {
+        tokio::task::yield_now().await;
+    }
+    turn
+}
+
+/// Retries removing `cgroup`, whose first removal failed with `first`, until the
+/// processes it killed are gone (they take a moment to die).
+async fn remove_once_empty(cgroup: &Cgroup, first: std::io::Error) {
     // Past this the cgroup is left to the watchdog, which removes the server's cgroups
     // when the server exits.
     let deadline = Instant::now() + crate::cgroup::EMPTY_DEADLINE;
     let mut pause = Duration::from_millis(1);
-    while matches!(cgroup.is_populated(), Ok(true)) && Instant::now() < deadline {
+    let mut failed = first;
+    // Removing is the test: its rmdir fails (`EBUSY`) while anything runs in it, and
+    // usually nothing does by the first try, so a look at `cgroup.events` would be wasted.
+    while crate::cgroup::is_busy(&failed) && Instant::now() < deadline {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(100));
+        let removed = {
+            let _turn = teardown_turn().await;
+            cgroup.remove()
+        };
+        match removed {
+            Ok(()) => return,
+            Err(err) => failed = err,
+        }
     }
-    if let Err(err) = cgroup.remove() {
-        tracing::warn!(cgroup = %cgroup.path().display(), %err, "cgroup left for the watchdog to remove");
-    }
+    tracing::warn!(
+        cgroup = %cgroup.path().display(),
+        err = %failed,
+        "cgroup left for the watchdog to remove"
+    );
 }
