@@ -211,6 +211,11 @@ impl Cgroup {
             None => fs::remove_dir(&self.dir),
         };
         match removed {
+            // Still populated (its killed processes dying): busy until they are gone,
+            // which the directory would not tell.
+            Err(err) if is_busy(&err) && matches!(self.is_populated(), Ok(true)) => {
+                return Err(err)
+            }
             Err(err) if is_busy(&err) => {}
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
             result => return result,

@@ -57,7 +57,8 @@ pub struct Process {
     /// which reaps the child once the tree is dead or empty.
     tree: Arc<Tree>,
     is_pty: bool,
-    /// Kept for resizing while the process runs; dropped at close to free the fd.
+    /// Kept for resizing while the process runs; dropped at close (the reader's own
+    /// copy is closed at the tree's teardown).
     pty: Mutex<Option<pty::PtyMaster>>,
     retention_bytes: usize,
     /// The server-wide budget this process's retained output counts against.

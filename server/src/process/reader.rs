@@ -58,9 +58,10 @@ impl OutputReader {
                 Ok(Ok(n)) => {
                     // SAFETY: read(2) initialised the first `n` bytes of the spare capacity.
                     unsafe { chunk.set_len(chunk.len() + n) };
-                    if n < wanted {
-                        // A short read emptied it: wait for the next wake-up rather than
-                        // asking again at once (as tokio's own reads do).
+                    if n < wanted && matches!(self, OutputReader::Pipe(_)) {
+                        // A short read emptied the pipe: wait for the next wake-up rather
+                        // than asking again at once (as tokio's own reads do). Not on a
+                        // PTY, whose reads return at most ~4 KiB however much is queued.
                         ready.clear_ready();
                         break;
                     }
@@ -78,10 +79,20 @@ impl OutputReader {
 
 /// read(2) into uninitialised memory; returns how many bytes it initialised.
 fn read(fd: &OwnedFd, into: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
-    // SAFETY: read(2) writes at most `into.len()` bytes into `into`, which is valid
-    // for writes of that length.
-    let n = unsafe { libc::read(fd.as_raw_fd(), into.as_mut_ptr().cast(), into.len()) };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    loop {
+        // SAFETY: read(2) writes at most `into.len()` bytes into `into`, which is valid
+        // for writes of that length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), into.as_mut_ptr().cast(), into.len()) };
+        match usize::try_from(n) {
+            Ok(n) => return Ok(n),
+            Err(_) => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

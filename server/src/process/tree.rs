@@ -55,9 +55,8 @@ impl Tree {
         }
     }
 
-    /// Takes `reader`, whose pipe reached EOF, to close it with the rest of the
-    /// teardown; closes it at once if the teardown is done (a pipe that a process
-    /// outside the tree held open).
+    /// Takes `reader`, whose pipe or PTY reached EOF, to close it with the rest of the
+    /// teardown; closes it at once if that is done, or if the tree outlived its leader.
     pub fn close_at_teardown(&self, reader: OutputReader) {
         let mut spent = self
             .spent
@@ -70,6 +69,16 @@ impl Tree {
                 drop(reader);
             }
         }
+    }
+
+    /// Closes the spent readers, and any handed over from now on at once.
+    fn close_spent(&self) {
+        let spent = self
+            .spent
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+        drop(spent);
     }
 
     fn lock(&self) -> MutexGuard<'_, bool> {
@@ -127,6 +136,9 @@ impl Tree {
         let mut killed = self.killed.subscribe();
         // A killed tree is reaped whatever is left in it, so it needs no look.
         if !*killed.borrow_and_update() && !self.is_empty().await {
+            // The tree outlives its leader (a background job): its spent pipes or PTY
+            // are closed now, and later ones at once, not held until it is killed.
+            self.close_spent();
             // The sender lives in `self`, so this only returns once the tree is killed.
             let _ = killed.wait_for(|killed| *killed).await;
         }
@@ -144,12 +156,7 @@ impl Tree {
                 *reaped = true;
             }
             drop(leader);
-            drop(
-                self.spent
-                    .lock()
-                    .unwrap_or_else(|poison| poison.into_inner())
-                    .take(),
-            );
+            self.close_spent();
             self.cgroup.as_ref().map(Cgroup::remove)
         };
         if let (Some(cgroup), Some(Err(err))) = (&self.cgroup, removed) {
