@@ -153,7 +153,7 @@ impl Session {
     }
 
     /// The next request id, as it will be echoed.
-    pub fn next_id(&mut self) -> RequestId {
+    fn next_id(&mut self) -> RequestId {
         let id = RequestId::from(self.next_id);
         self.next_id += 1;
         id
@@ -196,7 +196,8 @@ impl Session {
 /// The decoded size of a standard base64 string, without decoding it.
 pub fn base64_len(text: &str) -> u64 {
     let padding = text.bytes().rev().take_while(|&b| b == b'=').count() as u64;
-    (text.len() as u64 / 4) * 3 - padding
+    // Saturating: a malformed chunk (e.g. "==") must not wrap to 2^64 bytes.
+    ((text.len() as u64 / 4) * 3).saturating_sub(padding)
 }
 
 /// If `message` is a notification named `method` about `process_id`, its params.

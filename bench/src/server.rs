@@ -6,7 +6,7 @@ use std::io::{BufRead as _, BufReader};
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
@@ -179,21 +179,10 @@ fn read_url(stdout: std::process::ChildStdout, limit: Duration) -> Result<String
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let pid = self.child.id() as i32;
         self.pipes = None;
         self._stdin = None;
-        // SAFETY: kill(2) on our own child's pid and group; no memory is touched.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        // SAFETY: as above; the group is the server's own (process_group(0)).
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // The server leads its own group (process_group(0)); SIGTERM lets it kill its
+        // own trees, and SIGKILL after the grace ends whatever is left.
+        exec_client::teardown::terminate_group(&mut self.child, Duration::from_secs(3));
     }
 }

@@ -351,18 +351,13 @@ impl Connection {
         // the built reply waits for room in a task like any other.
         if handlers::is_immediate(method) {
             let state = &self.state;
+            // `None` (not an immediate method) cannot come back after `is_immediate`.
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 handlers::immediate(state, method, params)
             }))
-            .unwrap_or_else(|_| {
-                tracing::error!(?method, "handler panicked");
-                None
-            })
-            .unwrap_or_else(|| {
-                Err(ErrorObject::internal(
-                    "internal error while handling the request",
-                ))
-            });
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Err(handler_panicked(method)));
             drop(session);
             return self.send_now(encode(&id, result)).await;
         }
@@ -378,12 +373,7 @@ impl Connection {
             let result = AssertUnwindSafe(handler)
                 .catch_unwind()
                 .await
-                .unwrap_or_else(|_| {
-                    tracing::error!(?method, "handler panicked");
-                    Err(ErrorObject::internal(
-                        "internal error while handling the request",
-                    ))
-                });
+                .unwrap_or_else(|_| Err(handler_panicked(method)));
             // A closed queue means the transport is gone; there is nobody left to answer.
             let _ = room.send(encode(&id, result)).await;
         })
@@ -480,6 +470,12 @@ impl Connection {
 }
 
 /// The response to request `id`.
+/// The answer to a request whose handler panicked (logged: it is a server bug).
+fn handler_panicked(method: Method) -> ErrorObject {
+    tracing::error!(?method, "handler panicked");
+    ErrorObject::internal("internal error while handling the request")
+}
+
 fn encode(id: &RequestId, result: Result<PartialReply, ErrorObject>) -> String {
     match result {
         Ok(reply) => reply.with_id(id),

@@ -92,19 +92,26 @@ impl Drop for WaitingReply<'_> {
 
 impl Outbound {
     async fn reserve(&self, bytes: usize) -> Result<Room, Closed> {
-        // Bigger than the whole budget: take all of it, i.e. wait until nothing else is
-        // queued, and go out alone.
-        let permits = bytes.clamp(1, self.budget.capacity) as u32;
         let permit = tokio::select! {
-            permit = Arc::clone(&self.budget.room).acquire_many_owned(permits) => {
+            permit = Arc::clone(&self.budget.room).acquire_many_owned(self.permits(bytes)) => {
                 permit.map_err(|_| Closed)?
             }
             _ = self.sender.closed() => return Err(Closed),
         };
-        Ok(Room {
+        Ok(self.room(permit))
+    }
+
+    /// The permits a message of `bytes` takes. Bigger than the whole budget: all of it,
+    /// i.e. it waits until nothing else is queued, and goes out alone.
+    fn permits(&self, bytes: usize) -> u32 {
+        bytes.clamp(1, self.budget.capacity) as u32
+    }
+
+    fn room(&self, permit: OwnedSemaphorePermit) -> Room {
+        Room {
             _permit: permit,
             sender: self.sender.clone(),
-        })
+        }
     }
 
     /// Room for a reply of about `bytes`, reserved before the reply is built. While
@@ -123,15 +130,11 @@ impl Outbound {
     /// the connection's reader answers this way, as it must never wait on the queue.
     /// Gives the reply back if there is no room; `Err(None)`: the queue is closed.
     pub fn try_send_reply(&self, text: String) -> Result<(), Option<String>> {
-        let permits = text.len().clamp(1, self.budget.capacity) as u32;
+        let permits = self.permits(text.len());
         let Ok(permit) = Arc::clone(&self.budget.room).try_acquire_many_owned(permits) else {
             return Err(Some(text));
         };
-        let room = Room {
-            _permit: permit,
-            sender: self.sender.clone(),
-        };
-        room.send(text).map_err(|Closed| None)
+        self.room(permit).send(text).map_err(|Closed| None)
     }
 
     /// Queues a notification, waiting for room: a process whose output is not read

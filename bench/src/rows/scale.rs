@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use exec_protocol::{Message, NotificationMethod, TerminateParams};
 
 use super::{ms, Kind, Plan, Target};
@@ -109,7 +109,6 @@ pub async fn pipelined(plan: &Plan, target: &Target<'_>) -> Result<Vec<Row>> {
         .row(&name("7 server RSS per live process"), "KiB")
         .measured(&rss_per_process[..1], &[])
         .note("absolute, first round (later rounds reuse freed memory)");
-    let _ = Kind::PipelinedStarts;
     Ok(vec![start_row, kill_row, rss_row])
 }
 
@@ -127,7 +126,10 @@ pub async fn concurrent(plan: &Plan, target: &Target<'_>) -> Result<Vec<Row>> {
         let mut current = match session.take() {
             Some(current) => current,
             None => {
-                let url = server.url.clone().unwrap_or_default();
+                let url = server
+                    .url
+                    .clone()
+                    .ok_or_else(|| anyhow!("the websocket server has no url"))?;
                 Session::open(crate::client::Conn::websocket(&url).await?, None).await?
             }
         };

@@ -168,6 +168,22 @@ fn parse_var(text: &str) -> Option<(String, Option<String>)> {
     }
 }
 
+fn compile_all(items: &[Value]) -> Result<Vec<Pattern>, PatternError> {
+    items.iter().map(Pattern::compile).collect()
+}
+
+/// The operand of `$oneOf` / `$allOf`: a non-empty array of patterns (`what` names
+/// them in the error).
+fn compile_list(op: &str, operand: &Value, what: &str) -> Result<Vec<Pattern>, PatternError> {
+    match operand {
+        Value::Array(items) if !items.is_empty() => compile_all(items),
+        _ => Err(PatternError::new(
+            format!("{op} takes a non-empty array of {what}"),
+            quoted(op),
+        )),
+    }
+}
+
 fn quoted(text: &str) -> Option<String> {
     serde_json::to_string(text).ok()
 }
@@ -190,10 +206,7 @@ impl Pattern {
                     ));
                 }
                 Ok(Pattern::Array {
-                    items: items
-                        .iter()
-                        .map(Pattern::compile)
-                        .collect::<Result<_, _>>()?,
+                    items: compile_all(items)?,
                     open,
                 })
             }
@@ -217,30 +230,8 @@ impl Pattern {
                                 quoted(op),
                             )),
                         },
-                        "$oneOf" => match operand {
-                            Value::Array(options) if !options.is_empty() => Ok(Pattern::OneOf(
-                                options
-                                    .iter()
-                                    .map(Pattern::compile)
-                                    .collect::<Result<_, _>>()?,
-                            )),
-                            _ => Err(PatternError::new(
-                                "$oneOf takes a non-empty array of alternatives",
-                                quoted(op),
-                            )),
-                        },
-                        "$allOf" => match operand {
-                            Value::Array(items) if !items.is_empty() => Ok(Pattern::AllOf(
-                                items
-                                    .iter()
-                                    .map(Pattern::compile)
-                                    .collect::<Result<_, _>>()?,
-                            )),
-                            _ => Err(PatternError::new(
-                                "$allOf takes a non-empty array of patterns",
-                                quoted(op),
-                            )),
-                        },
+                        "$oneOf" => compile_list(op, operand, "alternatives").map(Pattern::OneOf),
+                        "$allOf" => compile_list(op, operand, "patterns").map(Pattern::AllOf),
                         "$eq" => Ok(Pattern::Exact(operand.clone())),
                         "$type" => operand
                             .as_str()

@@ -25,6 +25,11 @@ use crate::outbound::ReplyRoom;
 use crate::session::{Generation, Session};
 use crate::state::ServerState;
 
+/// A handler's result as the reply's `result` member.
+fn reply(result: Result<impl Serialize, ErrorObject>) -> Result<PartialReply, ErrorObject> {
+    result.map(|result| PartialReply::new(&result))
+}
+
 /// Whether `method` is answered by [`immediate`]: at once, without waiting on
 /// anything, touching no process and no file (so no `processId` order applies).
 pub fn is_immediate(method: Method) -> bool {
@@ -41,9 +46,6 @@ pub fn immediate(
     method: Method,
     params: Value,
 ) -> Option<Result<PartialReply, ErrorObject>> {
-    fn reply(result: Result<impl Serialize, ErrorObject>) -> Result<PartialReply, ErrorObject> {
-        result.map(|result| PartialReply::new(&result))
-    }
     let rules = paths::PathRules::of(&state.options);
     Some(match method {
         Method::EnvironmentInfo => environment::info(&state.environment, params),
@@ -70,9 +72,6 @@ pub async fn dispatch(
     draining: &CancellationToken,
     room: &mut ReplyRoom,
 ) -> Result<PartialReply, ErrorObject> {
-    fn reply(result: Result<impl Serialize, ErrorObject>) -> Result<PartialReply, ErrorObject> {
-        result.map(|result| PartialReply::new(&result))
-    }
     let fs = &state.options.file_system;
     let rules = paths::PathRules::of(&state.options);
     match method {
@@ -108,10 +107,11 @@ pub async fn dispatch(
         Method::FsRemove => reply(fs::remove(fs, rules, decode_params(params)?).await),
         Method::FsCopy => reply(fs::copy(fs, rules, decode_params(params)?).await),
         Method::FsCanonicalize => reply(fs::canonicalize(fs, rules, decode_params(params)?).await),
-        Method::FsJoin | Method::FsParent => immediate(state, method, params)
-            .unwrap_or_else(|| Err(ErrorObject::internal("not an immediate method"))),
-        Method::EnvironmentInfo | Method::EnvironmentStatus => immediate(state, method, params)
-            .unwrap_or_else(|| Err(ErrorObject::internal("not an immediate method"))),
+        // The connection answers these on its reader; here for completeness.
+        Method::FsJoin | Method::FsParent | Method::EnvironmentInfo | Method::EnvironmentStatus => {
+            immediate(state, method, params)
+                .unwrap_or_else(|| Err(ErrorObject::internal("not an immediate method")))
+        }
         Method::FsOpen => reply(fs_handles::open(fs, rules, session, decode_params(params)?).await),
         Method::FsReadBlock => fs_handles::read_block(session, decode_params(params)?, room).await,
         Method::FsClose => reply(fs_handles::close(session, decode_params(params)?)),
